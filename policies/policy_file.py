@@ -1,0 +1,188 @@
+"""The policy file: safetensors weights + JSON metadata. Never pickle.
+
+Layout: a standard safetensors file. Its string metadata holds one key,
+``learned_schedules``, whose value is a JSON object:
+
+``format_version`` (int), ``method`` (:data:`KNOWN_METHODS`), ``model_family``
+(:data:`KNOWN_FAMILIES`), ``steps`` (L), ``feature_dims`` (trailing shape of every policy input,
+-1 for free sizes), ``architecture`` (the policy's ``config()``, enough to rebuild it),
+``training`` (the training config), ``reward``, ``created`` (UTC ISO time) and
+``package_version``.
+
+:func:`load_policy` checks the header by hand before any tensor is read, so a truncated,
+foreign or pickled file gives a plain-sentence ``ValueError`` and is never unpickled.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .dirichlet import build_policy
+
+FORMAT_VERSION = 1
+META_KEY = "learned_schedules"
+KNOWN_METHODS = ("dirichlet-reinforce", "art", "adagen")
+KNOWN_FAMILIES = ("testbed", "flux-dev", "flux-schnell", "sd3", "sdxl", "sd1")
+REQUIRED_FIELDS = ("format_version", "method", "model_family", "steps", "feature_dims",
+                   "architecture")
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass
+class LoadedPolicy:
+    """A validated policy ready for inference."""
+
+    policy: nn.Module
+    metadata: dict[str, Any]
+    path: Path
+
+
+def save_policy(path: str | Path, policy: nn.Module, *, method: str, model_family: str,
+                training: dict[str, Any] | None = None, reward: str | None = None,
+                extra: dict[str, Any] | None = None) -> None:
+    """Write ``policy`` and its metadata to ``path`` atomically (temporary file + rename)."""
+    if method not in KNOWN_METHODS:
+        raise ValueError(f"Unknown method {method!r}; expected one of {KNOWN_METHODS}.")
+    if model_family not in KNOWN_FAMILIES:
+        raise ValueError(f"Unknown model family {model_family!r}; expected one of "
+                         f"{KNOWN_FAMILIES}.")
+    from .. import __version__
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"Policy files must end in .safetensors, got {path.name}.")
+    meta = {
+        "format_version": FORMAT_VERSION, "method": method, "model_family": model_family,
+        "steps": int(policy.steps), "feature_dims": policy.encoder.feature_dims(),
+        "architecture": policy.config(), "training": training or {}, "reward": reward,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "package_version": __version__, **(extra or {}),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta, default=str)})
+    os.replace(tmp, path)
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """The safetensors JSON header, checked by hand (no tensor is read, nothing unpickled)."""
+    if not path.exists():
+        raise ValueError(f"Policy file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file.")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if head[:1] == b"\x80" or head[:2] == b"PK":
+            raise ValueError(f"{path.name} is a pickle / torch.save file; policy files must be "
+                             "safetensors (it was not loaded).")
+        if len(head) < 8:
+            raise ValueError(f"{path.name} is truncated or empty: it has no safetensors header.")
+        (n,) = struct.unpack("<Q", head)
+        if n <= 1 or n > _MAX_HEADER or 8 + n > size:
+            raise ValueError(f"{path.name} is not a safetensors file, or it is truncated "
+                             "(its header length does not fit the file).")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path.name} is not a safetensors file (unreadable header).") from exc
+    if not isinstance(header, dict):
+        raise ValueError(f"{path.name} is not a safetensors file (unreadable header).")
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise ValueError(f"{path.name} has a corrupt safetensors header.") from exc
+    if 8 + n + end > size:
+        raise ValueError(f"{path.name} is truncated: its tensors need {8 + n + end} bytes, "
+                         f"the file has {size}.")
+    return header
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The policy's metadata (cheap: reads the header only); ``ValueError`` if missing."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path.name} is not a .safetensors policy file.")
+    header = _read_header(path)
+    raw = (header.get("__metadata__") or {}).get(META_KEY)
+    if raw is None:
+        raise ValueError(f"{path.name} has no Learned Schedules metadata; it is not a policy "
+                         "file.")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path.name} has unreadable policy metadata.") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path.name} has unreadable policy metadata.")
+    return meta
+
+
+def validate_metadata(meta: dict[str, Any], name: str = "policy file") -> None:
+    """Raise ``ValueError`` naming the first problem in a metadata dict."""
+    missing = [k for k in REQUIRED_FIELDS if k not in meta]
+    if missing:
+        raise ValueError(f"{name} is missing metadata fields: {', '.join(missing)}.")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise ValueError(f"{name} has format version {meta['format_version']!r}; this version "
+                         f"of Learned Schedules reads version {FORMAT_VERSION}.")
+    if meta["method"] not in KNOWN_METHODS:
+        raise ValueError(f"{name} uses unknown method {meta['method']!r}.")
+    if meta["model_family"] not in KNOWN_FAMILIES:
+        raise ValueError(f"{name} is for unknown model family {meta['model_family']!r}.")
+    arch = meta["architecture"]
+    if not isinstance(arch, dict):
+        raise ValueError(f"{name} has an unreadable architecture entry.")
+    if arch.get("steps") != meta["steps"]:
+        raise ValueError(f"{name} says steps={meta['steps']} but its architecture has "
+                         f"steps={arch.get('steps')}.")
+
+
+def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedPolicy:
+    """Load and validate a policy file; every problem is a ``ValueError`` with a plain sentence."""
+    path = Path(path)
+    meta = read_metadata(path)
+    validate_metadata(meta, path.name)
+    try:
+        policy = build_policy(meta["architecture"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path.name} describes an architecture this version cannot build: "
+                         f"{exc}") from exc
+    try:
+        tensors = load_file(str(path), device=str(map_location))
+    except Exception as exc:  # safetensors raises its own error types
+        raise ValueError(f"{path.name} could not be read as safetensors: {exc}") from exc
+    expected = policy.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{path.name} does not match its architecture: missing "
+                         f"{missing[:3]}, unexpected {unexpected[:3]}.")
+    for k, v in expected.items():
+        if tuple(tensors[k].shape) != tuple(v.shape):
+            raise ValueError(f"{path.name}: weight {k} has shape {tuple(tensors[k].shape)}, "
+                             f"the architecture needs {tuple(v.shape)}.")
+        if tensors[k].is_floating_point() and not torch.isfinite(tensors[k]).all():
+            raise ValueError(f"{path.name}: weight {k} contains NaN or infinite values.")
+    policy.load_state_dict(tensors)
+    policy.to(map_location).eval()
+    return LoadedPolicy(policy=policy, metadata=meta, path=path)
+
+
+__all__ = ["save_policy", "load_policy", "read_metadata", "validate_metadata", "LoadedPolicy",
+           "FORMAT_VERSION", "KNOWN_METHODS", "KNOWN_FAMILIES"]

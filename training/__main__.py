@@ -1,0 +1,7 @@
+"""``python -m learned_schedules.training``: the trainer's command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

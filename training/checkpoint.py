@@ -1,0 +1,66 @@
+"""Resumable training checkpoints, in safetensors (never pickle).
+
+A checkpoint holds the policy weights (``policy.*``), the optimiser's tensors
+(``optim.<param>.<name>``), the RNG states (``rng.*`` as uint8 tensors) and a JSON metadata
+entry with the iteration, the optimiser's param groups and the run config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+_META_KEY = "learned_schedules_checkpoint"
+
+
+def save_checkpoint(path: str | Path, *, policy: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, iteration: int,
+                    rng: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (temporary file, then rename)."""
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in policy.state_dict().items():
+        tensors[f"policy.{k}"] = v.detach().cpu().contiguous()
+    opt = optimizer.state_dict()
+    for idx, state in opt["state"].items():
+        for name, value in state.items():
+            t = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"optim.{idx}.{name}"] = t.detach().cpu().contiguous()
+    for name, state in rng.items():
+        tensors[f"rng.{name}"] = state.cpu().contiguous()
+    meta = {"iteration": iteration, "param_groups": opt["param_groups"], "info": info}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, *, policy: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, torch.Tensor],
+                                                               dict[str, Any]]:
+    """Restore policy and optimiser in place; return ``(iteration, rng_states, info)``."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw_meta = (f.metadata() or {}).get(_META_KEY)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises several types for bad files
+        raise ValueError(f"Cannot read checkpoint {path}: {exc}") from exc
+    if raw_meta is None:
+        raise ValueError(f"{path} is not a Learned Schedules training checkpoint.")
+    meta = json.loads(raw_meta)
+    policy.load_state_dict({k[len("policy."):]: v for k, v in tensors.items()
+                            if k.startswith("policy.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return int(meta["iteration"]), rng, meta.get("info", {})

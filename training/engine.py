@@ -1,0 +1,289 @@
+"""The RL engine: REINFORCE (with none / RLOO / XCTX / James-Stein baselines) and TPDM-style PPO.
+
+One iteration, as in the paper:
+
+1. draw B contexts (prompt, initial noise) from the training stream;
+2. the policy gives Dirichlet concentrations ``alpha`` per context; sample K segment vectors
+   ``tau`` per context and turn them into sampler schedules;
+3. the back-end samples with each schedule and scores the results: rewards ``r [B, K]``;
+4. advantages ``r - b`` with the chosen baseline;
+5. REINFORCE: minimise ``-mean((r - b) * log Dir(tau; alpha))`` with AdamW and gradient
+   clipping (no gradient through the sampler). PPO: several epochs of the clipped-ratio
+   objective on the same rollouts.
+
+The engine is back-end agnostic (:class:`training.backend.Backend`) and imports no ComfyUI.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..policies.dirichlet import DirichletPolicy, to_schedule
+from ..policies.policy_file import save_policy
+from .backend import Backend, make_backend
+from .baselines import compute_baseline
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+
+log = logging.getLogger("learned_schedules.training")
+
+METRIC_FIELDS = ["iteration", "reward_mean", "reward_std", "baseline_mse", "js_weight",
+                 "grad_norm", "entropy", "concentration", "eval_reward", "seconds"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (the one seeding block)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+@dataclass
+class IterationStats:
+    """What one policy update logged."""
+
+    reward_mean: float
+    reward_std: float
+    baseline_mse: float
+    js_weight: float
+    grad_norm: float
+    entropy: float
+    concentration: float
+
+
+@dataclass
+class RunResult:
+    """The outcome of :func:`train`."""
+
+    run_dir: Path
+    policy: DirichletPolicy
+    iterations_done: int
+    interrupted: bool = False
+    eval_history: list[tuple[int, float]] = field(default_factory=list)
+
+
+def build_policy_for(config: TrainConfig, backend: Backend) -> DirichletPolicy:
+    """The Dirichlet policy a config asks for, with the back-end's encoder."""
+    encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth)
+    return DirichletPolicy(encoder, config.steps, head_hidden=config.hidden,
+                           init_concentration=config.init_concentration)
+
+
+def policy_loss(policy: DirichletPolicy, features: dict[str, torch.Tensor], tau: torch.Tensor,
+                adv: torch.Tensor, config: TrainConfig,
+                old_logp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss for one update; ``tau [K, B, L+1]``, ``adv [B, K]``. Returns (loss, entropy)."""
+    dist = policy.distribution(**features)
+    logp = dist.log_prob(tau.clamp_min(1e-12)).transpose(0, 1)  # [B, K]
+    entropy = dist.entropy().mean()
+    if old_logp is None:
+        loss = -(adv * logp).mean()
+    else:
+        ratio = torch.exp(logp - old_logp)
+        clipped = ratio.clamp(1 - config.ppo_clip, 1 + config.ppo_clip)
+        loss = -torch.minimum(ratio * adv, clipped * adv).mean()
+    if config.entropy_coef:
+        loss = loss - config.entropy_coef * entropy
+    return loss, entropy.detach()
+
+
+def train_iteration(policy: DirichletPolicy, optimizer: torch.optim.Optimizer,
+                    backend: Backend, contexts: Any, config: TrainConfig) -> IterationStats:
+    """One policy update on a batch of contexts (rollouts, baseline, gradient step)."""
+    features = backend.features(contexts)
+    with torch.no_grad():
+        alpha = policy.alpha(**features)
+        tau = torch.distributions.Dirichlet(alpha).sample((config.rollouts,))  # [K, B, L+1]
+        schedules = to_schedule(tau, policy.min_segment).transpose(0, 1)  # [B, K, L+1]
+        rewards = backend.rewards(contexts, schedules).to(alpha.dtype)  # [B, K]
+    base = compute_baseline(rewards, config.baseline)
+    adv = rewards - base.baseline
+    if config.normalize_advantages:
+        adv = adv / (rewards.std() + 1e-8)
+    old_logp = None
+    epochs = 1
+    if config.algo == "ppo":
+        with torch.no_grad():
+            old_logp = policy.distribution(**features).log_prob(tau.clamp_min(1e-12)).T
+        epochs = config.ppo_epochs
+    grad_norm = 0.0
+    for _ in range(epochs):
+        loss, entropy = policy_loss(policy, features, tau, adv, config, old_logp)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip))
+        optimizer.step()
+    return IterationStats(
+        reward_mean=float(rewards.mean()), reward_std=float(rewards.std()),
+        baseline_mse=float((adv if not config.normalize_advantages
+                            else rewards - base.baseline).pow(2).mean()),
+        js_weight=float(base.js_weight), grad_norm=grad_norm, entropy=float(entropy),
+        concentration=float(alpha.sum(-1).mean()))
+
+
+@torch.no_grad()
+def evaluate_policy(policy: DirichletPolicy, backend: Backend, contexts: Any,
+                    mode: str = "mean") -> torch.Tensor:
+    """Per-context reward of the policy's schedules (mean mode by default)."""
+    was_training = policy.training
+    policy.eval()
+    schedules = policy.schedule(mode=mode, **backend.features(contexts))
+    rewards = backend.rewards(contexts, schedules[:, None, :])[:, 0]
+    policy.train(was_training)
+    return rewards
+
+
+def default_run_name(config: TrainConfig) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return (f"{config.backend}-{config.algo}-{config.baseline}-L{config.steps}"
+            f"__{config.seed}__{stamp}")
+
+
+def _rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
+    return {"torch": torch.get_rng_state(), "contexts": gen.get_state()}
+
+
+def _write_metrics(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+
+
+def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    for pattern in ("state_*.safetensors", "policy_*.safetensors"):
+        files = sorted(ckpt_dir.glob(pattern))
+        for old in files[:-keep] if keep > 0 else files:
+            old.unlink()
+
+
+def train(config: TrainConfig, *, backend: Backend | None = None,
+          resume: str | Path | None = None,
+          callback: Callable[[int, IterationStats], None] | None = None) -> RunResult:
+    """Train a policy; return the run folder and the trained policy.
+
+    ``resume``: a run folder (its latest checkpoint) or a checkpoint file; the run continues
+    exactly where it stopped, in the same folder, up to ``config.iterations``. ``callback``
+    is called after every iteration (tests use it to interrupt a run). Ctrl-C
+    (``KeyboardInterrupt``) saves a checkpoint before returning with ``interrupted=True``.
+    """
+    config.validate()
+    device = torch.device(config.device)
+    start = 0
+    if resume is not None:
+        run_dir, ckpt = _resolve_resume(Path(resume))
+    else:
+        run_dir = Path(config.out) / (config.run_name or default_run_name(config))
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ValueError(f"Run folder {run_dir} already exists and is not empty; pass "
+                             "--resume to continue it or choose another --run-name.")
+        ckpt = None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(exist_ok=True)
+    (run_dir / "config.json").write_text(config.to_json())
+
+    seed_everything(config.seed)
+    backend = backend or make_backend(config)
+    policy = build_policy_for(config, backend).to(device)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    ctx_gen = torch.Generator().manual_seed(config.seed)
+    if ckpt is not None:
+        start, rng, _ = load_checkpoint(ckpt, policy=policy, optimizer=optimizer)
+        torch.set_rng_state(rng["torch"])
+        ctx_gen.set_state(rng["contexts"])
+        log.info("resumed %s at iteration %d", run_dir, start)
+    eval_ctx = backend.held_out_contexts(config.eval_contexts, config.eval_seed)
+    metrics_path = run_dir / "metrics.csv"
+    result = RunResult(run_dir=run_dir, policy=policy, iterations_done=start)
+
+    def checkpoint(it: int) -> None:
+        save_checkpoint(ckpt_dir / f"state_{it:06d}.safetensors", policy=policy,
+                        optimizer=optimizer, iteration=it, rng=_rng_state(ctx_gen),
+                        info={"config": config.to_json()})
+        save_run_policy(ckpt_dir / f"policy_{it:06d}.safetensors", policy, backend, config, it)
+        _prune_checkpoints(ckpt_dir, config.keep_checkpoints)
+
+    bar = _progress(config, start)
+    t0 = time.perf_counter()
+    it = start
+    try:
+        for it in range(start + 1, config.iterations + 1):
+            contexts = backend.draw_contexts(config.batch, ctx_gen)
+            stats = train_iteration(policy, optimizer, backend, contexts, config)
+            row: dict[str, Any] = {"iteration": it, **stats.__dict__,
+                                   "seconds": round(time.perf_counter() - t0, 3)}
+            if config.eval_every and (it % config.eval_every == 0 or it == config.iterations):
+                ev = float(evaluate_policy(policy, backend, eval_ctx).mean())
+                row["eval_reward"] = ev
+                result.eval_history.append((it, ev))
+            _write_metrics(metrics_path, row)
+            result.iterations_done = it
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(reward=f"{stats.reward_mean:.3f}", js=f"{stats.js_weight:.2f}")
+            if config.checkpoint_every and it % config.checkpoint_every == 0:
+                checkpoint(it)
+            if callback is not None:
+                callback(it, stats)
+    except KeyboardInterrupt:
+        done = result.iterations_done
+        log.warning("interrupted: saving a checkpoint at iteration %d in %s", done, ckpt_dir)
+        if not (ckpt_dir / f"state_{done:06d}.safetensors").exists():
+            checkpoint(done)
+        result.interrupted = True
+        return result
+    finally:
+        if bar is not None:
+            bar.close()
+    if not (ckpt_dir / f"state_{result.iterations_done:06d}.safetensors").exists():
+        checkpoint(result.iterations_done)
+    save_run_policy(run_dir / "policy.safetensors", policy, backend, config,
+                    result.iterations_done)
+    log.info("finished %d iterations in %.1f s; policy: %s", result.iterations_done - start,
+             time.perf_counter() - t0, run_dir / "policy.safetensors")
+    return result
+
+
+def save_run_policy(path: Path, policy: DirichletPolicy, backend: Backend, config: TrainConfig,
+                    iteration: int) -> None:
+    """Write the policy in the node-loadable policy file format."""
+    training = {k: v for k, v in config.__dict__.items() if k not in ("progress",)}
+    training["iterations_done"] = iteration
+    save_policy(path, policy, method="dirichlet-reinforce", model_family=backend.model_family,
+                training=training, reward=backend.reward_name)
+
+
+def _resolve_resume(path: Path) -> tuple[Path, Path]:
+    if path.is_file():
+        return path.parent.parent, path
+    states = sorted((path / "checkpoints").glob("state_*.safetensors"))
+    if not states:
+        raise ValueError(f"No checkpoint to resume from in {path}.")
+    return path, states[-1]
+
+
+def _progress(config: TrainConfig, start: int):
+    if not config.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.iterations, initial=start, desc="train", unit="it",
+                dynamic_ncols=True, smoothing=0.1)
+
+
+__all__ = ["train", "train_iteration", "evaluate_policy", "build_policy_for", "RunResult",
+           "IterationStats", "seed_everything"]

@@ -1,0 +1,67 @@
+"""Schedule plots in the paper's style: step on x, timestep on y, a KDE of timesteps on y."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def timestep_kde(values: np.ndarray, grid: np.ndarray, bandwidth: float | None = None
+                 ) -> np.ndarray:
+    """Gaussian KDE of timestep values on ``grid`` (Silverman bandwidth by default)."""
+    values = np.asarray(values, dtype=float).ravel()
+    if values.size == 0:
+        return np.zeros_like(grid)
+    if bandwidth is None:
+        std = values.std() if values.size > 1 else 0.1
+        bandwidth = max(1.06 * std * values.size ** (-1 / 5), 0.02)
+    z = (grid[:, None] - values[None, :]) / bandwidth
+    return np.exp(-0.5 * z**2).sum(1) / (values.size * bandwidth * np.sqrt(2 * np.pi))
+
+
+def plot_schedules(path: str | Path, comparators: dict[str, torch.Tensor],
+                   instances: torch.Tensor | None = None, title: str = "",
+                   max_instances: int = 24) -> Path:
+    """Save a PNG of schedules.
+
+    ``comparators``: name -> one schedule ``[L+1]`` (drawn as a line with markers).
+    ``instances``: optional per-instance learned schedules ``[N, L+1]`` (thin lines; their
+    timesteps feed the KDE strip on the right).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, kde_ax) = plt.subplots(1, 2, figsize=(7.5, 4.2), sharey=True,
+                                     gridspec_kw={"width_ratios": [5, 1], "wspace": 0.05})
+    if instances is not None and len(instances):
+        inst = instances.detach().cpu().numpy()
+        steps = np.arange(inst.shape[-1])
+        for row in inst[:max_instances]:
+            ax.plot(steps, row, color="#1f77b4", alpha=0.25, lw=0.8)
+        ax.plot(steps, inst.mean(0), color="#1f77b4", lw=2.2, label="learned (per instance)")
+        grid = np.linspace(0, 1, 200)
+        kde = timestep_kde(inst[:, :-1], grid)
+        kde_ax.fill_betweenx(grid, 0, kde, color="#1f77b4", alpha=0.35)
+    styles = ["--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1))]
+    for i, (name, sched) in enumerate(comparators.items()):
+        s = sched.detach().cpu().numpy().ravel()
+        ax.plot(np.arange(s.size), s, linestyle=styles[i % len(styles)], marker="o", ms=3,
+                lw=1.4, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("timestep t (= sigma for flow models)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    kde_ax.set_xlabel("density")
+    kde_ax.set_xticks([])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
