@@ -64,6 +64,8 @@ class Contexts:
 class Testbed:
     """Class-conditional Gaussian mixture with the exact rectified-flow velocity."""
 
+    __test__ = False  # not a pytest class
+
     def __init__(self, means: torch.Tensor, weights: torch.Tensor, std: float,
                  embeddings: torch.Tensor | None = None, reward: str = "fidelity",
                  likelihood_floor: float = -100.0, reference_steps: int = 96):

@@ -1,0 +1,150 @@
+"""The analytic testbed: exact velocity, Euler convergence, reference accuracy, rewards."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from learned_schedules.policies.schedule import uniform_schedule
+from learned_schedules.training.comparators import (
+    best_global_schedule,
+    fixed_schedules,
+    oracle_schedules,
+)
+from learned_schedules.training.testbed import DTYPE, Testbed, generate_config
+
+
+@pytest.fixture(scope="module")
+def testbed() -> Testbed:
+    return Testbed.default()
+
+
+@pytest.mark.parametrize("t", [0.02, 0.3, 0.7, 0.98])
+def test_velocity_matches_monte_carlo_posterior_mean(testbed, t):
+    """v(x, t) = E[eps - x0 | x_t = x], estimated by self-normalised importance sampling."""
+    g = torch.Generator().manual_seed(1)
+    c = torch.tensor([2])
+    # a point that is typical at time t for class 2
+    x0 = testbed.means[2, 1] + testbed.std * torch.randn(8, generator=g, dtype=DTYPE)
+    x = (1 - t) * x0 + t * torch.randn(8, generator=g, dtype=DTYPE)
+    exact = testbed.velocity(x[None], torch.tensor(t, dtype=DTYPE), c)[0]
+    # proposal: draw x0 from the class mixture, weight by p(x_t = x | x0)
+    n = 400_000
+    comp = torch.multinomial(testbed.log_weights[2].exp(), n, replacement=True, generator=g)
+    x0s = testbed.means[2][comp] + testbed.std * torch.randn(n, 8, generator=g, dtype=DTYPE)
+    logw = -0.5 * ((x - (1 - t) * x0s) ** 2).sum(-1) / t**2
+    w = torch.softmax(logw, 0)
+    eps = (x - (1 - t) * x0s) / t
+    mc = (w[:, None] * (eps - x0s)).sum(0)
+    ess = 1.0 / (w**2).sum()
+    assert ess > 50, "importance sampling too degenerate for a meaningful check"
+    assert torch.allclose(exact, mc, atol=0.05 * max(1.0, float(mc.norm()))), (exact, mc)
+
+
+def test_velocity_limits_are_finite_and_exact(testbed):
+    x = torch.randn(5, 8, dtype=DTYPE)
+    c = torch.arange(5) % testbed.num_classes
+    v1 = testbed.velocity(x, torch.tensor(1.0, dtype=DTYPE), c)
+    prior_mean = (testbed.log_weights[c].exp()[..., None] * testbed.means[c]).sum(1)
+    assert torch.allclose(v1, x - prior_mean)
+    v0 = testbed.velocity(x, torch.tensor(0.0, dtype=DTYPE), c)
+    assert torch.allclose(v0, -x)
+
+
+def test_velocity_is_the_score_identity(testbed):
+    """For rectified flow, v = -(x + (1-t) * ... ); check v against d/dx log p_t by autograd.
+
+    With x_t = (1-t) x0 + t eps: E[eps | x_t] = -t * score, E[x0 | x_t] = (x + t^2 score)/(1-t),
+    so v = -t score - (x + t^2 score) / (1 - t).
+    """
+    t = 0.4
+    c = torch.tensor([0, 3])
+    x = torch.randn(2, 8, dtype=DTYPE, requires_grad=True)
+    s2 = testbed.std**2
+    var = (1 - t) ** 2 * s2 + t**2
+    diff = x[:, None, :] - (1 - t) * testbed.means[c]
+    logp = torch.logsumexp(testbed.log_weights[c] - 0.5 * (diff**2).sum(-1) / var, -1)
+    (score,) = torch.autograd.grad(logp.sum(), x)
+    expected = -t * score - (x.detach() + t**2 * score) / (1 - t)
+    assert torch.allclose(testbed.velocity(x.detach(), torch.tensor(t, dtype=DTYPE), c),
+                          expected, atol=1e-10)
+
+
+def test_euler_converges_to_the_reference(testbed):
+    ctx = testbed.contexts_from_seed(64, 3)
+    errs = []
+    for n in (50, 100, 200, 400):
+        grid = torch.linspace(1, 0, n + 1, dtype=DTYPE) ** 2  # refine near t = 0
+        errs.append(float(testbed.squared_error(ctx, grid).mean().sqrt()))
+    assert errs[-1] < 0.02
+    # first order: halving the step roughly halves the error
+    for a, b in zip(errs, errs[1:], strict=False):
+        assert 1.6 < a / b < 2.6, errs
+
+
+def test_reference_matches_a_finer_solve(testbed):
+    ctx = testbed.contexts_from_seed(128, 4, with_target=False)
+    coarse = testbed.reference(ctx.noise, ctx.classes)
+    fine = testbed.reference(ctx.noise, ctx.classes, steps=800)
+    assert float(((coarse - fine) ** 2).sum(-1).max()) < 1e-8
+
+
+def test_rewards(testbed):
+    ctx = testbed.contexts_from_seed(16, 5)
+    sched = uniform_schedule(5, DTYPE)
+    x = testbed.euler(ctx.noise, ctx.classes, sched)
+    fid = testbed.sample_and_score(ctx, sched)
+    assert torch.allclose(fid, -torch.log(1e-6 + ((x - ctx.target) ** 2).sum(-1)))
+    lik = Testbed.default(reward="likelihood")
+    got = lik.sample_and_score(ctx, sched)
+    # direct mixture density, component by component
+    for i in range(4):
+        c = int(ctx.classes[i])
+        dens = 0.0
+        for m in range(lik.means.shape[1]):
+            w = math.exp(float(lik.log_weights[c, m]))
+            d2 = float(((x[i] - lik.means[c, m]) ** 2).sum())
+            dens += w * math.exp(-0.5 * d2 / lik.std**2) / (2 * math.pi * lik.std**2) ** 4
+        expected = max(math.log(dens) if dens > 0 else -math.inf, lik.likelihood_floor)
+        assert math.isclose(float(got[i]), expected, rel_tol=1e-6, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c.pop("std"), "missing 'std'"),
+    (lambda c: c.update(std=-1.0), "std must be positive"),
+    (lambda c: c["classes"][0].update(weights=[1.0, -1.0, 1.0, 1.0]), "weight must be positive"),
+    (lambda c: c["classes"][1].update(means=[[0.0] * 3]), "8-dimensional"),
+    (lambda c: c.update(embeddings=[[1.0, 0.0]]), "embeddings must have shape"),
+    (lambda c: c.update(reward="clip"), "Unknown testbed reward"),
+    (lambda c: c.update(classes=[]), "non-empty"),
+])
+def test_config_validation(mutate, message):
+    cfg = generate_config()
+    mutate(cfg)
+    with pytest.raises(ValueError, match=message):
+        Testbed.from_dict(cfg)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        Testbed.from_json(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Testbed.from_json(bad)
+
+
+def test_default_config_has_headroom(testbed):
+    """Oracle error about half the best global one at L=5; best global beats uniform."""
+    held = testbed.contexts_from_seed(128, 10_000)
+    train = testbed.contexts_from_seed(256, 10_001)
+    bg = best_global_schedule(testbed, train, 5, iters=150, starts=("uniform",))
+    oracle = oracle_schedules(testbed, held, 5, init=bg, iters=100)
+    r_bg = testbed.sample_and_score(held, bg).mean()
+    r_or = testbed.sample_and_score(held, oracle).mean()
+    r_un = testbed.sample_and_score(held, fixed_schedules(5)["uniform"]).mean()
+    # fidelity = -log(error): a reward gap of log 2 means half the (geometric mean) error
+    assert float(r_or - r_bg) > math.log(1 / 0.6), (float(r_or), float(r_bg))
+    assert float(r_bg) > float(r_un)
