@@ -1,0 +1,109 @@
+"""Encoder for image latents + text tokens (Flux, SD3): the paper's policy architecture.
+
+A conv pyramid reads the initial noise latent ``x_T [B, C, H, W]`` (a patchifying stride-2
+stem, then ``levels`` stride-2 blocks with GroupNorm + SiLU), the final map is pooled to a
+``grid x grid`` set of image tokens, which cross-attend to the projected text tokens
+``[B, T, D]`` (T5 / joint tokens). An optional pooled text embedding (CLIP-L / CLIP-G pooled)
+is added to every image token. Mean and max pooling over image tokens give the output.
+Any latent size (``H, W >= 8``) and any token count work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Flux: 16-channel latent, T5-XXL tokens (4096), CLIP-L pooled (768)
+    "flux": {"latent_channels": 16, "token_dim": 4096, "pooled_dim": 768, "width": 384,
+             "levels": 4, "heads": 6, "grid": 4},
+    # SD3 / SD3.5: 16-channel latent, joint CLIP-L/G + T5 tokens (4096), pooled 2048
+    "sd3": {"latent_channels": 16, "token_dim": 4096, "pooled_dim": 2048, "width": 384,
+            "levels": 4, "heads": 6, "grid": 4},
+    # tests: real channel count, small everything else
+    "tiny": {"latent_channels": 16, "token_dim": 32, "pooled_dim": 16, "width": 32,
+             "levels": 2, "heads": 2, "grid": 2},
+}
+
+
+def _groups(ch: int) -> int:
+    for g in (32, 16, 8, 4, 2, 1):
+        if ch % g == 0:
+            return g
+    return 1
+
+
+class LatentTextEncoder(nn.Module):
+    """Conv pyramid over the noise latent, cross-attention to text tokens, pooled text added."""
+
+    kind = "latent_text"
+
+    def __init__(self, latent_channels: int = 16, token_dim: int = 4096, pooled_dim: int = 0,
+                 width: int = 256, levels: int = 3, heads: int = 4, grid: int = 4):
+        super().__init__()
+        if min(latent_channels, token_dim, width, levels, heads, grid) < 1 or pooled_dim < 0:
+            raise ValueError("LatentTextEncoder sizes must be positive.")
+        if width % heads:
+            raise ValueError(f"width {width} must be divisible by heads {heads}.")
+        self.latent_channels, self.token_dim, self.pooled_dim = latent_channels, token_dim, \
+            pooled_dim
+        self.width, self.levels, self.heads, self.grid = width, levels, heads, grid
+        chans = [max(width // 2 ** (levels - i), 16) for i in range(levels)] + [width]
+        self.stem = nn.Conv2d(latent_channels, chans[0], kernel_size=2, stride=2)
+        blocks = []
+        for i in range(levels):
+            blocks += [nn.GroupNorm(_groups(chans[i]), chans[i]), nn.SiLU(),
+                       nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1)]
+        self.pyramid = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.pos = nn.Parameter(torch.zeros(1, grid * grid, width))
+        self.text_proj = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, width))
+        self.pooled_proj = nn.Linear(pooled_dim, width) if pooled_dim else None
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm_q = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.SiLU(),
+                                 nn.Linear(2 * width, width))
+        self.out_dim = 2 * width
+
+    def forward(self, noise: torch.Tensor, tokens: torch.Tensor,
+                pooled: torch.Tensor | None = None,
+                token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if noise.ndim != 4 or noise.shape[1] != self.latent_channels:
+            raise ValueError(f"Expected a noise latent [B, {self.latent_channels}, H, W], got "
+                             f"{tuple(noise.shape)}.")
+        if tokens.ndim != 3 or tokens.shape[-1] != self.token_dim:
+            raise ValueError(f"Expected text tokens [B, T, {self.token_dim}], got "
+                             f"{tuple(tokens.shape)}.")
+        h = self.pool(self.pyramid(self.stem(noise)))  # [B, width, g, g]
+        q = h.flatten(2).transpose(1, 2) + self.pos  # [B, g*g, width]
+        if self.pooled_proj is not None:
+            if pooled is None:
+                raise ValueError("This policy needs the pooled text embedding.")
+            q = q + self.pooled_proj(pooled)[:, None, :]
+        kv = self.text_proj(tokens)
+        pad = None if token_mask is None else ~token_mask.bool()
+        att, _ = self.attn(self.norm_q(q), kv, kv, key_padding_mask=pad, need_weights=False)
+        q = q + att
+        q = q + self.mlp(q)
+        return torch.cat([q.mean(1), q.amax(1)], dim=-1)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": self.kind, "latent_channels": self.latent_channels,
+                "token_dim": self.token_dim, "pooled_dim": self.pooled_dim,
+                "width": self.width, "levels": self.levels, "heads": self.heads,
+                "grid": self.grid}
+
+    def feature_dims(self) -> dict[str, list[int]]:
+        dims = {"noise": [self.latent_channels, -1, -1], "tokens": [-1, self.token_dim]}
+        if self.pooled_dim:
+            dims["pooled"] = [self.pooled_dim]
+        return dims
+
+    @classmethod
+    def for_family(cls, family: str, **overrides: Any) -> LatentTextEncoder:
+        """A preset sized for ``flux``, ``sd3`` or ``tiny`` (tests), with overrides."""
+        if family not in PRESETS:
+            raise ValueError(f"No encoder preset for {family!r}; choose from {sorted(PRESETS)}.")
+        return cls(**{**PRESETS[family], **overrides})
