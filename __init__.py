@@ -2,17 +2,23 @@
 
 Two ways in, one code base:
 
-* ComfyUI imports this folder from ``custom_nodes/``; everything inside uses relative imports,
-  so ComfyUI's own root modules (``nodes``, ``utils``, ``server``...) are never shadowed.
+* ComfyUI imports this folder from ``custom_nodes/`` and calls :func:`comfy_entrypoint`;
+  everything inside uses relative imports, so ComfyUI's own root modules (``nodes``,
+  ``utils``, ``server``...) are never shadowed.
 * Headless use (trainer, tests, benchmarks) imports the same folder as the package
   ``learned_schedules`` (``pip install -e .`` maps the repository root to that name).
 
-Importing this package never imports ComfyUI. The ComfyUI nodes register here once they exist
-(see ``nodes/``); until then the pack registers no nodes.
+Importing this package never imports ComfyUI; only ``comfy_entrypoint`` does, when ComfyUI
+calls it.
 """
 
 __version__ = "0.1.0"
 
 WEB_DIRECTORY = "./web"
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+
+
+async def comfy_entrypoint():
+    """ComfyUI V3 entry point: the pack's extension (imports ComfyUI lazily)."""
+    from .nodes.extension import LearnedSchedulesExtension
+
+    return LearnedSchedulesExtension()

@@ -30,8 +30,9 @@ class DirichletPolicy(nn.Module):
         encoder: a module from :mod:`policies.encoders` (``encoder(**features)``).
         steps: the sampler budget ``L``.
         head_hidden: width of the head's hidden layer.
-        init_concentration: total concentration ``sum(alpha)`` at initialisation; higher means
-            less exploration. The head starts at the uniform split of the simplex.
+        init_concentration: total concentration ``sum(alpha)`` at initialisation (default
+            ``8 (L + 1)``); higher means less exploration. The head starts at the uniform split
+            of the simplex.
         min_segment: floor applied to sampled segments before they become timesteps.
     """
 
@@ -48,7 +49,7 @@ class DirichletPolicy(nn.Module):
         self.head_hidden = head_hidden
         self.min_segment = min_segment
         n = steps + 1
-        self.init_concentration = float(init_concentration or 20.0 * n)
+        self.init_concentration = float(init_concentration or 8.0 * n)
         self.head = nn.Sequential(nn.Linear(encoder.out_dim, head_hidden), nn.SiLU(),
                                   nn.Linear(head_hidden, n))
         nn.init.normal_(self.head[2].weight, std=1e-3)

@@ -19,7 +19,8 @@ from learned_schedules.training.testbed_backend import TestbedBackend
 def _small_config(tmp_path, **kw) -> TrainConfig:
     base = dict(steps=3, baseline="js", rollouts=2, batch=16, iterations=30, lr=1e-3,
                 eval_every=0, checkpoint_every=10, keep_checkpoints=10, out=str(tmp_path),
-                run_name="run", progress=False, eval_contexts=64, hidden=32, depth=1)
+                run_name="run", progress=False, eval_contexts=64, hidden=32, depth=1,
+                pool_size=1024)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -80,8 +81,8 @@ def test_js_policy_beats_uniform_and_shift3_on_held_out(tmp_path):
 def test_cli_train_then_eval(tmp_path, capsys):
     rc = cli_main(["train", "--steps", "3", "--iterations", "4", "--batch", "8",
                    "--hidden", "16", "--depth", "1", "--eval-every", "2",
-                   "--eval-contexts", "16", "--out", str(tmp_path), "--run-name", "cli",
-                   "--no-progress"])
+                   "--eval-contexts", "16", "--pool-size", "256", "--out", str(tmp_path),
+                   "--run-name", "cli", "--no-progress"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     run = tmp_path / "cli"

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--out", help="output folder (default: <run>/eval)")
 
     p_demo = sub.add_parser("demo", help="the main job: train JS on the default testbed, "
-                                         "then evaluate (about 2-3 minutes on 2 CPU cores)")
+                                         "then evaluate (about a minute on 2 CPU cores)")
     p_demo.add_argument("--out", default="runs", help="parent folder of the run")
     p_demo.add_argument("--iterations", type=int, default=None, help="override iterations")
     p_demo.add_argument("--seed", type=int, default=0)
@@ -124,7 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 DEMO_CONFIG = dict(backend="testbed", steps=5, baseline="js", rollouts=2, batch=16,
-                   iterations=600, lr=1e-3, eval_every=100, checkpoint_every=200)
+                   iterations=2000, lr=3e-3, eval_every=250, checkpoint_every=500)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ class TrainConfig:
     """Where rollouts come from: ``testbed`` (the exact analytic testbed, no weights)."""
     testbed_config: str | None = None
     """Path to a testbed JSON config; ``None`` uses the embedded default."""
+    pool_size: int = 16384
+    """Testbed: training contexts in the pool (their reference solutions are solved once)."""
     reward: str | None = None
     """Reward name (testbed: ``fidelity`` or ``likelihood``); ``None`` uses the config's."""
     steps: int = 5
@@ -32,10 +34,14 @@ class TrainConfig:
     """K: sampled schedules per context (the paper uses 2)."""
     batch: int = 16
     """B: contexts (prompt, initial noise) per iteration."""
-    iterations: int = 400
+    iterations: int = 2000
     """Number of policy updates."""
-    lr: float = 1e-3
+    lr: float = 3e-3
     """AdamW learning rate."""
+    lr_schedule: str = "cosine"
+    """Learning-rate schedule over the run: ``constant`` or ``cosine`` (decays to lr_min_frac)."""
+    lr_min_frac: float = 0.1
+    """Final learning rate as a fraction of lr for the cosine schedule."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
     grad_clip: float = 1.0
@@ -53,7 +59,7 @@ class TrainConfig:
     depth: int = 2
     """Number of FiLM blocks in the vector encoder."""
     init_concentration: float | None = None
-    """Total Dirichlet concentration at initialisation (None: 20 * (L + 1))."""
+    """Total Dirichlet concentration at initialisation (None: 8 * (L + 1))."""
     seed: int = 0
     """Seed for torch, numpy and python's random; also the training-context stream."""
     eval_every: int = 50
@@ -93,6 +99,9 @@ class TrainConfig:
             raise ValueError(f"The {self.baseline} baseline needs at least 2 rollouts in a batch.")
         if self.lr <= 0:
             raise ValueError("lr must be positive.")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got "
+                             f"{self.lr_schedule!r}.")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

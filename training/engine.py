@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from .config import TrainConfig
 
 log = logging.getLogger("learned_schedules.training")
 
-METRIC_FIELDS = ["iteration", "reward_mean", "reward_std", "baseline_mse", "js_weight",
+METRIC_FIELDS = ["iteration", "lr", "reward_mean", "reward_std", "baseline_mse", "js_weight",
                  "grad_norm", "entropy", "concentration", "eval_reward", "seconds"]
 
 
@@ -95,6 +96,15 @@ def policy_loss(policy: DirichletPolicy, features: dict[str, torch.Tensor], tau:
     if config.entropy_coef:
         loss = loss - config.entropy_coef * entropy
     return loss, entropy.detach()
+
+
+def learning_rate(config: TrainConfig, iteration: int) -> float:
+    """The learning rate at ``iteration`` (1-based); stateless, so resuming needs no state."""
+    if config.lr_schedule == "constant" or config.iterations <= 1:
+        return config.lr
+    progress = (iteration - 1) / (config.iterations - 1)
+    frac = config.lr_min_frac + (1 - config.lr_min_frac) * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr * frac
 
 
 def train_iteration(policy: DirichletPolicy, optimizer: torch.optim.Optimizer,
@@ -222,9 +232,12 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
     it = start
     try:
         for it in range(start + 1, config.iterations + 1):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, it)
             contexts = backend.draw_contexts(config.batch, ctx_gen)
             stats = train_iteration(policy, optimizer, backend, contexts, config)
-            row: dict[str, Any] = {"iteration": it, **stats.__dict__,
+            row: dict[str, Any] = {"iteration": it, "lr": learning_rate(config, it),
+                                   **stats.__dict__,
                                    "seconds": round(time.perf_counter() - t0, 3)}
             if config.eval_every and (it % config.eval_every == 0 or it == config.iterations):
                 ev = float(evaluate_policy(policy, backend, eval_ctx).mean())

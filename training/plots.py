@@ -65,3 +65,33 @@ def plot_schedules(path: str | Path, comparators: dict[str, torch.Tensor],
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def render_schedules_rgb(curves: dict[str, torch.Tensor], width: int = 640,
+                         height: int = 400) -> np.ndarray:
+    """Render schedules (first solid, others dashed) to an ``[H, W, 3]`` uint8 array."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width / 100, height / 100), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax, kde_ax = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [6, 1],
+                                                               "wspace": 0.05})
+    top = max(float(c.max()) for c in curves.values())
+    for i, (name, sched) in enumerate(curves.items()):
+        s = sched.detach().cpu().float().numpy().ravel()
+        ax.plot(np.arange(s.size), s, "-" if i == 0 else "--", marker="o", ms=3, label=name)
+        if i == 0:
+            grid = np.linspace(0, top, 200)
+            kde_ax.fill_betweenx(grid, 0, timestep_kde(s[:-1] / max(top, 1e-12),
+                                                       grid / max(top, 1e-12)), alpha=0.4)
+    ax.set_xlabel("step")
+    ax.set_ylabel("sigma")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    kde_ax.set_xticks([])
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

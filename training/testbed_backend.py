@@ -40,7 +40,7 @@ class TestbedBackend:
             testbed = Testbed.from_json(config.testbed_config, reward=config.reward)
         else:
             testbed = Testbed.default(reward=config.reward)
-        return cls(testbed, pool_size=int(config.extra.get("pool_size", 16384)),
+        return cls(testbed, pool_size=config.pool_size,
                    pool_seed=config.seed + 7_919)
 
     @property
