@@ -91,7 +91,7 @@ def test_cli_train_then_eval(tmp_path, capsys):
     loaded = load_policy(run / "policy.safetensors")
     assert loaded.metadata["steps"] == 3 and loaded.metadata["model_family"] == "testbed"
     rc = cli_main(["eval", str(run), "--contexts", "32", "--train-contexts", "32",
-                   "--no-oracle"])
+                   "--no-oracle", "--fit-iters", "40"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "learned" in text and "uniform" in text and "best_global" in text

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training contexts used to fit the best global schedule")
     p_eval.add_argument("--seed", type=int, default=10_000, help="held-out context seed")
     p_eval.add_argument("--no-oracle", action="store_true", help="skip the per-instance oracle")
+    p_eval.add_argument("--fit-iters", type=int, default=400,
+                        help="Adam iterations when fitting the best global / oracle schedules")
     p_eval.add_argument("--out", help="output folder (default: <run>/eval)")
 
     p_demo = sub.add_parser("demo", help="the main job: train JS on the default testbed, "
@@ -117,7 +119,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     report = evaluate_policy_file(args.policy, testbed_config=args.testbed_config,
                                   contexts=args.contexts, train_contexts=args.train_contexts,
-                                  seed=args.seed, oracle=not args.no_oracle, out=args.out)
+                                  seed=args.seed, oracle=not args.no_oracle, out=args.out,
+                                  fit_iters=args.fit_iters)
     print(report.markdown())
     print(f"\nwritten: {report.out_dir}")
     return 0

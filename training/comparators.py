@@ -119,10 +119,12 @@ def oracle_schedules(testbed: Testbed, contexts: Contexts, steps: int,
 
 
 def comparator_schedules(testbed: Testbed, held_out: Contexts, train_contexts: Contexts,
-                         steps: int, oracle: bool = True) -> dict[str, torch.Tensor]:
+                         steps: int, oracle: bool = True, iters: int = 400
+                         ) -> dict[str, torch.Tensor]:
     """Every comparator's schedule(s): ``[L+1]`` for global ones, ``[N, L+1]`` for the oracle."""
     out = fixed_schedules(steps)
-    out["best_global"] = best_global_schedule(testbed, train_contexts, steps)
+    out["best_global"] = best_global_schedule(testbed, train_contexts, steps, iters=iters)
     if oracle:
-        out["oracle"] = oracle_schedules(testbed, held_out, steps, init=out["best_global"])
+        out["oracle"] = oracle_schedules(testbed, held_out, steps, init=out["best_global"],
+                                         iters=iters)
     return out

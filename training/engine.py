@@ -292,10 +292,14 @@ def _resolve_resume(path: Path) -> tuple[Path, Path]:
 def _progress(config: TrainConfig, start: int):
     if not config.progress:
         return None
+    import sys
+
     from tqdm.auto import tqdm
 
+    # a terminal gets a live bar; a log file gets a line every 10 s, not every iteration
+    interval = 0.1 if sys.stderr.isatty() else 10.0
     return tqdm(total=config.iterations, initial=start, desc="train", unit="it",
-                dynamic_ncols=True, smoothing=0.1)
+                dynamic_ncols=True, smoothing=0.1, mininterval=interval)
 
 
 __all__ = ["train", "train_iteration", "evaluate_policy", "build_policy_for", "RunResult",

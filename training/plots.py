@@ -47,10 +47,11 @@ def plot_schedules(path: str | Path, comparators: dict[str, torch.Tensor],
         kde = timestep_kde(inst[:, :-1], grid)
         kde_ax.fill_betweenx(grid, 0, kde, color="#1f77b4", alpha=0.35)
     styles = ["--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1))]
+    colors = ["#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#7f7f7f"]
     for i, (name, sched) in enumerate(comparators.items()):
         s = sched.detach().cpu().numpy().ravel()
         ax.plot(np.arange(s.size), s, linestyle=styles[i % len(styles)], marker="o", ms=3,
-                lw=1.4, label=name)
+                lw=1.4, label=name, color=colors[i % len(colors)])
     ax.set_xlabel("step")
     ax.set_ylabel("timestep t (= sigma for flow models)")
     ax.set_ylim(-0.02, 1.02)

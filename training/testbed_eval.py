@@ -75,7 +75,8 @@ def evaluate_schedules(testbed: Testbed, contexts: Contexts, schedules: dict[str
 
 def evaluate_policy_file(policy_path: str | Path, *, testbed_config: str | None = None,
                          contexts: int = 512, train_contexts: int = 512, seed: int = 10_000,
-                         oracle: bool = True, out: str | Path | None = None) -> EvalReport:
+                         oracle: bool = True, out: str | Path | None = None,
+                         fit_iters: int = 400) -> EvalReport:
     """Evaluate a testbed policy (file or run folder) against the comparators; write outputs.
 
     Writes ``eval.md``, ``eval.csv``, ``eval.json`` and ``schedules.png`` to ``out``
@@ -99,7 +100,8 @@ def evaluate_policy_file(policy_path: str | Path, *, testbed_config: str | None 
     train_ctx = testbed.contexts_from_seed(train_contexts, seed + 1)
     log.info("fitting comparators (best global on %d training contexts%s)", train_contexts,
              ", per-instance oracle" if oracle else "")
-    schedules = comparator_schedules(testbed, held, train_ctx, steps, oracle=oracle)
+    schedules = comparator_schedules(testbed, held, train_ctx, steps, oracle=oracle,
+                                     iters=fit_iters)
     with torch.no_grad():
         learned = policy.schedule(mode="mean", noise=held.noise, cond=held.cond)
     schedules = {"learned": learned, **schedules}
