@@ -82,3 +82,73 @@ def build_clip_l(path: Path, seed: int = 1) -> Path:
           if k.startswith("transformer.")}
     save_file(sd, str(path))
     return path
+
+
+TINY_FLUX = dict(image_model="flux", in_channels=16, patch_size=2, out_channels=16,
+                 vec_in_dim=64, context_in_dim=64, hidden_size=64, mlp_ratio=4.0, num_heads=2,
+                 depth=1, depth_single_blocks=1, axes_dim=[4, 14, 14], theta=10000,
+                 qkv_bias=True, guidance_embed=True)
+_TINY_CLIP_L = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2,
+                "num_hidden_layers": 3, "projection_dim": 64}
+# CLIP-L's options key differs between ComfyUI code paths; give every spelling
+TINY_FLUX_TE_OPTIONS = {"clip_l_model_config": _TINY_CLIP_L, "model_config": _TINY_CLIP_L,
+                        "_model_config": _TINY_CLIP_L,
+                        "t5xxl_model_config": {"d_model": 64, "d_ff": 128, "d_kv": 32,
+                                               "num_heads": 2, "num_layers": 2}}
+
+
+def build_tiny_flux(guidance: bool = True, seed: int = 0):
+    """A truly tiny Flux (hidden 64) built through ComfyUI's model classes -> ModelPatcher.
+
+    Stock detection hard-codes Flux's 24 heads x 128, so this one is assembled with
+    ``model_config_from_unet_config`` (the path UNETLoader takes after detection).
+    """
+    import comfy.model_detection
+    import comfy.model_patcher
+    import comfy.ops
+    from comfy.ldm.flux.model import Flux
+
+    cfg = {**TINY_FLUX, "guidance_embed": guidance}
+    net = Flux(**{k: v for k, v in cfg.items() if k != "image_model"},
+               operations=comfy.ops.disable_weight_init)
+    sd = _randomize(net, seed)
+    config = comfy.model_detection.model_config_from_unet_config(cfg, sd)
+    model = config.get_model(sd, "")
+    model.load_model_weights(sd, "")
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def build_tiny_flux_text_encoders(folder: Path, seed: int = 1):
+    """Tiny CLIP-L (3 layers) + T5 (2 layers) files, loaded as ComfyUI's Flux CLIP."""
+    import comfy.sd
+    from comfy.text_encoders import flux as tflux
+
+    sd = _randomize(tflux.FluxClipModel(model_options=TINY_FLUX_TE_OPTIONS), seed)
+    paths = []
+    for prefix, name in (("clip_l.transformer.", "clip_l_tiny.safetensors"),
+                         ("t5xxl.transformer.", "t5_tiny.safetensors")):
+        path = folder / name
+        save_file({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, str(path))
+        paths.append(str(path))
+    return comfy.sd.load_clip(paths, clip_type=comfy.sd.CLIPType.FLUX,
+                              model_options=TINY_FLUX_TE_OPTIONS)
+
+
+def build_smallest_stock_flux(path: Path, guidance: bool = True) -> Path:
+    """The smallest Flux the stock detection accepts: hidden 3072 (24 heads x 128), one
+    double and one single block, bf16 (~531M parameters, ~1 GB)."""
+    import comfy.ops
+    from comfy.ldm.flux.model import Flux
+
+    with torch.device("meta"):
+        net = Flux(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
+                   hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=1,
+                   depth_single_blocks=1, axes_dim=[16, 56, 56], theta=10000, qkv_bias=True,
+                   guidance_embed=guidance, patch_size=2,
+                   operations=comfy.ops.disable_weight_init)
+    g = torch.Generator().manual_seed(0)
+    sd = {k: (torch.randn(v.shape, generator=g) * 0.02).to(torch.bfloat16)
+          for k, v in net.state_dict().items()}
+    save_file(sd, str(path))
+    return path
