@@ -58,4 +58,19 @@ PYEOF
     log "ComfyUI runtime present at $CUI"
   fi
 fi
+# 4. browser-test tools: Debian's Chromium and playwright-core (pinned in package-lock.json)
+if [ -z "${LS_SKIP_BROWSER:-}" ]; then
+  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+      && [ "$(id -u)" = 0 ]; then
+    log "installing Debian's chromium for the browser test"
+    apt-get install -y -q chromium >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+      || log "could not install chromium; the browser test will be skipped"
+  fi
+  if command -v npm >/dev/null 2>&1 && [ ! -d node_modules/playwright-core ]; then
+    log "installing playwright-core (npm ci)"
+    npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 \
+      || log "npm ci failed; the browser test will be skipped"
+  fi
+fi
 log "ready: activate with 'source $VENV/bin/activate'"

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,3 +193,29 @@ def test_examples_are_valid_json_graphs():
                 if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
                     assert value[0] in graph, (path.name, value)
 
+
+
+def test_browser_draws_the_schedule_plot(server, tmp_path):
+    """Headless Chromium: load the example in the real frontend, run it, check the canvas."""
+    import shutil
+
+    chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+    if not Path(chromium).exists() or shutil.which("node") is None or \
+            not (REPO / "node_modules" / "playwright-core").exists():
+        pytest.skip("Chromium, node or playwright-core missing: run scripts/setup.sh")
+    graph = tmp_path / "graph.json"
+    graph.write_text(json.dumps(tiny_sd3_graph("sd3_learned_schedule_api.json")))
+    out_dir = REPO / "test-output"
+    out_dir.mkdir(exist_ok=True)
+    shot = out_dir / "learned_schedule_node.png"
+    proc = subprocess.run(["node", str(REPO / "tests" / "browser" / "run_ui.mjs"),
+                           server["url"], str(graph), str(shot)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(lines[-1])
+    assert result["ok"], result.get("error")
+    assert result["width"] > 50 and result["height"] > 50
+    assert result["curve"] > 30, result  # pixels of the learned curve's colour
+    assert result["sigmas"][-1] == 0.0
+    assert shot.exists() and shot.stat().st_size > 10_000
