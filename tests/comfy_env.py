@@ -27,8 +27,19 @@ def comfyui_path() -> Path:
     return path
 
 
+_BASE: list[Path] = []
+
+
 def import_comfy(base_dir: Path) -> SimpleNamespace:
-    """Import ComfyUI as a library with ``base_dir`` as its base directory (CPU only)."""
+    """Import ComfyUI as a library (CPU only); its base directory is fixed by the first call.
+
+    ``folder_paths`` reads the base directory once, at import, so every later call in the same
+    process gets the first base back as ``.base``: tests put their models there.
+    """
+    if _BASE:
+        base_dir = _BASE[0]
+    else:
+        _BASE.append(base_dir)
     root = str(comfyui_path())
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -47,7 +58,8 @@ def import_comfy(base_dir: Path) -> SimpleNamespace:
     nodes = sys.modules["nodes"]
     ncs = sys.modules["comfy_extras.nodes_custom_sampler"]
 
-    return SimpleNamespace(comfy=comfy, folder_paths=folder_paths, nodes=nodes, ncs=ncs)
+    return SimpleNamespace(comfy=comfy, folder_paths=folder_paths, nodes=nodes, ncs=ncs,
+                           base=base_dir)
 
 
 def _randomize(module: torch.nn.Module, seed: int, std: float = 0.02) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ from learned_schedules.policies.schedule import validate_schedule
 def env(tmp_path_factory):
     base = tmp_path_factory.mktemp("flux_base")
     cui = import_comfy(base)
+    base = cui.base  # the process-wide ComfyUI base directory
     from comfy_extras.nodes_flux import FluxGuidance
 
     from learned_schedules.nodes import extension, schedule_nodes

@@ -31,6 +31,7 @@ def _sd3_policy(seed: int, steps: int = 4) -> DirichletPolicy:
 def env(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy_base")
     cui = import_comfy(base)
+    base = cui.base  # the process-wide ComfyUI base directory
     models = base / "models"
     (models / "diffusion_models").mkdir(parents=True, exist_ok=True)
     (models / "text_encoders").mkdir(parents=True, exist_ok=True)
