@@ -18,31 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from timing import median_ms
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-
-
-def timed(fn, runs: int, device: str) -> float:
-    for _ in range(2):
-        fn()
-    out = []
-    for _ in range(runs):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out) * 1000
 
 
 def bench_tiny(runs: int) -> dict:
@@ -75,7 +60,7 @@ def bench_tiny(runs: int) -> dict:
     sampler = cui.ncs.KSamplerSelect.execute("euler").result[0]
     one = torch.tensor([1.0, 0.0])
     step = lambda: cui.ncs.SamplerCustomAdvanced.execute(noise, guider, sampler, one, latent)  # noqa: E731
-    node_ms, step_ms = timed(node, runs, "cpu"), timed(step, runs, "cpu")
+    node_ms, step_ms = median_ms(node, runs, "cpu"), median_ms(step, runs, "cpu")
     return {"mode": "tiny", "device": "cpu", "latent": [1, 16, 32, 32], "node_ms": node_ms,
             "step_ms": step_ms, "ratio": node_ms / step_ms,
             "note": "tiny SD3 (1.9M params): the step is unrealistically cheap"}
@@ -124,7 +109,7 @@ def bench_flux_real(runs: int, device: str) -> dict:
             sig = resample_schedule(flow.double().cpu(), 28).float()
             validate_schedule(sig)
 
-    step_ms, node_ms = timed(step, runs, device), timed(node, runs, device)
+    step_ms, node_ms = median_ms(step, runs, device), median_ms(node, runs, device)
     return {"mode": "flux-real", "device": device,
             "gpu": torch.cuda.get_device_name() if device == "cuda" else "",
             "flux_params_B": params / 1e9, "policy_params_M":

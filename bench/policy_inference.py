@@ -13,29 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from learned_schedules.policies.dirichlet import DirichletPolicy, parameter_count
 from learned_schedules.policies.latent_encoder import PRESETS, LatentTextEncoder
-
-
-def _time(fn, runs: int, device: str) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(runs):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+from timing import median_ms
 
 
 def main() -> None:
@@ -51,13 +35,13 @@ def main() -> None:
     conv = torch.nn.Conv2d(16, 16, 3, padding=1).to(dev)
     rows = []
     with torch.inference_mode():
-        base_ms = _time(lambda: conv(noise), args.runs, dev)
+        base_ms = median_ms(lambda: conv(noise), args.runs, dev)
         for family in ("flux", "sd3"):
             pol = DirichletPolicy(LatentTextEncoder.for_family(family), args.steps,
                                   head_hidden=256).to(dev).eval()
             tokens = torch.randn(1, 512, 4096, device=dev)
             pooled = torch.randn(1, PRESETS[family]["pooled_dim"], device=dev)
-            ms = _time(lambda p=pol, t=tokens, q=pooled: p.schedule(noise=noise, tokens=t,
+            ms = median_ms(lambda p=pol, t=tokens, q=pooled: p.schedule(noise=noise, tokens=t,
                                                                     pooled=q),
                        args.runs, dev)
             rows.append({"family": family, "params_M": parameter_count(pol) / 1e6, "ms": ms,
