@@ -88,10 +88,6 @@ class DirichletPolicy(nn.Module):
         """Flow-time sampler schedules ``[B, L+1]`` (``[1, ..., 0]``) for a batch of contexts."""
         return to_schedule(self.act(mode=mode, **features), self.min_segment)
 
-    @staticmethod
-    def entropy_of(alpha: torch.Tensor) -> torch.Tensor:
-        return Dirichlet(alpha).entropy()
-
     # -- (de)serialisation ----------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {"policy": self.kind, "steps": self.steps, "head_hidden": self.head_hidden,

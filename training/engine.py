@@ -135,8 +135,7 @@ def train_iteration(policy: DirichletPolicy, optimizer: torch.optim.Optimizer,
         optimizer.step()
     return IterationStats(
         reward_mean=float(rewards.mean()), reward_std=float(rewards.std()),
-        baseline_mse=float((adv if not config.normalize_advantages
-                            else rewards - base.baseline).pow(2).mean()),
+        baseline_mse=float((rewards - base.baseline).pow(2).mean()),
         js_weight=float(base.js_weight), grad_norm=grad_norm, entropy=float(entropy),
         concentration=float(alpha.sum(-1).mean()))
 
