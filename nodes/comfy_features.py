@@ -76,6 +76,14 @@ def default_sigmas(model, steps: int, scheduler: str = "simple") -> torch.Tensor
                                            steps).cpu()
 
 
+def flow_to_model_sigmas(model, flow: torch.Tensor) -> torch.Tensor:
+    """Policy schedules in flow time (``[..., L+1]`` from 1 to 0) -> the model's sigmas."""
+    from ..policies.schedule import flow_to_sigmas
+
+    lo, hi = sigma_range(model)
+    return flow * hi if is_flow_model(model) else flow_to_sigmas(flow, "loglinear", lo, hi)
+
+
 def sigma_range(model) -> tuple[float, float]:
     sampling = model.get_model_object("model_sampling")
     return float(sampling.sigma_min), float(sampling.sigma_max)

@@ -15,7 +15,7 @@ import torch
 from comfy_api.latest import io
 
 from ..policies.policy_file import read_metadata
-from ..policies.schedule import flow_to_sigmas, resample_schedule, validate_schedule
+from ..policies.schedule import resample_schedule, validate_schedule
 from . import comfy_features as cf
 from .policy_cache import get_policy
 
@@ -108,8 +108,7 @@ def learned_sigmas(model, positive, noise, latent_image, policy_name: str, steps
         log.info("Learned Schedule: %s was trained for %d steps; resampling its schedule to %d",
                  policy_name, policy_steps, total)
         flow = resample_schedule(flow, total)
-    lo, hi = cf.sigma_range(model)
-    full = flow * hi if cf.is_flow_model(model) else flow_to_sigmas(flow, "loglinear", lo, hi)
+    full = cf.flow_to_model_sigmas(model, flow)
     sigmas = full[-(steps + 1):].float()
     validate_schedule(sigmas, sigma_max=float(sigmas[0]))
     default = cf.default_sigmas(model, total)[-(steps + 1):].float()

@@ -57,6 +57,17 @@ class DirichletPolicy(nn.Module):
             target = torch.full((n,), self.init_concentration / n)
             self.head[2].bias.copy_(_inverse_softplus(target - ALPHA_FLOOR))
 
+    @torch.no_grad()
+    def init_mean(self, segments: torch.Tensor) -> None:
+        """Start at given mean segments ``[L+1]`` (e.g. the model's default schedule, via
+        ``schedule_to_increments``) with the initial total concentration."""
+        n = self.steps + 1
+        seg = torch.as_tensor(segments, dtype=self.head[2].bias.dtype).flatten()
+        if seg.numel() != n or not torch.isfinite(seg).all() or (seg <= 0).any():
+            raise ValueError(f"init_mean needs {n} positive segments, got {seg.tolist()}.")
+        target = (seg / seg.sum() * self.init_concentration).clamp_min(2 * ALPHA_FLOOR)
+        self.head[2].bias.copy_(_inverse_softplus(target - ALPHA_FLOOR))
+
     # -- distribution -------------------------------------------------------------------
     def alpha(self, **features: torch.Tensor) -> torch.Tensor:
         """Dirichlet concentrations ``[B, L+1]``."""

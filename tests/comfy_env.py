@@ -17,6 +17,8 @@ from types import SimpleNamespace
 import torch
 from safetensors.torch import save_file
 
+from learned_schedules.training.comfy_runtime import import_comfyui
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -40,18 +42,10 @@ def import_comfy(base_dir: Path) -> SimpleNamespace:
         base_dir = _BASE[0]
     else:
         _BASE.append(base_dir)
-    root = str(comfyui_path())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from comfy.cli_args import args
-
-    args.cpu = True
-    args.base_directory = str(base_dir)
     (base_dir / "models").mkdir(parents=True, exist_ok=True)
+    import_comfyui(comfyui_path(), base_dir, cpu=True)
     # explicit order: ComfyUI's `utils` package before `nodes` (see the module docstring)
-    for name in ("utils.install_util", "utils.extra_config", "utils.json_util", "comfy.ops",
-                 "comfy.sample", "comfy.sd", "folder_paths", "nodes",
-                 "comfy_extras.nodes_custom_sampler"):
+    for name in ("comfy.ops", "nodes", "comfy_extras.nodes_custom_sampler"):
         importlib.import_module(name)
     comfy = sys.modules["comfy"]
     folder_paths = sys.modules["folder_paths"]
@@ -71,8 +65,9 @@ def _randomize(module: torch.nn.Module, seed: int, std: float = 0.02) -> dict[st
     return out
 
 
-def build_tiny_sd3(path: Path, seed: int = 0) -> Path:
-    """A 2-block MMDiT (SD3 architecture, 1.9M parameters) saved with no key prefix."""
+def build_tiny_sd3(path: Path, seed: int = 0, std: float = 0.02) -> Path:
+    """A 2-block MMDiT (SD3 architecture, 1.9M parameters) saved with no key prefix
+    (``std``: the random weights' scale; larger gives a less trivial velocity field)."""
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
 
@@ -81,7 +76,7 @@ def build_tiny_sd3(path: Path, seed: int = 0) -> Path:
                                            "params": {"in_features": 4096, "out_features": 128}},
                   pos_embed_max_size=16, num_patches=256,
                   operations=comfy.ops.disable_weight_init)
-    save_file(_randomize(model, seed), str(path))
+    save_file(_randomize(model, seed, std), str(path))
     return path
 
 
@@ -131,9 +126,42 @@ def build_tiny_flux(guidance: bool = True, seed: int = 0):
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 
 
-def build_tiny_flux_text_encoders(folder: Path, seed: int = 1):
-    """Tiny CLIP-L (3 layers) + T5 (2 layers) files, loaded as ComfyUI's Flux CLIP."""
-    import comfy.sd
+def build_tiny_flux_file(path: Path, guidance: bool = True, seed: int = 0) -> dict:
+    """The tiny Flux's weights saved to ``path``; returns its ``unet_config`` (the trainer's
+    ``--unet-config``, since stock detection cannot size it)."""
+    import comfy.ops
+    from comfy.ldm.flux.model import Flux
+
+    cfg = {**TINY_FLUX, "guidance_embed": guidance}
+    net = Flux(**{k: v for k, v in cfg.items() if k != "image_model"},
+               operations=comfy.ops.disable_weight_init)
+    save_file(_randomize(net, seed, std=0.1), str(path))
+    return cfg
+
+
+def build_tiny_vae(path: Path, latent_channels: int = 16, seed: int = 2) -> Path:
+    """A random TAESD-architecture VAE (ComfyUI's own tiny VAE class, ~2.4M parameters) whose
+    decoder keeps the latent's signal (fan-in scaled weights)."""
+    from comfy.taesd.taesd import TAESD
+
+    net = TAESD(latent_channels=latent_channels)
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in net.state_dict().items():
+        if v.ndim > 1:
+            fan_in = v[0].numel()
+            sd[k] = (torch.randn(v.shape, generator=g) / fan_in ** 0.5).contiguous()
+        elif k in ("vae_scale",):
+            sd[k] = torch.tensor(1.0)
+        else:
+            sd[k] = torch.zeros(v.shape)
+    save_file(sd, str(path))
+    return path
+
+
+def write_tiny_flux_text_encoders(folder: Path, seed: int = 1) -> list[str]:
+    """Tiny CLIP-L (3 layers) + T5 (2 layers) files; load them with
+    ``TINY_FLUX_TE_OPTIONS`` (the trainer's ``--text-encoder-options``)."""
     from comfy.text_encoders import flux as tflux
 
     sd = _randomize(tflux.FluxClipModel(model_options=TINY_FLUX_TE_OPTIONS), seed)
@@ -143,6 +171,14 @@ def build_tiny_flux_text_encoders(folder: Path, seed: int = 1):
         path = folder / name
         save_file({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, str(path))
         paths.append(str(path))
+    return paths
+
+
+def build_tiny_flux_text_encoders(folder: Path, seed: int = 1):
+    """Tiny CLIP-L (3 layers) + T5 (2 layers) files, loaded as ComfyUI's Flux CLIP."""
+    import comfy.sd
+
+    paths = write_tiny_flux_text_encoders(folder, seed)
     return comfy.sd.load_clip(paths, clip_type=comfy.sd.CLIPType.FLUX,
                               model_options=TINY_FLUX_TE_OPTIONS)
 

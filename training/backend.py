@@ -46,4 +46,8 @@ def make_backend(config: TrainConfig) -> Backend:
         from .testbed_backend import TestbedBackend
 
         return TestbedBackend.from_config(config)
-    raise ValueError(f"Unknown backend {config.backend!r}; available: testbed.")
+    if config.backend == "comfy":
+        from .comfy_backend import ComfyBackend
+
+        return ComfyBackend.from_config(config)
+    raise ValueError(f"Unknown backend {config.backend!r}; available: testbed, comfy.")

@@ -36,10 +36,20 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+#: TrainConfig fields ``eval`` accepts for ComfyUI models (overriding the policy's training)
+COMFY_EVAL_FIELDS = ("comfyui_path", "comfyui_base", "comfyui_cpu", "checkpoint",
+                     "diffusion_model", "unet_config", "weight_dtype", "text_encoders",
+                     "clip_type", "text_encoder_options", "vae", "prompts", "eval_prompts",
+                     "held_out", "width", "height", "sampler", "cfg", "guidance",
+                     "negative_prompt", "rollout_batch", "cache_dir", "reward", "reward_paths",
+                     "allow_download", "reference_steps")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
+                      only: tuple[str, ...] | None = None) -> None:
     docs = field_docs(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        if f.name in skip or f.name == "extra":
+        if f.name in skip or f.name == "extra" or (only is not None and f.name not in only):
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
@@ -75,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--resume", help="run folder (or checkpoint file) to continue exactly")
     _add_config_flags(p_train)
 
-    p_eval = sub.add_parser("eval", help="compare a policy with the comparator schedules")
+    p_eval = sub.add_parser(
+        "eval", help="compare a policy with comparator / default schedules on held-out data",
+        description="Testbed policies: against uniform, shifted, best-global and oracle "
+                    "schedules. ComfyUI-model policies: against ComfyUI's default schedule(s) "
+                    "on the held-out prompts x seeds (reward table, per-prompt CSV, image "
+                    "grid); model and prompt options default to the policy's training run.")
     p_eval.add_argument("policy", help="policy file (.safetensors) or a run folder")
     p_eval.add_argument("--testbed-config", help="testbed JSON (default: the policy's)")
     p_eval.add_argument("--contexts", type=int, default=512, help="held-out contexts")
@@ -86,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--fit-iters", type=int, default=400,
                         help="Adam iterations when fitting the best global / oracle schedules")
     p_eval.add_argument("--out", help="output folder (default: <run>/eval)")
+    comfy = p_eval.add_argument_group("ComfyUI models")
+    comfy.add_argument("--seeds", type=int, default=4, help="seeds per held-out prompt")
+    comfy.add_argument("--schedulers", default="simple",
+                       help="comma-separated ComfyUI schedulers to compare with (default: "
+                            "simple, the model's own)")
+    comfy.add_argument("--grid-columns", type=int, default=6, help="contexts in the image grid")
+    _add_config_flags(comfy, only=COMFY_EVAL_FIELDS)
 
     p_demo = sub.add_parser("demo", help="the main job: train JS on the default testbed, "
                                          "then evaluate (about a minute on 2 CPU cores)")
@@ -108,14 +130,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = TrainConfig.load(args.config) if args.config else None
         config = _config_from_args(args, base)
         result = train(config)
-    print(json.dumps({"run_dir": str(result.run_dir), "iterations": result.iterations_done,
-                      "interrupted": result.interrupted,
-                      "policy": str(result.run_dir / "policy.safetensors")}))
+    if result.is_main:  # one line per run, not per data-parallel process
+        print(json.dumps({"run_dir": str(result.run_dir), "iterations": result.iterations_done,
+                          "interrupted": result.interrupted,
+                          "policy": str(result.run_dir / "policy.safetensors")}))
     return 130 if result.interrupted else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ..policies.policy_file import read_metadata
     from .testbed_eval import evaluate_policy_file
+
+    path = Path(args.policy)
+    meta = read_metadata(path / "policy.safetensors" if path.is_dir() else path)
+    if meta.get("model_family") != "testbed":
+        from .comfy_eval import evaluate_comfy_policy
+
+        overrides = {name: getattr(args, name, None) for name in COMFY_EVAL_FIELDS}
+        report = evaluate_comfy_policy(
+            path, overrides=overrides, seeds=args.seeds, seed=args.seed,
+            schedulers=tuple(s.strip() for s in args.schedulers.split(",") if s.strip()),
+            grid_columns=args.grid_columns, out=args.out)
+        print(report.markdown())
+        print(f"\nwritten: {report.out_dir}")
+        return 0
 
     report = evaluate_policy_file(args.policy, testbed_config=args.testbed_config,
                                   contexts=args.contexts, train_contexts=args.train_contexts,

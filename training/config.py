@@ -17,13 +17,76 @@ class TrainConfig:
     """Everything a training run needs; saved as ``config.json`` in the run folder."""
 
     backend: str = "testbed"
-    """Where rollouts come from: ``testbed`` (the exact analytic testbed, no weights)."""
+    """Where rollouts come from: ``testbed`` (the exact analytic testbed, no weights) or
+    ``comfy`` (a Flux / SD3 model loaded with ComfyUI's loaders)."""
     testbed_config: str | None = None
     """Path to a testbed JSON config; ``None`` uses the embedded default."""
     pool_size: int = 16384
-    """Testbed: training contexts in the pool (their reference solutions are solved once)."""
+    """Training contexts in the pool: testbed (noise, class) pairs whose reference solutions
+    are solved once; comfy (prompt, seed) pairs drawn from the training prompts."""
     reward: str | None = None
-    """Reward name (testbed: ``fidelity`` or ``likelihood``); ``None`` uses the config's."""
+    """Reward. Testbed: ``fidelity`` or ``likelihood`` (``None``: the testbed config's).
+    Comfy: ``pickscore``, ``clip``, ``aesthetic``, ``hpsv2``, ``imagereward``, ``ocr``,
+    ``reference`` (PSNR to the reference_steps-step sample of the same prompt and seed), or a
+    weighted sum such as ``0.7*pickscore+0.3*aesthetic``."""
+    # -- the ComfyUI back-end -----------------------------------------------------------------
+    comfyui_path: str | None = None
+    """ComfyUI folder (default: $COMFYUI_PATH, else the copy scripts/setup.sh fetched)."""
+    comfyui_base: str | None = None
+    """ComfyUI base directory whose models/ holds the weights (default: the ComfyUI folder)."""
+    comfyui_cpu: bool = False
+    """Run ComfyUI on the CPU even when a GPU is available."""
+    checkpoint: str | None = None
+    """Full checkpoint (name in models/checkpoints, or a path) holding model, text encoders
+    and VAE; or give diffusion_model + text_encoders + vae."""
+    diffusion_model: str | None = None
+    """Diffusion model (name in models/diffusion_models, or a path), as UNETLoader loads it."""
+    unet_config: str | None = None
+    """Advanced: the diffusion model's architecture config (JSON object or .json file) for
+    sizes ComfyUI's detection does not know."""
+    weight_dtype: str = "default"
+    """Diffusion model weight dtype: default, fp8_e4m3fn, fp8_e4m3fn_fast or fp8_e5m2."""
+    text_encoders: str | None = None
+    """Comma-separated text encoder files (names in models/text_encoders, or paths), e.g.
+    ``clip_l.safetensors,t5xxl_fp16.safetensors`` for Flux."""
+    clip_type: str = "auto"
+    """Text encoder type: auto (from the model), flux or sd3."""
+    text_encoder_options: str | None = None
+    """Advanced: ComfyUI model_options for the text encoders (JSON object or .json file)."""
+    vae: str | None = None
+    """VAE (name in models/vae, or a path); default: the checkpoint's."""
+    prompts: str | None = None
+    """Prompt file: .txt (one per line), .jsonl (a "prompt" field) or .csv (a prompt column)."""
+    eval_prompts: str | None = None
+    """Separate held-out prompt file (default: a held_out split of prompts)."""
+    held_out: float = 0.1
+    """Prompts held out for evaluation: a fraction (< 1) or a count (>= 1)."""
+    width: int = 1024
+    """Image width in pixels."""
+    height: int = 1024
+    """Image height in pixels."""
+    sampler: str = "euler"
+    """ComfyUI sampler name (any of KSamplerSelect's)."""
+    cfg: float | None = None
+    """Classifier-free guidance scale (None: 1.0 for Flux, 4.5 for SD3)."""
+    guidance: float | None = None
+    """Flux dev distilled guidance (None: 3.5)."""
+    negative_prompt: str = ""
+    """Negative prompt (used when cfg > 1)."""
+    rollout_batch: int = 0
+    """Rollouts per model call (0: as many as memory allows)."""
+    cache_dir: str | None = None
+    """Conditioning cache folder (default: ~/.cache/learned_schedules/conditioning)."""
+    reward_paths: str | None = None
+    """Reward weights as kind=path pairs, comma-separated (default: models/rewards/<kind>)."""
+    allow_download: bool = False
+    """Let reward models download from the hub when not found locally (off: never)."""
+    reference_steps: int = 40
+    """Steps of the reference sample for the ``reference`` reward."""
+    encoder_preset: str = "auto"
+    """Policy encoder size preset: auto (flux / sd3 by model family) or tiny."""
+    sample_every: int = 100
+    """Comfy: save sample images (default vs learned schedule) every N iterations (0: off)."""
     steps: int = 5
     """Sampler budget L (number of sampler steps; the policy outputs L + 1 segments)."""
     algo: str = "reinforce"
@@ -58,6 +121,9 @@ class TrainConfig:
     """Width of the policy's encoder and head."""
     depth: int = 2
     """Number of FiLM blocks in the vector encoder."""
+    init_schedule: str = "default"
+    """Where the policy's mean schedule starts: ``default`` (the model's own schedule, on
+    back-ends that have one: comfy) or ``uniform`` (uniform in flow time)."""
     init_concentration: float | None = None
     """Total Dirichlet concentration at initialisation (None: 8 * (L + 1))."""
     seed: int = 0
@@ -97,6 +163,11 @@ class TrainConfig:
             raise ValueError(f"The {self.baseline} baseline needs at least 2 rollouts per context.")
         if self.baseline in ("xctx", "js") and self.batch * self.rollouts < 2:
             raise ValueError(f"The {self.baseline} baseline needs at least 2 rollouts in a batch.")
+        if self.backend not in ("testbed", "comfy"):
+            raise ValueError(f"backend must be 'testbed' or 'comfy', got {self.backend!r}.")
+        if self.init_schedule not in ("default", "uniform"):
+            raise ValueError(f"init_schedule must be 'default' or 'uniform', got "
+                             f"{self.init_schedule!r}.")
         if self.lr <= 0:
             raise ValueError("lr must be positive.")
         if self.lr_schedule not in ("constant", "cosine"):

@@ -1,0 +1,216 @@
+"""``eval`` for ComfyUI models: default schedules vs a learned policy on held-out prompts.
+
+Outputs (in ``<run>/eval`` or ``--out``): ``eval.md`` / ``eval.json`` (reward mean ± standard
+error per schedule, and the paired difference to the first default schedule),
+``per_prompt.csv`` (every prompt x seed x schedule) and ``grid.png`` (default schedule above,
+learned below, each image with its schedule plotted in the corner, as in the paper's Fig. 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ..policies.policy_file import LoadedPolicy, load_policy
+from .config import TrainConfig
+
+log = logging.getLogger("learned_schedules.training")
+
+
+@dataclass
+class ComfyEvalReport:
+    """Reward per schedule on held-out (prompt, seed) contexts."""
+
+    steps: int
+    reward: str
+    contexts: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    out_dir: Path | None = None
+
+    def markdown(self) -> str:
+        ref = self.rows[0]["name"] if self.rows else ""
+        lines = [f"Held-out contexts: {self.contexts} (prompt x seed), L = {self.steps}, reward "
+                 f"= {self.reward} (mean ± standard error; difference paired with {ref})\n",
+                 "| schedule | reward | difference | wins |", "|---|---|---|---|"]
+        for r in self.rows:
+            lines.append(f"| {r['name']} | {r['reward_mean']:.4f} ± {r['reward_se']:.4f} | "
+                         f"{r['diff_mean']:+.4f} ± {r['diff_se']:.4f} | "
+                         f"{100 * r['win_rate']:.0f}% |")
+        return "\n".join(lines)
+
+
+def _mean_se(x: torch.Tensor) -> tuple[float, float]:
+    x = x.double()
+    se = float(x.std() / math.sqrt(x.numel())) if x.numel() > 1 else 0.0
+    return float(x.mean()), se
+
+
+def summarize(rewards: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """Rows: mean ± SE, and the paired difference / win rate against the first entry."""
+    names = list(rewards)
+    base = rewards[names[0]]
+    rows = []
+    for name in names:
+        r = rewards[name]
+        mean, se = _mean_se(r)
+        dmean, dse = _mean_se(r - base)
+        rows.append({"name": name, "reward_mean": mean, "reward_se": se, "diff_mean": dmean,
+                     "diff_se": dse, "win_rate": float((r > base).double().mean())})
+    return rows
+
+
+def _plot_inset(img: Image.Image, sigmas: torch.Tensor, colour: tuple[int, int, int]) -> None:
+    """Draw the schedule (sigma against step) in the image's lower-left corner."""
+    w, h = img.size
+    box_w, box_h = max(40, w // 3), max(30, h // 4)
+    x0, y0 = 4, h - box_h - 4
+    draw = ImageDraw.Draw(img, "RGBA")
+    draw.rectangle([x0, y0, x0 + box_w, y0 + box_h], fill=(255, 255, 255, 200),
+                   outline=(0, 0, 0, 255))
+    s = sigmas.double().cpu()
+    top = float(s.max()) or 1.0
+    pts = [(x0 + 3 + (box_w - 6) * i / max(len(s) - 1, 1),
+            y0 + 3 + (box_h - 6) * (1 - float(v) / top)) for i, v in enumerate(s)]
+    draw.line(pts, fill=(*colour, 255), width=2)
+    for x, y in pts:
+        draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(*colour, 255))
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    arr = (image.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def image_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], max_side: int = 256
+               ) -> Image.Image:
+    """Rows of images ``[N, H, W, 3]`` with their sigmas ``[N, L+1]`` plotted in the corner;
+    each row gets a label on its left."""
+    colours = [(90, 90, 90), (220, 60, 40), (40, 110, 220), (40, 160, 80)]
+    n = rows[0][1].shape[0]
+    h, w = rows[0][1].shape[1:3]
+    scale = min(1.0, max_side / max(h, w))
+    cw, ch = max(1, int(w * scale)), max(1, int(h * scale))
+    label_w = 110
+    grid = Image.new("RGB", (label_w + n * (cw + 4), len(rows) * (ch + 4)), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, (label, images, sigmas) in enumerate(rows):
+        y = r * (ch + 4)
+        draw.text((4, y + ch // 2 - 6), label[:18], fill=(0, 0, 0))
+        for i in range(n):
+            tile = _to_pil(images[i]).resize((cw, ch), Image.Resampling.BICUBIC)
+            _plot_inset(tile, sigmas[i] if sigmas.ndim == 2 else sigmas,
+                        colours[r % len(colours)])
+            grid.paste(tile, (label_w + i * (cw + 4), y))
+    return grid
+
+
+@torch.inference_mode()
+def policy_sigmas(backend: Any, policy: torch.nn.Module, contexts: Any) -> torch.Tensor:
+    """The policy's mean schedules for contexts, in the model's sigma space ``[N, L+1]``."""
+    feats = backend.features(contexts)
+    device = next(policy.parameters()).device
+    flow = policy.schedule(mode="mean", **{k: v.to(device) for k, v in feats.items()})
+    return backend.model_sigmas(flow.cpu())
+
+
+def write_sample_grid(backend: Any, policy: torch.nn.Module, path: Path, n: int = 4,
+                      seed: int = 10_000) -> Path:
+    """Training samples: default vs learned schedule on ``n`` held-out contexts -> PNG."""
+    was_training = policy.training
+    policy.eval()
+    try:
+        ctx = backend.held_out_contexts(n, seed)
+        learned = policy_sigmas(backend, policy, ctx)
+        default = backend.default_sigmas(learned.shape[1] - 1)
+        grid = image_grid([("default", backend.images(ctx, default), default),
+                           ("learned", backend.images(ctx, learned), learned)])
+    finally:
+        policy.train(was_training)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
+
+
+def _policy_path(path: Path) -> Path:
+    if path.is_dir():
+        path = path / "policy.safetensors"
+    if not path.is_file():
+        raise ValueError(f"No policy file at {path}.")
+    return path
+
+
+def config_for_eval(loaded: LoadedPolicy, overrides: dict[str, Any]) -> TrainConfig:
+    """The training config stored in the policy file, with ``overrides`` (non-None) applied."""
+    training = dict(loaded.metadata.get("training") or {})
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    data = {k: v for k, v in training.items() if k in names}
+    data.update({k: v for k, v in overrides.items() if v is not None and k in names})
+    data["backend"] = "comfy"
+    return TrainConfig.from_dict(data)
+
+
+def evaluate_comfy_policy(policy_path: str | Path, *, overrides: dict[str, Any] | None = None,
+                          seeds: int = 4, seed: int = 10_000,
+                          schedulers: tuple[str, ...] = ("simple",), grid_columns: int = 6,
+                          out: str | Path | None = None, backend: Any = None
+                          ) -> ComfyEvalReport:
+    """Evaluate a policy against ComfyUI's default schedule(s) on every held-out prompt x
+    ``seeds`` seeds; write the report, the per-prompt CSV and the image grid."""
+    from .comfy_backend import ComfyBackend
+
+    path = _policy_path(Path(policy_path))
+    loaded = load_policy(path)
+    config = config_for_eval(loaded, overrides or {})
+    backend = backend or ComfyBackend.from_config(config)
+    family = loaded.metadata["model_family"]
+    if family != backend.model_family:
+        raise ValueError(f"{path.name} was trained for {family}, but the model is "
+                         f"{backend.model_family}.")
+    policy = loaded.policy.eval()
+    steps = int(loaded.metadata["steps"])
+    n_held = len(backend.prompts) - backend.n_train
+    ctx = backend.held_out_contexts(n_held * seeds, seed)
+    log.info("eval: %d held-out prompts x %d seeds, L=%d", n_held, seeds, steps)
+    rewards: dict[str, torch.Tensor] = {}
+    sigmas: dict[str, torch.Tensor] = {}
+    images: dict[str, torch.Tensor] = {}
+    show = min(grid_columns, len(ctx))
+    for name in schedulers:
+        sig = backend.default_sigmas(steps, name)
+        sigmas[name] = sig.expand(len(ctx), -1)
+    sigmas["learned"] = policy_sigmas(backend, policy, ctx)
+    for name, sig in sigmas.items():
+        imgs = backend.images(ctx, sig)
+        rewards[name] = backend.score(ctx, imgs)
+        images[name] = imgs[:show]
+        log.info("eval: %s reward %.4f", name, float(rewards[name].mean()))
+    report = ComfyEvalReport(steps=steps, reward=backend.reward_name, contexts=len(ctx),
+                             rows=summarize(rewards))
+    out_dir = Path(out) if out else path.parent / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval.md").write_text(report.markdown() + "\n")
+    (out_dir / "eval.json").write_text(json.dumps(
+        {"policy": str(path), "steps": steps, "reward": backend.reward_name,
+         "contexts": len(ctx), "rows": report.rows,
+         "sigmas": {k: v[:show].tolist() for k, v in sigmas.items()}}, indent=2))
+    prompts = backend.prompt_texts(ctx)
+    with (out_dir / "per_prompt.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["prompt", "seed", *rewards])
+        for i in range(len(ctx)):
+            writer.writerow([prompts[i], int(ctx.seeds[i]),
+                             *(f"{float(r[i]):.6g}" for r in rewards.values())])
+    image_grid([(name, images[name], sigmas[name][:show]) for name in sigmas]).save(
+        out_dir / "grid.png")
+    report.out_dir = out_dir
+    return report

@@ -1,0 +1,91 @@
+"""Prompt files (.txt / .jsonl / .csv) and a reproducible held-out split."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+PROMPT_KEYS = ("prompt", "text", "caption")
+
+
+def load_prompts(path: str | Path) -> list[str]:
+    """Prompts from a file, in order, duplicates and blanks dropped.
+
+    * ``.txt``: one prompt per line; lines starting with ``#`` are comments;
+    * ``.jsonl``: one JSON object per line with a ``prompt`` (or ``text`` / ``caption``) field,
+      or one JSON string per line;
+    * ``.csv``: a header row with a ``prompt`` (or ``text`` / ``caption``) column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Prompt file not found: {path}.")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8-sig")
+    if suffix == ".txt":
+        raw = [line.strip() for line in text.splitlines() if not line.lstrip().startswith("#")]
+    elif suffix == ".jsonl":
+        raw = [_jsonl_prompt(line, i + 1, path) for i, line in enumerate(text.splitlines())
+               if line.strip()]
+    elif suffix == ".csv":
+        raw = _csv_prompts(text, path)
+    else:
+        raise ValueError(f"Unsupported prompt file {path.name}: use .txt, .jsonl or .csv.")
+    seen: set[str] = set()
+    prompts = []
+    for p in raw:
+        p = " ".join(p.split())
+        if p and p not in seen:
+            seen.add(p)
+            prompts.append(p)
+    if not prompts:
+        raise ValueError(f"No prompts in {path}.")
+    return prompts
+
+
+def _jsonl_prompt(line: str, lineno: int, path: Path) -> str:
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{lineno} is not valid JSON ({exc.msg}).") from None
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        for key in PROMPT_KEYS:
+            if isinstance(item.get(key), str):
+                return item[key]
+    raise ValueError(f"{path}:{lineno} has no 'prompt' field.")
+
+
+def _csv_prompts(text: str, path: Path) -> list[str]:
+    rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        return []
+    header = [h.strip().lower() for h in rows[0]]
+    for key in PROMPT_KEYS:
+        if key in header:
+            col = header.index(key)
+            return [r[col] for r in rows[1:] if len(r) > col]
+    raise ValueError(f"{path} needs a header row with a 'prompt' column (found: "
+                     f"{', '.join(header) or 'nothing'}).")
+
+
+def split_prompts(prompts: list[str], held_out: float, seed: int = 0
+                  ) -> tuple[list[str], list[str]]:
+    """(training, held-out) prompts: a seeded shuffle, ``held_out`` as a fraction (< 1) or a
+    count (>= 1). Both parts are non-empty; they never share a prompt."""
+    if held_out <= 0:
+        raise ValueError("held_out must be a positive fraction or count.")
+    if len(prompts) < 2:
+        raise ValueError("A held-out split needs at least 2 distinct prompts (or give "
+                         "--eval-prompts).")
+    n_held = int(held_out) if held_out >= 1 else max(1, round(held_out * len(prompts)))
+    if n_held >= len(prompts):
+        raise ValueError(f"held_out={held_out} leaves no training prompts out of "
+                         f"{len(prompts)}.")
+    order = list(range(len(prompts)))
+    random.Random(seed).shuffle(order)
+    held = sorted(order[:n_held])
+    train = sorted(order[n_held:])
+    return [prompts[i] for i in train], [prompts[i] for i in held]
