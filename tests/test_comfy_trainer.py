@@ -59,7 +59,7 @@ def sd3_args(env, **kw) -> list[str]:
             "rollouts": "2", "iterations": "3", "eval_every": "0", "eval_contexts": "3",
             "checkpoint_every": "1", "sample_every": "2", "encoder_preset": "tiny",
             "cache_dir": str(env["tmp"] / "cond_cache"), "out": str(env["tmp"] / "runs"),
-            "pool_size": "64", "hidden": "32", "lr": "0.01"}
+            "pool_size": "64", "hidden": "32"}
     args.update({k: str(v) for k, v in kw.items()})
     out = ["train", "--no-progress"]
     for k, v in args.items():
@@ -237,7 +237,7 @@ def test_learning_improves_held_out_reward_over_the_default_schedule(env):
     from learned_schedules.training.comfy_eval import evaluate_comfy_policy
 
     assert cli.main(sd3_args(env, run_name="learn", iterations=40, batch=4, steps=3,
-                             sample_every=0, eval_every=0, checkpoint_every=0, lr=0.03,
+                             sample_every=0, eval_every=0, checkpoint_every=0,
                              pool_size=128)) == 0
     run = env["tmp"] / "runs" / "learn"
     report = evaluate_comfy_policy(run, seeds=6, out=run / "eval")
