@@ -112,6 +112,13 @@ def policy_loss(policy: DirichletPolicy, features: dict[str, torch.Tensor], tau:
     return loss, entropy.detach()
 
 
+def policy_features(policy: torch.nn.Module, backend: Backend, contexts: Any
+                    ) -> dict[str, torch.Tensor]:
+    """The back-end's features for ``contexts``, on the policy's device."""
+    device = next(policy.parameters()).device
+    return {k: v.to(device) for k, v in backend.features(contexts).items()}
+
+
 def learning_rate(config: TrainConfig, iteration: int) -> float:
     """The learning rate at ``iteration`` (1-based); stateless, so resuming needs no state."""
     if config.lr_schedule == "constant" or config.iterations <= 1:
@@ -130,7 +137,7 @@ def train_iteration(policy: DirichletPolicy, optimizer: torch.optim.Optimizer,
     this rank rolls out its own slice, and everything logged is a global-batch statistic.
     """
     dist = dist or Dist()
-    features = backend.features(contexts)
+    features = policy_features(policy, backend, contexts)
     with torch.no_grad():
         alpha = policy.alpha(**features)
         tau = torch.distributions.Dirichlet(alpha).sample((config.rollouts,))  # [K, B, L+1]
@@ -138,7 +145,7 @@ def train_iteration(policy: DirichletPolicy, optimizer: torch.optim.Optimizer,
     batch = schedules.shape[0]
     mine = dist.shard(batch)  # this rank's contexts: all of them in a single process
     share = len(mine) / batch  # local mean * share, summed over ranks = global mean
-    local_rewards = _local_rewards(backend, contexts, schedules, mine, dist).to(alpha.dtype)
+    local_rewards = _local_rewards(backend, contexts, schedules, mine, dist).to(alpha)
     rewards = dist.all_gather(local_rewards)  # [B, K], the same on every rank
     base = compute_baseline(rewards, config.baseline)
     adv = rewards - base.baseline
@@ -209,7 +216,7 @@ def evaluate_policy(policy: DirichletPolicy, backend: Backend, contexts: Any,
         return dist.all_gather(local)
     was_training = policy.training
     policy.eval()
-    schedules = policy.schedule(mode=mode, **backend.features(contexts))
+    schedules = policy.schedule(mode=mode, **policy_features(policy, backend, contexts))
     rewards = backend.rewards(contexts, schedules[:, None, :])[:, 0]
     policy.train(was_training)
     return rewards

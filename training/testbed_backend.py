@@ -65,6 +65,7 @@ class TestbedBackend:
     def rewards(self, contexts: Contexts, schedules: torch.Tensor) -> torch.Tensor:
         """``schedules [B, K, L+1]`` -> rewards ``[B, K]`` (all B*K rollouts in one batch)."""
         b, k, _ = schedules.shape
+        schedules = schedules.cpu()
         if self.reward_name == "fidelity":
             self.testbed.target_of(contexts)  # solve once per context, not per rollout
         flat = contexts.repeat(k)
