@@ -83,14 +83,17 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a file.")
     size = path.stat().st_size
     with path.open("rb") as f:
-        head = f.read(8)
-        if head[:1] == b"\x80" or head[:2] == b"PK":
+        head = f.read(9)
+        n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
+        plausible = 1 < n <= _MAX_HEADER and 8 + n <= size and head[8:9] == b"{"
+        # a header length can start with byte 0x80 too: only a bad length means pickle / zip
+        if not plausible and (head[:1] == b"\x80" or head[:2] == b"PK"):
             raise ValueError(f"{path.name} is a pickle / torch.save file; policy files must be "
                              "safetensors (it was not loaded).")
-        if len(head) < 8:
+        if len(head) < 9:
             raise ValueError(f"{path.name} is truncated or empty: it has no safetensors header.")
-        (n,) = struct.unpack("<Q", head)
-        if n <= 1 or n > _MAX_HEADER or 8 + n > size:
+        f.seek(8)
+        if not plausible:
             raise ValueError(f"{path.name} is not a safetensors file, or it is truncated "
                              "(its header length does not fit the file).")
         raw = f.read(n)

@@ -274,3 +274,22 @@ def test_clear_errors_for_bad_inputs(env, tmp_path):
         with pytest.raises(ValueError, match=message):
             train(config)
     assert cli.main([*base[:-2], "--run-name", "bad2", "--diffusion-model", "nope"]) == 2
+
+
+def test_training_with_a_reward_model_from_models_rewards(env, tmp_path):
+    """A CLIP-score reward found in ``<ComfyUI>/models/rewards/clip`` (the user layout)."""
+    from tiny_rewards import save_clip_tokenizer, tiny_clip
+
+    folder = env["models"] / "rewards" / "clip"
+    if not folder.exists():
+        tiny_clip(folder, save_clip_tokenizer(tmp_path / "tok"), seed=3)
+    assert cli.main(sd3_args(env, run_name="clip_reward", reward="clip", iterations=2,
+                             sample_every=0)) == 0
+    run = env["tmp"] / "runs" / "clip_reward"
+    with (run / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(abs(float(r["reward_mean"])) < 100 for r in rows)
+    assert float(rows[0]["reward_std"]) > 0  # the reward tells the rollouts apart
+    from learned_schedules.policies.policy_file import read_metadata
+
+    assert read_metadata(run / "policy.safetensors")["reward"] == "clip"

@@ -173,3 +173,18 @@ def test_non_finite_weights(good_file):
     _rewrite_meta(good_file, lambda m, t: t["head.2.weight"].view(-1).__setitem__(0, float("nan")))
     with pytest.raises(ValueError, match="NaN or infinite"):
         load_policy(good_file)
+
+
+def test_header_length_starting_with_the_pickle_byte_is_still_safetensors(tmp_path):
+    """A header of 0x..80 bytes starts the file with 0x80, pickle's first byte: such a file
+    is a valid policy, not a pickle (a real trained policy hit this)."""
+    pol = _vector_policy()
+    path = tmp_path / "p.safetensors"
+    for pad in range(300):
+        save_policy(path, pol, method="dirichlet-reinforce", model_family="testbed",
+                    extra={"pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    loaded = load_policy(path)
+    assert loaded.metadata["pad"] == "x" * pad

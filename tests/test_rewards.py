@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_rewards import save_clip_tokenizer, tiny_clip
 
-from comfy_env import comfyui_path
 from learned_schedules.training.rewards import (
     REWARD_KINDS,
     WeightedSum,
@@ -79,36 +79,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def clip_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ComfyUI's bundled CLIP BPE tokenizer, saved once as a fast tokenizer."""
-    from transformers import CLIPTokenizerFast
-
-    tok = CLIPTokenizerFast.from_pretrained(str(comfyui_path() / "comfy" / "sd1_tokenizer"),
-                                            local_files_only=True)
-    tok.model_max_length = 77
-    out = tmp_path_factory.mktemp("clip_tokenizer")
-    tok.save_pretrained(out)
-    return out
-
-
-def tiny_clip(folder: Path, tokenizer_dir: Path, seed: int) -> torch.nn.Module:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    cfg = CLIPConfig(
-        text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 2, "num_attention_heads": 2,
-                     "max_position_embeddings": 77, "bos_token_id": 49406,
-                     "eos_token_id": 49407, "pad_token_id": 49407},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
-        projection_dim=16)
-    torch.manual_seed(seed)
-    model = CLIPModel(cfg).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    for f in tokenizer_dir.iterdir():
-        shutil.copy(f, folder / f.name)
-    CLIPImageProcessor(size={"shortest_edge": 32},
-                       crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return model
+    return save_clip_tokenizer(tmp_path_factory.mktemp("clip_tokenizer"))
 
 
 @pytest.fixture(scope="module")
