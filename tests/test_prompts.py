@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,19 @@ def test_split_is_disjoint_reproducible_and_sized():
         split_prompts(prompts, 50)
     with pytest.raises(ValueError, match="at least 2"):
         split_prompts(["only one"], 0.5)
+
+
+def test_bundled_example_configs_and_prompts_are_valid(tmp_path, monkeypatch):
+    from learned_schedules.training.config import TrainConfig
+
+    configs = [p for p in sorted((Path(__file__).parents[1] / "training" / "configs")
+                                 .glob("*.json")) if '"backend"' in p.read_text()]
+    assert len(configs) >= 2  # trainer configs (the testbed's own config is another format)
+    monkeypatch.chdir(tmp_path)  # the bundled prompt file is found from anywhere
+    for path in configs:
+        config = TrainConfig.load(path)
+        config.validate()
+        if config.backend == "comfy":
+            prompts = load_prompts(config.prompts)
+            train, held = split_prompts(prompts, config.held_out)
+            assert len(prompts) >= 40 and len(held) >= 4

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 PROMPT_KEYS = ("prompt", "text", "caption")
+PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def load_prompts(path: str | Path) -> list[str]:
@@ -19,6 +20,8 @@ def load_prompts(path: str | Path) -> list[str]:
     * ``.csv``: a header row with a ``prompt`` (or ``text`` / ``caption``) column.
     """
     path = Path(path)
+    if not path.is_file() and not path.is_absolute() and (PACKAGE / path).is_file():
+        path = PACKAGE / path  # the bundled examples, from any working directory
     if not path.is_file():
         raise ValueError(f"Prompt file not found: {path}.")
     suffix = path.suffix.lower()
