@@ -230,3 +230,4 @@ def _ranks_train(tmp: Path) -> None:
 if __name__ == "__main__":  # one rank of _run_ranks
     {"collectives": lambda: _ranks_collectives(),
      "train": lambda: _ranks_train(Path(sys.argv[2]))}[sys.argv[1]]()
+    current("cpu").shutdown()

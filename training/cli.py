@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .distributed import current
     from .engine import train
 
     if args.resume:
@@ -130,6 +131,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = TrainConfig.load(args.config) if args.config else None
         config = _config_from_args(args, base)
         result = train(config)
+    if not result.interrupted:  # after Ctrl-C the other ranks may be gone: no barrier
+        current(config.device).shutdown()
     if result.is_main:  # one line per run, not per data-parallel process
         print(json.dumps({"run_dir": str(result.run_dir), "iterations": result.iterations_done,
                           "interrupted": result.interrupted,

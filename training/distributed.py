@@ -96,6 +96,9 @@ class Dist:
     def barrier(self) -> None:
         """Wait until every rank gets here."""
 
+    def shutdown(self) -> None:
+        """Leave the process group cleanly (before the process exits)."""
+
 
 class TorchDist(Dist):
     """Several processes in an initialised ``torch.distributed`` process group."""
@@ -178,6 +181,17 @@ class TorchDist(Dist):
         import torch.distributed as td
 
         td.barrier()
+
+    def shutdown(self) -> None:
+        """Barrier, then destroy the process group: exiting with gloo's threads still up can
+        abort the process ("terminate called without an active exception")."""
+        global _CURRENT
+        import torch.distributed as td
+
+        if td.is_initialized():
+            td.barrier()
+            td.destroy_process_group()
+        _CURRENT = None
 
 
 _CURRENT: TorchDist | None = None
