@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,15 @@ from PIL import Image, ImageDraw
 
 from ..policies.policy_file import LoadedPolicy, load_policy
 from .config import TrainConfig
+from .testbed_eval import EvalReport
 
 log = logging.getLogger("learned_schedules.training")
 
 
 @dataclass
-class ComfyEvalReport:
-    """Reward per schedule on held-out (prompt, seed) contexts."""
-
-    steps: int
-    reward: str
-    contexts: int
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    out_dir: Path | None = None
+class ComfyEvalReport(EvalReport):
+    """Reward per schedule on held-out (prompt, seed) contexts (the testbed report's fields,
+    its own table)."""
 
     def markdown(self) -> str:
         ref = self.rows[0]["name"] if self.rows else ""

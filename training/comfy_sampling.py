@@ -34,6 +34,12 @@ LOCKSTEP_SAMPLERS = frozenset({
 })
 
 
+def draws_noise(name: str) -> bool:
+    """Whether a sampler draws fresh noise while sampling (then a batched run with one seed
+    differs from single runs with each rollout's seed)."""
+    return "ancestral" in name or "sde" in name or name in ("ddpm", "lcm", "er_sde")
+
+
 def sampler_names() -> list[str]:
     """Every sampler name ComfyUI knows (``KSamplerSelect``'s list)."""
     import comfy.samplers
@@ -221,7 +227,7 @@ def sample_rollouts(model: Any, positive: list, negative: list | None, noise: to
     guider.set_conds(positive, negative if negative is not None else [])
     guider.set_cfg(cfg)
     same = bool((sigmas == sigmas[:1]).all())
-    if n == 1 or (same and sampler_name not in _SEED_DEPENDENT):
+    if n == 1 or (same and not draws_noise(sampler_name)):
         # one schedule for the whole batch: ComfyUI's plain batched sampling
         return guider.sample(noise, latent, comfy.samplers.sampler_object(sampler_name),
                              sigmas[0], disable_pbar=True, seed=int(seeds[0]))
@@ -240,11 +246,6 @@ def sample_rollouts(model: Any, positive: list, negative: list | None, noise: to
                              comfy.samplers.sampler_object(sampler_name), sigmas[i],
                              disable_pbar=True, seed=int(seeds[i])))
     return torch.cat(outs)
-
-
-#: samplers that draw noise during sampling (their batched run differs from N single runs)
-_SEED_DEPENDENT = frozenset(n for n in LOCKSTEP_SAMPLERS
-                            if "ancestral" in n or "sde" in n or n in ("ddpm", "lcm"))
 
 
 def select_conditioning(conditioning: list, index: int) -> list:
