@@ -32,8 +32,9 @@ def comfyui_path() -> Path:
 _BASE: list[Path] = []
 
 
-def import_comfy(base_dir: Path) -> SimpleNamespace:
-    """Import ComfyUI as a library (CPU only); its base directory is fixed by the first call.
+def import_comfy(base_dir: Path, cpu: bool = True) -> SimpleNamespace:
+    """Import ComfyUI as a library (CPU unless ``cpu=False``); its base directory is fixed by
+    the first call.
 
     ``folder_paths`` reads the base directory once, at import, so every later call in the same
     process gets the first base back as ``.base``: tests put their models there.
@@ -43,7 +44,7 @@ def import_comfy(base_dir: Path) -> SimpleNamespace:
     else:
         _BASE.append(base_dir)
     (base_dir / "models").mkdir(parents=True, exist_ok=True)
-    import_comfyui(comfyui_path(), base_dir, cpu=True)
+    import_comfyui(comfyui_path(), base_dir, cpu=cpu)
     # explicit order: ComfyUI's `utils` package before `nodes` (see the module docstring)
     for name in ("comfy.ops", "nodes", "comfy_extras.nodes_custom_sampler"):
         importlib.import_module(name)

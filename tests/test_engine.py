@@ -61,6 +61,23 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
         train(_small_config(tmp_path, iterations=2))
 
 
+def test_a_run_that_failed_before_its_first_iteration_can_be_rerun(tmp_path):
+    """Its folder holds only config.json: nothing to lose, so the same name starts again."""
+    config = _small_config(tmp_path, iterations=2)
+    backend = TestbedBackend.from_config(config)
+    real = backend.rewards
+
+    def broken(*args):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    backend.rewards = broken
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(config, backend=backend)
+    assert [p.name for p in (tmp_path / "run").rglob("*") if p.is_file()] == ["config.json"]
+    backend.rewards = real
+    assert train(config, backend=backend).iterations_done == 2
+
+
 @pytest.mark.slow
 def test_js_policy_beats_uniform_and_shift3_on_held_out(tmp_path):
     """Learning: a JS-trained policy beats uniform and shift-3 by > 3 standard errors."""

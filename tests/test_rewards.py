@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_rewards import save_clip_tokenizer, tiny_clip
 
 from learned_schedules.training.rewards import (
     REWARD_KINDS,
@@ -26,6 +25,7 @@ from learned_schedules.training.rewards import (
 )
 from learned_schedules.training.rewards.base import ImageTransform, check_inputs
 from learned_schedules.training.rewards.ocr import levenshtein, text_match
+from tiny_rewards import save_clip_tokenizer, tiny_clip
 
 PROMPTS = ['a cat holding a sign that says "hello world"', "a red car in the rain",
            "a wall painted with the word 'OCR'"]
@@ -517,3 +517,17 @@ def test_unknown_kind_and_dtype() -> None:
         load_reward("clip", paths={"sharpness": "/x"})
     with pytest.raises(ValueError, match="dtype"):
         load_reward("clip", dtype="float8")
+
+
+def test_clip_features_from_transformers_4_and_5() -> None:
+    """transformers 5 returns ``BaseModelOutputWithPooling`` from ``get_*_features`` (seen on
+    the GPU box with 5.17); both forms give the projected embedding."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    from learned_schedules.training.rewards.clip_rewards import embedding
+
+    t = torch.randn(2, 4)
+    assert embedding(t) is t
+    assert embedding(BaseModelOutputWithPooling(pooler_output=t)) is t
+    with pytest.raises(TypeError):
+        embedding(BaseModelOutputWithPooling())

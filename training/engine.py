@@ -356,7 +356,10 @@ def _prepare_run_dir(config: TrainConfig, resume: str | Path | None) -> tuple[Pa
         run_dir, ckpt = _resolve_resume(Path(resume))
     else:
         run_dir = Path(config.out) / (config.run_name or default_run_name(config))
-        if run_dir.exists() and any(run_dir.iterdir()):
+        # a folder holding only a config (a run that failed before its first metrics) is reused
+        kept = [f for f in run_dir.rglob("*") if f.is_file() and f.name != "config.json"] \
+            if run_dir.exists() else []
+        if kept:
             raise ValueError(f"Run folder {run_dir} already exists and is not empty; pass "
                              "--resume to continue it or choose another --run-name.")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -137,12 +137,24 @@ class CLIPSimilarityReward(BaseReward):
                                 max_length=self.max_length, return_tensors="pt")
         feats = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
                                              attention_mask=tokens["attention_mask"].to(self.device))
-        return F.normalize(feats.float(), dim=-1)
+        return F.normalize(embedding(feats).float(), dim=-1)
 
     def _score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         pixels = self.transform(images, self.device, self.dtype)
-        img = F.normalize(self.model.get_image_features(pixel_values=pixels).float(), dim=-1)
+        img = F.normalize(embedding(self.model.get_image_features(pixel_values=pixels)).float(),
+                          dim=-1)
         return self.scale * (img * self.text_embeds(prompts)).sum(-1)
+
+
+def embedding(output: Any) -> torch.Tensor:
+    """The projected embedding from ``get_*_features``: a tensor in transformers 4, a
+    ``BaseModelOutputWithPooling`` holding it as ``pooler_output`` in transformers 5."""
+    if torch.is_tensor(output):
+        return output
+    pooled = getattr(output, "pooler_output", None)
+    if not torch.is_tensor(pooled):
+        raise TypeError(f"Unexpected CLIP feature output {type(output).__name__}.")
+    return pooled
 
 
 def load_clip_reward(kind: str, source: Path | None, *, device: torch.device | str,
