@@ -254,6 +254,14 @@ def test_learning_improves_held_out_reward_over_the_default_schedule(env):
     train_prompts, held = split_prompts(PROMPTS, 3, seed=0)
     assert {r["prompt"] for r in rows} == set(held)
 
+    # the CLI: several default schedulers, one seed, its own output folder
+    assert cli.main(["eval", str(run), "--seeds", "1", "--schedulers", "simple,beta",
+                     "--grid-columns", "2", "--out", str(run / "eval_cli")]) == 0
+    table = (run / "eval_cli" / "eval.md").read_text()
+    assert "| simple |" in table and "| beta |" in table and "| learned |" in table
+    with pytest.raises(ValueError, match="Unknown scheduler"):
+        evaluate_comfy_policy(run, schedulers=("not_a_scheduler",), out=run / "eval_bad")
+
 
 def test_clear_errors_for_bad_inputs(env, tmp_path):
     base = sd3_args(env, run_name="bad")

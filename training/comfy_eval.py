@@ -165,6 +165,8 @@ def evaluate_comfy_policy(policy_path: str | Path, *, overrides: dict[str, Any] 
     from .comfy_backend import ComfyBackend
 
     path = _policy_path(Path(policy_path))
+    if seeds < 1 or not schedulers:
+        raise ValueError("eval needs at least one seed and one default scheduler.")
     loaded = load_policy(path)
     config = config_for_eval(loaded, overrides or {})
     backend = backend or ComfyBackend.from_config(config)
@@ -172,6 +174,12 @@ def evaluate_comfy_policy(policy_path: str | Path, *, overrides: dict[str, Any] 
     if family != backend.model_family:
         raise ValueError(f"{path.name} was trained for {family}, but the model is "
                          f"{backend.model_family}.")
+    import comfy.samplers
+
+    unknown = [n for n in schedulers if n not in comfy.samplers.SCHEDULER_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown scheduler(s) {', '.join(unknown)}; ComfyUI's are: "
+                         f"{', '.join(comfy.samplers.SCHEDULER_NAMES)}.")
     policy = loaded.policy.eval()
     steps = int(loaded.metadata["steps"])
     n_held = len(backend.prompts) - backend.n_train
