@@ -229,17 +229,19 @@ def test_noise_is_comfyuis_noise_and_rollouts_match_comfyui_sampling(env):
                                        msg=f"{sampler} rollout {i}")
 
 
-def test_learning_improves_held_out_reward_over_the_default_schedule(env):
-    """A few dozen iterations on the tiny SD3 with the reference reward (PSNR to the 8-step
-    sample of the same prompt and seed) beat ComfyUI's default schedule on held-out prompts
-    x seeds, by more than 3 standard errors of the paired difference. The policy starts AT
-    the default schedule, so the gain is learned."""
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_learning_improves_held_out_reward_over_the_default_schedule(env, family):
+    """A few dozen iterations on the tiny SD3 / Flux with the reference reward (PSNR to the
+    8-step sample of the same prompt and seed) beat ComfyUI's default schedule on held-out
+    prompts x seeds, by more than 3 standard errors of the paired difference. The policy
+    starts AT the default schedule, so the gain is learned."""
     from learned_schedules.training.comfy_eval import evaluate_comfy_policy
 
-    assert cli.main(sd3_args(env, run_name="learn", iterations=40, batch=4, steps=3,
-                             sample_every=0, eval_every=0, checkpoint_every=0,
-                             pool_size=128)) == 0
-    run = env["tmp"] / "runs" / "learn"
+    make = sd3_args if family == "sd3" else flux_args
+    assert cli.main(make(env, run_name=f"learn_{family}", iterations=40, batch=4, steps=3,
+                         sample_every=0, eval_every=0, checkpoint_every=0,
+                         pool_size=128)) == 0
+    run = env["tmp"] / "runs" / f"learn_{family}"
     report = evaluate_comfy_policy(run, seeds=6, out=run / "eval")
     default, learned = report.rows
     assert default["name"] == "simple" and learned["name"] == "learned"
