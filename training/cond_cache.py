@@ -120,6 +120,6 @@ class ConditioningCache:
                 "version": CACHE_VERSION}
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # ranks of one run may write at once
         save_file(tensors, str(tmp), metadata={"learned_schedules_cond": json.dumps(meta)})
         os.replace(tmp, path)
