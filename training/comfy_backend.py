@@ -10,7 +10,6 @@ with the VAE and scores the image with the reward. No gradient flows through the
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,8 +370,3 @@ def _split_pairs(value: str | None) -> dict[str, str]:
         out[k.strip()] = v.strip()
     return out
 
-
-def standard_error(values: torch.Tensor) -> float:
-    """Standard error of the mean (0 for fewer than 2 values)."""
-    n = values.numel()
-    return float(values.std() / math.sqrt(n)) if n > 1 else 0.0

@@ -66,7 +66,6 @@ class _Lockstep:
         self.results: dict[int, torch.Tensor] = {}
         self.done: set[int] = set()
         self.error: BaseException | None = None
-        self.calls = 0
 
     def submit(self, i: int, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         with self.cond:
@@ -115,7 +114,6 @@ class _Lockstep:
                     self.error = exc
                     self.cond.notify_all()
                 raise
-            self.calls += 1
             with self.cond:
                 for i in batch:
                     self.results[i] = out[i:i + 1]
@@ -151,7 +149,6 @@ def _make_comfy_sampler_class():
             self.inner = comfy.samplers.sampler_object(name)
             self.sigmas = sigmas
             self.seeds = [int(s) for s in seeds]
-            self.model_calls = 0
 
         def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None,
                    denoise_mask=None, disable_pbar=False):
@@ -191,7 +188,6 @@ def _make_comfy_sampler_class():
             finally:
                 for t in threads:
                     t.join()
-            self.model_calls += lock.calls
             return torch.cat([o for o in outputs if o is not None])
 
     return LockstepSampler
@@ -223,25 +219,28 @@ def sample_rollouts(model: Any, positive: list, negative: list | None, noise: to
     if sigmas.ndim != 2 or sigmas.shape[0] != n:
         raise ValueError(f"Expected sigmas [N={n}, L+1], got {tuple(sigmas.shape)}.")
     latent = torch.zeros_like(noise) if latent_image is None else latent_image
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, negative if negative is not None else [])
-    guider.set_cfg(cfg)
+
+    def guider(pos: list, neg: list | None):
+        g = comfy.samplers.CFGGuider(model)
+        g.set_conds(pos, neg if neg is not None else [])
+        g.set_cfg(cfg)
+        return g
+
     same = bool((sigmas == sigmas[:1]).all())
     if n == 1 or (same and not draws_noise(sampler_name)):
         # one schedule for the whole batch: ComfyUI's plain batched sampling
-        return guider.sample(noise, latent, comfy.samplers.sampler_object(sampler_name),
-                             sigmas[0], disable_pbar=True, seed=int(seeds[0]))
+        return guider(positive, negative).sample(
+            noise, latent, comfy.samplers.sampler_object(sampler_name), sigmas[0],
+            disable_pbar=True, seed=int(seeds[0]))
     if sampler_name in LOCKSTEP_SAMPLERS:
-        sampler = lockstep_sampler(sampler_name, sigmas, seeds)
-        return guider.sample(noise, latent, sampler, sigmas[0], disable_pbar=True,
-                             seed=int(seeds[0]))
+        return guider(positive, negative).sample(
+            noise, latent, lockstep_sampler(sampler_name, sigmas, seeds), sigmas[0],
+            disable_pbar=True, seed=int(seeds[0]))
     # one rollout at a time, with ComfyUI's own sampler and its own conditioning row
     outs = []
     for i in range(n):
-        g = comfy.samplers.CFGGuider(model)
-        g.set_conds(select_conditioning(positive, i),
-                    select_conditioning(negative, i) if negative is not None else [])
-        g.set_cfg(cfg)
+        g = guider(select_conditioning(positive, i),
+                   None if negative is None else select_conditioning(negative, i))
         outs.append(g.sample(noise[i:i + 1], latent[i:i + 1],
                              comfy.samplers.sampler_object(sampler_name), sigmas[i],
                              disable_pbar=True, seed=int(seeds[i])))
