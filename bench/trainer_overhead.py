@@ -157,6 +157,8 @@ def peak_rss_child(args, arm: str) -> float:
 
 
 def main() -> None:
+    from learned_schedules.training.engine import policy_features
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mode", choices=["tiny", "flux-real"], default="tiny")
     ap.add_argument("--width", type=int, default=None)
@@ -204,8 +206,8 @@ def main() -> None:
     rates = []
     for n in (int(x) for x in a.sizes.split(",")):
         ctx = s.backend.draw_contexts(n, torch.Generator().manual_seed(n))
-        flow = s.policy.schedule(mode="sample", **{k: v.to(s.device) for k, v in
-                                                   s.backend.features(ctx).items()}).cpu()
+        flow = s.policy.schedule(mode="sample",
+                                 **policy_features(s.policy, s.backend, ctx)).cpu()
         sig = s.backend.model_sigmas(flow.detach())
         t_lock = median_ms(lambda: s.backend.sample_latents(ctx, sig), 1, s.device)  # noqa: B023
         t_plain = median_ms(lambda: s.backend.sample_latents(ctx, sig[0]), 1, s.device)  # noqa: B023

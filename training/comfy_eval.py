@@ -113,9 +113,9 @@ def image_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], max_side: int
 @torch.inference_mode()
 def policy_sigmas(backend: Any, policy: torch.nn.Module, contexts: Any) -> torch.Tensor:
     """The policy's mean schedules for contexts, in the model's sigma space ``[N, L+1]``."""
-    feats = backend.features(contexts)
-    device = next(policy.parameters()).device
-    flow = policy.schedule(mode="mean", **{k: v.to(device) for k, v in feats.items()})
+    from .engine import policy_features
+
+    flow = policy.schedule(mode="mean", **policy_features(policy, backend, contexts))
     return backend.model_sigmas(flow.cpu())
 
 
