@@ -28,12 +28,12 @@ from tempfile import TemporaryDirectory
 
 import torch
 
-from learned_schedules.training.comparators import comparator_schedules
-from learned_schedules.training.config import TrainConfig
-from learned_schedules.training.engine import evaluate_policy, train
-from learned_schedules.training.testbed import Testbed
-from learned_schedules.training.testbed_backend import TestbedBackend
-from learned_schedules.training.testbed_eval import evaluate_schedules
+from learned_schedules.training.rl.config import TrainConfig
+from learned_schedules.training.rl.engine import evaluate_policy, train
+from learned_schedules.training.testbed.backend import TestbedBackend
+from learned_schedules.training.testbed.comparators import comparator_schedules
+from learned_schedules.training.testbed.eval import evaluate_schedules
+from learned_schedules.training.testbed.mixture import Testbed
 
 METHODS = {"none": ("reinforce", "none"), "rloo": ("reinforce", "rloo"),
            "xctx": ("reinforce", "xctx"), "js": ("reinforce", "js"), "ppo": ("ppo", "rloo")}

@@ -46,8 +46,8 @@ def mean_reward(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
 
 def tiny_backend(width: int):
     from comfy_env import build_clip_l, build_tiny_sd3, build_tiny_vae, import_comfy
-    from learned_schedules.training.comfy_backend import ComfyBackend
-    from learned_schedules.training.comfy_models import load_models
+    from learned_schedules.training.comfy.backend import ComfyBackend
+    from learned_schedules.training.comfy.models import load_models
 
     base = Path(tempfile.mkdtemp())
     import_comfy(base)
@@ -66,7 +66,7 @@ def tiny_backend(width: int):
 
 def flux_real_backend(width: int):
     """Real-size Flux-dev through ComfyUI's model classes, random bf16 weights on the GPU."""
-    from learned_schedules.training.comfy_runtime import import_comfyui
+    from learned_schedules.training.comfy.runtime import import_comfyui
 
     import_comfyui(cpu=False)
     import comfy.model_detection
@@ -75,8 +75,8 @@ def flux_real_backend(width: int):
     import comfy.sd
     from comfy.ldm.models.autoencoder import AutoencodingEngine
 
-    from learned_schedules.training.comfy_backend import ComfyBackend
-    from learned_schedules.training.comfy_models import LoadedModels
+    from learned_schedules.training.comfy.backend import ComfyBackend
+    from learned_schedules.training.comfy.models import LoadedModels
 
     cfg = dict(image_model="flux", in_channels=16, patch_size=2, out_channels=16, vec_in_dim=768,
                context_in_dim=4096, hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=19,
@@ -117,8 +117,8 @@ def flux_real_backend(width: int):
 
 
 def setup(mode: str, width: int, steps: int, batch: int, rollouts: int):
-    from learned_schedules.training.config import TrainConfig
-    from learned_schedules.training.engine import build_policy_for
+    from learned_schedules.training.rl.config import TrainConfig
+    from learned_schedules.training.rl.engine import build_policy_for
 
     backend = tiny_backend(width) if mode == "tiny" else flux_real_backend(width)
     device = "cuda" if mode == "flux-real" else "cpu"
@@ -133,7 +133,7 @@ def setup(mode: str, width: int, steps: int, batch: int, rollouts: int):
 
 
 def arms(s):
-    from learned_schedules.training.engine import train_iteration
+    from learned_schedules.training.rl.engine import train_iteration
 
     flat = s.contexts.repeat(s.config.rollouts)
     sig = s.backend.default_sigmas(s.config.steps)
@@ -157,7 +157,7 @@ def peak_rss_child(args, arm: str) -> float:
 
 
 def main() -> None:
-    from learned_schedules.training.engine import policy_features
+    from learned_schedules.training.rl.engine import policy_features
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mode", choices=["tiny", "flux-real"], default="tiny")

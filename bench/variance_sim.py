@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from learned_schedules.training.baselines import compute_baseline
+from learned_schedules.training.rl.baselines import compute_baseline
 
 log = logging.getLogger("learned_schedules.bench.variance_sim")
 

@@ -14,9 +14,9 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..comfy_bridge import features as cf
 from ..policies.policy_file import read_metadata
 from ..policies.schedule import resample_schedule, validate_schedule
-from . import comfy_features as cf
 from .policy_cache import get_policy
 
 log = logging.getLogger("learned_schedules")
@@ -270,7 +270,7 @@ class SchedulePlot(io.ComfyNode):
     @classmethod
     def execute(cls, sigmas, compare=None, label: str = "learned",
                 compare_label: str = "default") -> io.NodeOutput:
-        from ..training.plots import render_schedules_rgb
+        from ..plots import render_schedules_rgb
 
         curves = {label: sigmas}
         if compare is not None:

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import torch
 from safetensors.torch import save_file
 
-from learned_schedules.training.comfy_runtime import import_comfyui
+from learned_schedules.training.comfy.runtime import import_comfyui
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learned_schedules.training.baselines import (
+from learned_schedules.training.rl.baselines import (
     BASELINE_KINDS,
     BaselineResult,
     advantages,

@@ -26,7 +26,7 @@ from comfy_env import (
     write_tiny_flux_text_encoders,
 )
 from learned_schedules.training import cli
-from learned_schedules.training.config import TrainConfig
+from learned_schedules.training.rl.config import TrainConfig
 
 PROMPTS = [f"a photo of a {c} {o}" for c in ("red", "blue", "green", "golden")
            for o in ("cat", "car", "house")]
@@ -115,7 +115,7 @@ def test_cli_train_end_to_end_and_the_node_uses_the_policy(env, family):
     assert meta["reward"] == "reference" and meta["steps"] == 3
     dest = env["models"] / "learned_schedules" / f"{name}.safetensors"
     shutil.copy(run / "policy.safetensors", dest)
-    from learned_schedules.training.comfy_models import load_models
+    from learned_schedules.training.comfy.models import load_models
 
     if family == "sd3":
         loaded = load_models(diffusion_model="sd3_trainer.safetensors",
@@ -132,7 +132,7 @@ def test_cli_train_end_to_end_and_the_node_uses_the_policy(env, family):
 def test_resume_equals_uninterrupted(env):
     """Ctrl-C after iteration 2 saves a checkpoint; ``--resume`` then ends exactly where an
     uninterrupted run ends (weights, bit for bit)."""
-    from learned_schedules.training.engine import train
+    from learned_schedules.training.rl.engine import train
 
     assert cli.main(sd3_args(env, run_name="straight", iterations=3)) == 0
 
@@ -158,7 +158,7 @@ def test_resume_equals_uninterrupted(env):
 
 
 def test_conditioning_cache_is_reused_across_runs(env):
-    from learned_schedules.training.comfy_backend import ComfyBackend
+    from learned_schedules.training.comfy.backend import ComfyBackend
 
     config = TrainConfig.from_dict({"backend": "comfy", "diffusion_model":
                                     "sd3_trainer.safetensors", "text_encoders":
@@ -196,12 +196,12 @@ def test_noise_is_comfyuis_noise_and_rollouts_match_comfyui_sampling(env):
     same sigmas, and batched rollouts with different schedules equal single runs."""
     import comfy.sample
 
-    from learned_schedules.training.comfy_backend import (
+    from learned_schedules.training.comfy.backend import (
         ComfyBackend,
         PromptContexts,
         noise_for_seed,
     )
-    from learned_schedules.training.comfy_models import load_models
+    from learned_schedules.training.comfy.models import load_models
 
     latent = torch.zeros(1, 16, 8, 8)
     for seed in (0, 12345, 2**31 - 2):
@@ -235,7 +235,7 @@ def test_learning_improves_held_out_reward_over_the_default_schedule(env, family
     8-step sample of the same prompt and seed) beat ComfyUI's default schedule on held-out
     prompts x seeds, by more than 3 standard errors of the paired difference. The policy
     starts AT the default schedule, so the gain is learned."""
-    from learned_schedules.training.comfy_eval import evaluate_comfy_policy
+    from learned_schedules.training.comfy.eval import evaluate_comfy_policy
 
     make = sd3_args if family == "sd3" else flux_args
     assert cli.main(make(env, run_name=f"learn_{family}", iterations=40, batch=4, steps=3,
@@ -251,7 +251,7 @@ def test_learning_improves_held_out_reward_over_the_default_schedule(env, family
     with (run / "eval" / "per_prompt.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 * 6 and set(rows[0]) == {"prompt", "seed", "simple", "learned"}
-    from learned_schedules.training.prompts import split_prompts
+    from learned_schedules.training.comfy.prompts import split_prompts
 
     train_prompts, held = split_prompts(PROMPTS, 3, seed=0)
     assert {r["prompt"] for r in rows} == set(held)
@@ -274,7 +274,7 @@ def test_clear_errors_for_bad_inputs(env, tmp_path):
         ({"sampler": "not_a_sampler"}, "Unknown sampler"),
         ({"reward": "pickscore", "reward_paths": f"pickscore={tmp_path / 'x'}"}, "pickscore"),
     ]
-    from learned_schedules.training.engine import train
+    from learned_schedules.training.rl.engine import train
 
     for change, message in cases:
         args = cli.build_parser().parse_args(base)

@@ -25,9 +25,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from learned_schedules.training.cli import main as cli_main
-from learned_schedules.training.config import TrainConfig
-from learned_schedules.training.distributed import Dist, TorchDist, current
-from learned_schedules.training.engine import train
+from learned_schedules.training.rl.config import TrainConfig
+from learned_schedules.training.rl.distributed import Dist, TorchDist, current
+from learned_schedules.training.rl.engine import train
 
 VENV_BIN = Path(sys.executable).parent
 LAUNCH_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",

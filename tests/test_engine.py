@@ -11,9 +11,9 @@ import torch
 from learned_schedules.policies.policy_file import load_policy
 from learned_schedules.policies.schedule import shifted_schedule, uniform_schedule
 from learned_schedules.training.cli import main as cli_main
-from learned_schedules.training.config import TrainConfig
-from learned_schedules.training.engine import evaluate_policy, train
-from learned_schedules.training.testbed_backend import TestbedBackend
+from learned_schedules.training.rl.config import TrainConfig
+from learned_schedules.training.rl.engine import evaluate_policy, train
+from learned_schedules.training.testbed.backend import TestbedBackend
 
 
 def _small_config(tmp_path, **kw) -> TrainConfig:

@@ -54,7 +54,7 @@ def _run(env, model, seed=7, **kw):
 
 
 def test_flux_family_detection(env):
-    from learned_schedules.nodes.comfy_features import is_flow_model, model_family
+    from learned_schedules.comfy_bridge.features import is_flow_model, model_family
 
     assert model_family(env["dev"]) == "flux-dev"
     assert model_family(env["schnell"]) == "flux-schnell"
@@ -97,7 +97,7 @@ def test_stock_loader_detects_the_smallest_flux(env, tmp_path):
     """UNETLoader's own path on a real Flux state dict (531M parameters, bf16)."""
     import comfy.sd
 
-    from learned_schedules.nodes.comfy_features import model_family
+    from learned_schedules.comfy_bridge.features import model_family
 
     path = build_smallest_stock_flux(tmp_path / "flux_min.safetensors")
     model = comfy.sd.load_diffusion_model(str(path))

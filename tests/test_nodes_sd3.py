@@ -100,7 +100,7 @@ def test_schedule_is_valid_and_feeds_the_sampler(env):
                                             env["latent"]).result[0]["samples"]
     assert out.shape == (1, 16, 16, 16) and torch.isfinite(out).all()
     # the node rebuilt exactly the x_T the sampler drew
-    from learned_schedules.nodes.comfy_features import initial_noise
+    from learned_schedules.comfy_bridge.features import initial_noise
 
     assert torch.equal(initial_noise(env["model"], _noise(env, 42), env["latent"]), seen[0])
 

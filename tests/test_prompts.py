@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from learned_schedules.training.prompts import load_prompts, split_prompts
+from learned_schedules.training.comfy.prompts import load_prompts, split_prompts
 
 
 def test_txt_jsonl_csv_give_the_same_prompts(tmp_path):
@@ -51,7 +51,7 @@ def test_split_is_disjoint_reproducible_and_sized():
 
 
 def test_bundled_example_configs_and_prompts_are_valid(tmp_path, monkeypatch):
-    from learned_schedules.training.config import TrainConfig
+    from learned_schedules.training.rl.config import TrainConfig
 
     configs = [p for p in sorted((Path(__file__).parents[1] / "training" / "configs")
                                  .glob("*.json")) if '"backend"' in p.read_text()]

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from learned_schedules.policies.schedule import uniform_schedule
-from learned_schedules.training.comparators import (
+from learned_schedules.training.testbed.comparators import (
     best_global_schedule,
     fixed_schedules,
     oracle_schedules,
 )
-from learned_schedules.training.testbed import DTYPE, Testbed, generate_config
+from learned_schedules.training.testbed.mixture import DTYPE, Testbed, generate_config
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Command line: ``python -m learned_schedules.training {train,eval,demo}``.
 
 Also installed as the ``learned-schedules`` console script. Every ``train`` flag comes from
-:class:`training.config.TrainConfig` (its field docstrings are the help texts).
+:class:`training.rl.config.TrainConfig` (its field docstrings are the help texts).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
+from .rl.config import TrainConfig
 
 log = logging.getLogger("learned_schedules.training")
 
@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .distributed import current
-    from .engine import train
+    from .rl.distributed import current
+    from .rl.engine import train
 
     if args.resume:
         run = Path(args.resume)
@@ -142,12 +142,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..policies.policy_file import read_metadata
-    from .testbed_eval import evaluate_policy_file
+    from .testbed.eval import evaluate_policy_file
 
     path = Path(args.policy)
     meta = read_metadata(path / "policy.safetensors" if path.is_dir() else path)
     if meta.get("model_family") != "testbed":
-        from .comfy_eval import evaluate_comfy_policy
+        from .comfy.eval import evaluate_comfy_policy
 
         overrides = {name: getattr(args, name, None) for name in COMFY_EVAL_FIELDS}
         report = evaluate_comfy_policy(
@@ -172,8 +172,8 @@ DEMO_CONFIG = dict(backend="testbed", steps=5, baseline="js", rollouts=2, batch=
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .engine import train
-    from .testbed_eval import evaluate_policy_file
+    from .rl.engine import train
+    from .testbed.eval import evaluate_policy_file
 
     cfg = dict(DEMO_CONFIG, seed=args.seed, out=args.out,
                run_name=f"demo-js-L5__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}")

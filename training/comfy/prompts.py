@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 PROMPT_KEYS = ("prompt", "text", "caption")
-PACKAGE = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parents[2]
 
 
 def load_prompts(path: str | Path) -> list[str]:

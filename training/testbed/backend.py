@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..policies.encoders import VectorEncoder
-from .testbed import Contexts, Testbed
+from ...policies.encoders import VectorEncoder
+from .mixture import Contexts, Testbed
 
 if TYPE_CHECKING:
-    from .config import TrainConfig
+    from ..rl.config import TrainConfig
 
 
 class TestbedBackend:

@@ -40,14 +40,19 @@ class Backend(Protocol):
         """A fresh feature encoder sized for this back-end's features."""
 
 
+#: back-end name -> "module:class" (relative to ``training``), imported on first use so the
+#: RL core never imports a back-end (nor ComfyUI) it is not asked for
+BACKENDS: dict[str, str] = {"testbed": "testbed.backend:TestbedBackend",
+                            "comfy": "comfy.backend:ComfyBackend"}
+
+
 def make_backend(config: TrainConfig) -> Backend:
     """The back-end a config names; ``ValueError`` for an unknown one."""
-    if config.backend == "testbed":
-        from .testbed_backend import TestbedBackend
+    import importlib
 
-        return TestbedBackend.from_config(config)
-    if config.backend == "comfy":
-        from .comfy_backend import ComfyBackend
-
-        return ComfyBackend.from_config(config)
-    raise ValueError(f"Unknown backend {config.backend!r}; available: testbed, comfy.")
+    if config.backend not in BACKENDS:
+        raise ValueError(f"Unknown backend {config.backend!r}; available: "
+                         f"{', '.join(BACKENDS)}.")
+    module, cls = BACKENDS[config.backend].split(":")
+    package = __package__.rsplit(".", 1)[0]  # learned_schedules.training
+    return getattr(importlib.import_module(f"{package}.{module}"), cls).from_config(config)

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..policies.dirichlet import DirichletPolicy, to_schedule
-from ..policies.policy_file import save_policy
+from ...policies.dirichlet import DirichletPolicy, to_schedule
+from ...policies.policy_file import save_policy
 from .backend import Backend, make_backend
 from .baselines import compute_baseline
 from .checkpoint import load_checkpoint, save_checkpoint

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..policies.policy_file import LoadedPolicy, load_policy
-from .config import TrainConfig
-from .testbed_eval import EvalReport
+from ...policies.policy_file import LoadedPolicy, load_policy
+from ..rl.config import TrainConfig
+from ..testbed.eval import EvalReport
 
 log = logging.getLogger("learned_schedules.training")
 
@@ -113,7 +113,7 @@ def image_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], max_side: int
 @torch.inference_mode()
 def policy_sigmas(backend: Any, policy: torch.nn.Module, contexts: Any) -> torch.Tensor:
     """The policy's mean schedules for contexts, in the model's sigma space ``[N, L+1]``."""
-    from .engine import policy_features
+    from ..rl.engine import policy_features
 
     flow = policy.schedule(mode="mean", **policy_features(policy, backend, contexts))
     return backend.model_sigmas(flow.cpu())
@@ -162,7 +162,7 @@ def evaluate_comfy_policy(policy_path: str | Path, *, overrides: dict[str, Any] 
                           ) -> ComfyEvalReport:
     """Evaluate a policy against ComfyUI's default schedule(s) on every held-out prompt x
     ``seeds`` seeds; write the report, the per-prompt CSV and the image grid."""
-    from .comfy_backend import ComfyBackend
+    from .backend import ComfyBackend
 
     path = _policy_path(Path(policy_path))
     if seeds < 1 or not schedulers:

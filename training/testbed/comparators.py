@@ -18,7 +18,7 @@ import logging
 
 import torch
 
-from ..policies.schedule import (
+from ...policies.schedule import (
     clamp_increments,
     flux_shift_schedule,
     increments_to_schedule,
@@ -26,7 +26,7 @@ from ..policies.schedule import (
     shifted_schedule,
     uniform_schedule,
 )
-from .testbed import DTYPE, Contexts, Testbed
+from .mixture import DTYPE, Contexts, Testbed
 
 log = logging.getLogger("learned_schedules.training")
 

@@ -23,7 +23,7 @@ import torch
 
 log = logging.getLogger("learned_schedules.training")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def comfyui_path(explicit: str | os.PathLike | None = None) -> Path:

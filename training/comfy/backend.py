@@ -3,7 +3,7 @@
 A context is a (prompt, seed) pair. Its policy features are the exact initial noise x_T that
 ComfyUI draws for that seed and the prompt's text conditioning (computed once per prompt and
 cached on disk). A rollout samples the context with one schedule through ``CFGGuider`` and the
-chosen ComfyUI sampler (all B*K rollouts batched, see :mod:`training.comfy_sampling`), decodes
+chosen ComfyUI sampler (all B*K rollouts batched, see :mod:`training.comfy.sampling`), decodes
 with the VAE and scores the image with the reward. No gradient flows through the model.
 """
 
@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..policies.latent_encoder import PRESETS, LatentTextEncoder
+from ...policies.latent_encoder import PRESETS, LatentTextEncoder
 from .cond_cache import ConditioningCache, default_cache_dir, file_identity
 from .prompts import load_prompts, split_prompts
 
 if TYPE_CHECKING:
-    from .config import TrainConfig
+    from ..rl.config import TrainConfig
 
 log = logging.getLogger("learned_schedules.training")
 
@@ -73,8 +73,8 @@ class ComfyBackend:
                  rollout_batch: int = 0, cache_dir: str | Path | None = None,
                  pool_size: int = 16384, pool_seed: int = 0, encoder_preset: str = "auto",
                  reference_steps: int = 40, reference_scheduler: str = "simple"):
-        from ..nodes import comfy_features as cf
-        from .comfy_sampling import check_sampler_name
+        from ...comfy_bridge import features as cf
+        from .sampling import check_sampler_name
 
         check_sampler_name(sampler)
         if width % 16 or height % 16 or min(width, height) < 64:
@@ -113,8 +113,8 @@ class ComfyBackend:
     # -- construction from a config ---------------------------------------------------------
     @classmethod
     def from_config(cls, config: TrainConfig) -> ComfyBackend:
-        from .comfy_models import load_models, parse_json_option
-        from .comfy_runtime import import_comfyui
+        from .models import load_models, parse_json_option
+        from .runtime import import_comfyui
 
         cui = import_comfyui(config.comfyui_path, config.comfyui_base,
                              cpu=True if config.comfyui_cpu else None)
@@ -142,7 +142,7 @@ class ComfyBackend:
                 raise ValueError("Choose a reward with --reward (e.g. pickscore, clip, "
                                  "aesthetic, hpsv2, imagereward, ocr, reference, or a sum "
                                  "like 0.7*pickscore+0.3*aesthetic).")
-            from .rewards import load_reward
+            from ..rewards import load_reward
 
             mm = cui.model_management
             reward = load_reward(
@@ -239,7 +239,7 @@ class ComfyBackend:
 
     def initial_segments(self, steps: int) -> torch.Tensor:
         """Segments ``[L+1]`` whose schedule is the model's default one (the policy's start)."""
-        from ..policies.schedule import schedule_to_increments
+        from ...policies.schedule import schedule_to_increments
 
         _, hi = self._cf.sigma_range(self.model)
         flow = self.default_sigmas(steps).double()
@@ -249,7 +249,7 @@ class ComfyBackend:
 
     def write_samples(self, policy: nn.Module, path: Path) -> Path:
         """Sample images (default above, learned below) of a few held-out contexts."""
-        from .comfy_eval import write_sample_grid
+        from .eval import write_sample_grid
 
         return write_sample_grid(self, policy, path)
 
@@ -290,7 +290,7 @@ class ComfyBackend:
     def sample_latents(self, contexts: PromptContexts, sigmas: torch.Tensor) -> torch.Tensor:
         """Denoised latents ``[N, ...]`` for N contexts, each with its own sigmas
         ``[N, L+1]`` (or one schedule ``[L+1]`` for all)."""
-        from .comfy_sampling import sample_rollouts
+        from .sampling import sample_rollouts
 
         n = len(contexts)
         if sigmas.ndim == 1:

@@ -169,7 +169,7 @@ def load_models(*, checkpoint: str | None = None, diffusion_model: str | None = 
     import comfy.sd
     import folder_paths
 
-    from ..nodes.comfy_features import model_family
+    from ...comfy_bridge.features import model_family
 
     if clip_type not in CLIP_TYPES:
         raise ValueError(f"clip_type must be one of {CLIP_TYPES}, got {clip_type!r}.")

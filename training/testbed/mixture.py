@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 DTYPE = torch.float64
-DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default_testbed.json"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default_testbed.json"
 REWARDS = ("fidelity", "likelihood")
 
 

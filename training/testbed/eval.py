@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from ..policies.policy_file import load_policy
+from ...plots import plot_schedules
+from ...policies.policy_file import load_policy
 from .comparators import comparator_schedules
-from .plots import plot_schedules
-from .testbed import DTYPE, Contexts, Testbed
+from .mixture import DTYPE, Contexts, Testbed
 
 log = logging.getLogger("learned_schedules.training")
 
