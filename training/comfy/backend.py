@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ...policies.latent_encoder import PRESETS, LatentTextEncoder
+from ..rl.backend import Backend
 from .cond_cache import ConditioningCache, default_cache_dir, file_identity
 from .prompts import load_prompts, split_prompts
 
@@ -61,7 +62,7 @@ def noise_for_seed(seed: int, shape: Sequence[int]) -> torch.Tensor:
     return torch.randn(list(shape), generator=g)
 
 
-class ComfyBackend:
+class ComfyBackend(Backend):
     """Rollouts on a ComfyUI model (see the module docstring)."""
 
     __test__ = False
@@ -237,7 +238,7 @@ class ComfyBackend:
         """ComfyUI's ``BasicScheduler`` sigmas for this model."""
         return self._cf.default_sigmas(self.model, steps, scheduler).float()
 
-    def initial_segments(self, steps: int) -> torch.Tensor:
+    def default_segments(self, steps: int) -> torch.Tensor:
         """Segments ``[L+1]`` whose schedule is the model's default one (the policy's start)."""
         from ...policies.schedule import schedule_to_increments
 

@@ -6,38 +6,75 @@ testbed (no weights, the embedded default) and, later, on real ComfyUI models.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from ...policies.actors import Actor, Trajectory
 
 if TYPE_CHECKING:
     from .config import TrainConfig
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """What the engine needs from a back-end."""
+class Backend:
+    """What the engine, the algorithms and ``eval`` need from a back-end.
+
+    Required: the attributes and the methods that raise ``NotImplementedError`` here.
+    Optional capabilities are declared here too, with a default that says "not available"
+    (``None`` / an empty dict), so callers never probe with ``hasattr``.
+
+    Schedules are always in **flow time** (``[..., L+1]`` from 1 down to 0); a back-end maps
+    them to its model's own sigmas.
+    """
 
     model_family: str
     """Model family written into policy files (``testbed``, ``flux-dev``, ``sd3``...)."""
     reward_name: str
     """Name of the reward being maximised (written into policy files)."""
 
+    # -- contexts and features -------------------------------------------------------------
     def draw_contexts(self, n: int, generator: torch.Generator) -> Any:
         """Draw ``n`` training contexts (prompt, initial noise) from a seeded stream."""
+        raise NotImplementedError
 
     def held_out_contexts(self, n: int, seed: int) -> Any:
         """``n`` held-out contexts, reproducible from ``seed`` (disjoint from training)."""
+        raise NotImplementedError
 
     def features(self, contexts: Any) -> dict[str, torch.Tensor]:
         """Policy inputs for a batch of contexts (keyword arguments of the encoder)."""
-
-    def rewards(self, contexts: Any, schedules: torch.Tensor) -> torch.Tensor:
-        """Sample every context with each of its schedules ``[B, K, L+1]``; rewards ``[B, K]``."""
+        raise NotImplementedError
 
     def build_encoder(self, hidden: int, depth: int) -> nn.Module:
         """A fresh feature encoder sized for this back-end's features."""
+        raise NotImplementedError
+
+    # -- rollouts ---------------------------------------------------------------------------
+    def rewards(self, contexts: Any, schedules: torch.Tensor) -> torch.Tensor:
+        """Sample every context with each of its schedules ``[B, K, L+1]``; rewards ``[B, K]``."""
+        raise NotImplementedError
+
+    def rollout(self, contexts: Any, actor: Actor, steps: int) -> Trajectory:
+        """Sample every context once, asking ``actor`` for the next sigma at every step (the
+        step-wise seam, :mod:`policies.actors`); the trajectory carries the rewards."""
+        raise NotImplementedError
+
+    # -- optional capabilities ----------------------------------------------------------------
+    def default_segments(self, steps: int) -> torch.Tensor | None:
+        """Segments ``[L+1]`` of the model's own default schedule (where a policy starts with
+        ``init_schedule=default``), or None when the back-end has no default schedule."""
+        return None
+
+    def comparators(self, steps: int, contexts: Any) -> dict[str, torch.Tensor]:
+        """Reference schedules ``eval`` reports beside a policy: name -> ``[L+1]`` (one for
+        every context) or ``[N, L+1]`` (per context). Empty when the back-end has none."""
+        return {}
+
+    def write_samples(self, policy: nn.Module, path: Path) -> Path | None:
+        """Save sample images of the policy's schedules (None: the back-end has no images)."""
+        return None
 
 
 #: back-end name -> "module:class" (relative to ``training``), imported on first use so the

@@ -89,8 +89,10 @@ def build_policy_for(config: TrainConfig, backend: Backend) -> DirichletPolicy:
     encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth)
     policy = DirichletPolicy(encoder, config.steps, head_hidden=config.hidden,
                              init_concentration=config.init_concentration)
-    if config.init_schedule == "default" and hasattr(backend, "initial_segments"):
-        policy.init_mean(backend.initial_segments(config.steps))
+    segments = backend.default_segments(config.steps) if config.init_schedule == "default" \
+        else None
+    if segments is not None:
+        policy.init_mean(segments)
     return policy
 
 
@@ -321,8 +323,7 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
                 bar.set_postfix(reward=f"{stats.reward_mean:.3f}", js=f"{stats.js_weight:.2f}")
             if dist.is_main and config.checkpoint_every and it % config.checkpoint_every == 0:
                 checkpoint(it)
-            if (dist.is_main and config.sample_every and it % config.sample_every == 0
-                    and hasattr(backend, "write_samples")):
+            if dist.is_main and config.sample_every and it % config.sample_every == 0:
                 backend.write_samples(policy, run_dir / "samples" / f"iter_{it:06d}.png")
             if callback is not None:
                 callback(it, stats)

@@ -8,13 +8,14 @@ import torch
 from torch import nn
 
 from ...policies.encoders import VectorEncoder
+from ..rl.backend import Backend
 from .mixture import Contexts, Testbed
 
 if TYPE_CHECKING:
     from ..rl.config import TrainConfig
 
 
-class TestbedBackend:
+class TestbedBackend(Backend):
     """Rollouts on the exact Gaussian-mixture flow: Euler with each sampled schedule.
 
     Training contexts are drawn from a pool of ``pool_size`` contexts (seeded by
