@@ -67,10 +67,35 @@ class Backend:
         ``init_schedule=default``), or None when the back-end has no default schedule."""
         return None
 
-    def comparators(self, steps: int, contexts: Any) -> dict[str, torch.Tensor]:
+    def comparators(self, steps: int, contexts: Any, **options: Any) -> dict[str, torch.Tensor]:
         """Reference schedules ``eval`` reports beside a policy: name -> ``[L+1]`` (one for
-        every context) or ``[N, L+1]`` (per context). Empty when the back-end has none."""
+        every context) or ``[N, L+1]`` (per context). Back-ends take the ``options`` they know
+        and ignore the others. Empty when the back-end has none."""
         return {}
+
+    def held_out_count(self) -> int | None:
+        """How many distinct held-out prompts there are (``eval`` draws seeds for each), or
+        None when held-out contexts are unlimited (the testbed)."""
+        return None
+
+    def eval_metrics(self, contexts: Any, schedules: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra per-context measures ``[N]`` for schedules ``[N, L+1]`` (e.g. the testbed's
+        squared error to the exact solution; positive values are summarised by their geometric
+        mean). Empty by default."""
+        return {}
+
+    def describe_contexts(self, contexts: Any) -> list[dict[str, Any]] | None:
+        """One dict per context for the per-context CSV of ``eval`` (e.g. prompt and seed), or
+        None to write no such file."""
+        return None
+
+    def write_eval_artifacts(self, out_dir: Path, contexts: Any,
+                             schedules: dict[str, torch.Tensor],
+                             rewards: dict[str, torch.Tensor], **options: Any) -> list[Path]:
+        """Back-end specific ``eval`` outputs (plots, image grids) in ``out_dir``; returns the
+        files written. ``schedules``: name -> ``[N, L+1]`` flow time; ``options`` as for
+        :meth:`comparators` (each back-end takes those it knows)."""
+        return []
 
     def write_samples(self, policy: nn.Module, path: Path) -> Path | None:
         """Save sample images of the policy's schedules (None: the back-end has no images)."""

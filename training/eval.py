@@ -1,0 +1,214 @@
+"""``eval``: a policy against its back-end's reference schedules, on held-out contexts.
+
+One report for every back-end. The back-end supplies the held-out contexts, the reference
+schedules (:meth:`Backend.comparators`: uniform / shifted / best global / per-instance oracle
+on the testbed; ComfyUI's schedulers on a ComfyUI model), the rewards, optional extra measures
+and its own artefacts (schedule plot, image grid). Every row holds the mean reward ± standard
+error, the difference paired with a *reference* row (``best_global`` when the back-end has
+one, else the first comparator, e.g. the model's default schedule) and the share of contexts
+where the row beats it; with both ``best_global`` and ``oracle`` present, also the share of
+the best-global -> oracle gap the row closes (how much of the possible per-instance gain was
+taken).
+
+Outputs (``<run>/eval`` or ``--out``): ``eval.md``, ``eval.csv``, ``eval.json``, and where the
+back-end describes its contexts ``per_prompt.csv`` (one row per context, one reward column per
+schedule), plus the back-end's artefacts.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..policies.policy_file import LoadedPolicy, load_policy
+from .rl.backend import Backend, make_backend
+from .rl.config import TrainConfig
+
+log = logging.getLogger("learned_schedules.training")
+
+LEARNED = "learned"
+
+
+@dataclass
+class EvalReport:
+    """The evaluation table: one row per schedule source, and where it was written."""
+
+    steps: int
+    reward: str
+    contexts: int
+    reference: str | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    out_dir: Path | None = None
+
+    def markdown(self) -> str:
+        """The table in Markdown (what ``eval`` prints and writes to ``eval.md``)."""
+        gap = any(r["gap_closed"] is not None for r in self.rows)
+        metrics = [k[: -len("_geomean")] for k in (self.rows[0] if self.rows else {})
+                   if k.endswith("_geomean")]
+        head = ["schedule", "reward", f"difference (paired with {self.reference})", "wins"]
+        head += ["gap closed"] * gap + [f"{m.replace('_', ' ')} (geo. mean)" for m in metrics]
+        lines = [f"Held-out contexts: {self.contexts}, L = {self.steps}, reward = {self.reward} "
+                 "(mean ± standard error"
+                 + ("; gap closed = share of best_global -> oracle" if gap else "") + ")\n",
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            cells = [r["name"], f"{r['reward_mean']:.4f} ± {r['reward_se']:.4f}",
+                     f"{r['diff_mean']:+.4f} ± {r['diff_se']:.4f}",
+                     f"{100 * r['win_rate']:.0f}%"]
+            if gap:
+                cells.append("" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f}%")
+            cells += [f"{r[m + '_geomean']:.4g}" for m in metrics]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def _mean_se(x: torch.Tensor) -> tuple[float, float]:
+    x = x.double()
+    se = float(x.std() / math.sqrt(x.numel())) if x.numel() > 1 else 0.0
+    return float(x.mean()), se
+
+
+def reference_name(names: list[str]) -> str | None:
+    """The row others are paired with: ``best_global`` if present, else the first comparator."""
+    if "best_global" in names:
+        return "best_global"
+    others = [n for n in names if n != LEARNED]
+    return others[0] if others else None
+
+
+def summarize(rewards: dict[str, torch.Tensor],
+              metrics: dict[str, dict[str, torch.Tensor]] | None = None,
+              reference: str | None = None) -> list[dict[str, Any]]:
+    """Rows: mean ± SE, paired difference and win rate against ``reference``, gap closed, and
+    each extra metric's mean and geometric mean (``metrics``: schedule -> metric -> ``[N]``)."""
+    reference = reference if reference is not None else reference_name(list(rewards))
+    base = rewards[reference] if reference is not None else None
+    lo = float(rewards["best_global"].double().mean()) if "best_global" in rewards else None
+    hi = float(rewards["oracle"].double().mean()) if "oracle" in rewards else None
+    rows = []
+    for name, r in rewards.items():
+        mean, se = _mean_se(r)
+        diff = r.double() - (base.double() if base is not None else 0.0)
+        dmean, dse = _mean_se(diff)
+        row: dict[str, Any] = {
+            "name": name, "reward_mean": mean, "reward_se": se, "diff_mean": dmean,
+            "diff_se": dse,
+            "win_rate": float((diff > 0).double().mean()) if base is not None else 0.0,
+            "gap_closed": (mean - lo) / (hi - lo)
+            if lo is not None and hi is not None and hi > lo else None}
+        for metric, values in ((metrics or {}).get(name) or {}).items():
+            v = values.double()
+            row[f"{metric}_mean"] = float(v.mean())
+            row[f"{metric}_geomean"] = float(torch.exp(torch.log(v.clamp_min(1e-300)).mean()))
+        rows.append(row)
+    return rows
+
+
+def policy_schedules(loaded: LoadedPolicy, backend: Backend, contexts: Any) -> torch.Tensor:
+    """The policy's deterministic (mean-mode) flow-time schedules ``[N, L+1]``."""
+    policy = loaded.policy.eval()
+    device = next(policy.parameters()).device
+    feats = {k: v.to(device) for k, v in backend.features(contexts).items()}
+    with torch.no_grad():
+        return policy.schedule(feats, mode="mean").cpu()
+
+
+def backend_for_policy(loaded: LoadedPolicy, overrides: dict[str, Any] | None = None
+                       ) -> Backend:
+    """The back-end the policy was trained on, from the training config in its file, with
+    ``overrides`` (non-None values of config fields) applied."""
+    training = dict(loaded.metadata.get("training") or {})
+    family = loaded.metadata.get("model_family")
+    training.setdefault("backend", "testbed" if family == "testbed" else "comfy")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    data = {k: v for k, v in training.items() if k in known}
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None and k in known})
+    config = TrainConfig.from_dict(data)
+    backend = make_backend(config)
+    if backend.model_family != family:
+        raise ValueError(f"{loaded.path.name} was trained for {family}, but the model is "
+                         f"{backend.model_family}.")
+    return backend
+
+
+def policy_file_of(path: str | Path) -> Path:
+    """A policy file, or a run folder's final policy."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "policy.safetensors"
+    if not path.is_file():
+        raise ValueError(f"No policy file at {path}.")
+    return path
+
+
+def evaluate_policy_file(policy_path: str | Path, *, overrides: dict[str, Any] | None = None,
+                         contexts: int = 512, seeds: int = 4, seed: int = 10_000,
+                         options: dict[str, Any] | None = None, out: str | Path | None = None,
+                         backend: Backend | None = None) -> EvalReport:
+    """Evaluate a policy file (or run folder) against its back-end's comparators; write the
+    report. ``contexts``: held-out contexts where they are unlimited (testbed); ``seeds``:
+    seeds per held-out prompt where prompts are held out (ComfyUI models). ``options`` go to
+    :meth:`Backend.comparators` (testbed: ``train_contexts``, ``fit_iters``, ``oracle``;
+    ComfyUI: ``schedulers``) and to the back-end's artefacts (``grid_columns``)."""
+    if contexts < 1 or seeds < 1:
+        raise ValueError("eval needs at least one held-out context (--contexts) and one seed "
+                         "(--seeds).")
+    path = policy_file_of(policy_path)
+    loaded = load_policy(path)
+    backend = backend or backend_for_policy(loaded, overrides)
+    steps = int(loaded.metadata["steps"])
+    count = backend.held_out_count()
+    n = contexts if count is None else count * seeds
+    ctx = backend.held_out_contexts(n, seed)
+    options = dict(options or {})
+    log.info("eval: %d held-out contexts, L=%d; fitting / building comparators", n, steps)
+    comparators = backend.comparators(steps, ctx, seed=seed, **options)
+    schedules = {name: (s if s.ndim == 2 else s.expand(n, -1)).float()
+                 for name, s in comparators.items()}
+    schedules[LEARNED] = policy_schedules(loaded, backend, ctx).float()
+    rewards: dict[str, torch.Tensor] = {}
+    metrics: dict[str, dict[str, torch.Tensor]] = {}
+    for name, sched in schedules.items():
+        rewards[name] = backend.rewards(ctx, sched[:, None, :])[:, 0].cpu()
+        metrics[name] = backend.eval_metrics(ctx, sched)
+        log.info("eval: %s reward %.4f", name, float(rewards[name].mean()))
+    reference = reference_name(list(rewards))
+    report = EvalReport(steps=steps, reward=backend.reward_name, contexts=n,
+                        reference=reference, rows=summarize(rewards, metrics, reference))
+    out_dir = Path(out) if out else (path.parent.parent if path.parent.name == "checkpoints"
+                                     else path.parent) / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report.out_dir = out_dir
+    (out_dir / "eval.md").write_text(report.markdown() + "\n")
+    with (out_dir / "eval.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(report.rows[0]))
+        writer.writeheader()
+        writer.writerows(report.rows)
+    (out_dir / "eval.json").write_text(json.dumps(
+        {"policy": str(path), "model_family": backend.model_family, "steps": steps,
+         "reward": backend.reward_name, "contexts": n, "seed": seed, "reference": reference,
+         "rows": report.rows,
+         "schedules": {k: v.tolist() for k, v in comparators.items() if v.ndim == 1},
+         "learned_schedules_first": schedules[LEARNED][:8].tolist()}, indent=2))
+    described = backend.describe_contexts(ctx)
+    if described is not None:
+        with (out_dir / "per_prompt.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow([*described[0], *rewards])
+            for i, info in enumerate(described):
+                writer.writerow([*info.values(),
+                                 *(f"{float(r[i]):.6g}" for r in rewards.values())])
+    backend.write_eval_artifacts(out_dir, ctx, schedules, rewards, **options)
+    return report
+
+
+__all__ = ["EvalReport", "evaluate_policy_file", "summarize", "backend_for_policy",
+           "policy_schedules", "reference_name"]
