@@ -18,21 +18,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .rl.config import TrainConfig
+from .rl.config import LEGACY_KEYS, SECTIONS, TrainConfig
 
 log = logging.getLogger("learned_schedules.training")
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The string literal written under each dataclass field (CleanRL-style docs)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    """The string literal written under each dataclass field (CleanRL-style docs), including
+    the fields a dataclass inherits."""
     docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:], strict=False):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:], strict=False):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
 
 
@@ -45,31 +49,67 @@ COMFY_EVAL_FIELDS = ("comfyui_path", "comfyui_base", "comfyui_cpu", "checkpoint"
                      "allow_download", "reference_steps")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
+def _add_flag(parser: argparse._ActionsContainer, flag: str, dest: str, f: dataclasses.Field,
+              help_text: str) -> None:
+    if f.type in ("bool", bool):
+        parser.add_argument(flag, dest=dest, default=None,
+                            action=argparse.BooleanOptionalAction, help=help_text)
+        return
+    type_name = str(f.type)
+    kind = int if type_name.startswith("int") else (
+        float if type_name.startswith("float") else str)
+    parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else None
+
+
+def _add_config_flags(parser: argparse._ActionsContainer, skip: tuple[str, ...] = (),
                       only: tuple[str, ...] | None = None) -> None:
+    """One flag per TrainConfig field; ``--<section>.<field>`` for the algorithm sections, and
+    the old flat names (``--baseline``, ``--ppo-epochs``...) as shorthands."""
     docs = field_docs(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         if f.name in skip or f.name == "extra" or (only is not None and f.name not in only):
             continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f"{docs.get(f.name, '')} (default: {default})"
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, dest=f.name, default=None,
-                                action=argparse.BooleanOptionalAction, help=help_text)
+        if f.name in SECTIONS:
+            section = SECTIONS[f.name]
+            section_docs = field_docs(section)
+            group = parser.add_argument_group(f"{f.name} options", docs.get(f.name))
+            for sf in dataclasses.fields(section):
+                flag = f"--{f.name}.{sf.name.replace('_', '-')}"
+                _add_flag(group, flag, f"{f.name}.{sf.name}", sf,
+                          f"{section_docs.get(sf.name, '')} (default: {_default(sf)})")
             continue
-        type_name = str(f.type)
-        kind = int if type_name.startswith("int") else (
-            float if type_name.startswith("float") else str)
-        parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+        _add_flag(parser, "--" + f.name.replace("_", "-"), f.name, f,
+                  f"{docs.get(f.name, '')} (default: {_default(f)})")
+    if only is not None:
+        return
+    for key, (section, name) in LEGACY_KEYS.items():
+        target = f"--{section}.{name}" if section else f"--<algo>.{name}"
+        sf = next(x for x in dataclasses.fields(SECTIONS[section or "ppo"]) if x.name == name)
+        _add_flag(parser, "--" + key.replace("_", "-"), key, sf,
+                  f"shorthand for {target.replace('_', '-')} (of the active --algo)"
+                  if section is None else f"shorthand for {target.replace('_', '-')}")
 
 
 def _config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
     data: dict[str, Any] = dataclasses.asdict(base or TrainConfig())
     for f in dataclasses.fields(TrainConfig):
+        if f.name in SECTIONS:
+            for sf in dataclasses.fields(SECTIONS[f.name]):
+                value = getattr(args, f"{f.name}.{sf.name}", None)
+                if value is not None:
+                    data[f.name][sf.name] = value
+            continue
         value = getattr(args, f.name, None)
         if value is not None:
             data[f.name] = value
+    for key in LEGACY_KEYS:  # shorthands: mapped into their section by from_dict
+        value = getattr(args, key, None)
+        if value is not None:
+            data[key] = value
     return TrainConfig.from_dict(data)
 
 
