@@ -44,6 +44,12 @@ class SchedulePolicy(Protocol):
     def from_config(cls, config: dict[str, Any]) -> SchedulePolicy:
         """Rebuild from ``config()`` (weights not included)."""
 
+    @classmethod
+    def for_training(cls, encoder: Any, steps: int, *, hidden: int,
+                     init_segments: Tensor | None = None, **options: Any) -> SchedulePolicy:
+        """A fresh policy for the trainer around ``encoder`` (a :mod:`policies.encoders`
+        module); its mean schedule starts at ``init_segments [L+1]`` when given."""
+
     def feature_dims(self) -> dict[str, list[int]]:
         """Trailing shape of every input feature (-1 for free sizes), for policy files."""
 
@@ -55,6 +61,13 @@ class SchedulePolicy(Protocol):
 
     def entropy(self, features: Features) -> Tensor:
         """Entropy of the action distribution of each context ``[B]``."""
+
+    def evaluate_actions(self, features: Features, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """``(log_prob [B, K], entropy [B])`` from one forward pass (what a loss needs)."""
+
+    def diagnostics(self, features: Features) -> dict[str, float]:
+        """Scalars worth logging about the policy's distribution on ``features`` (may be
+        empty)."""
 
     def actions_to_schedules(self, actions: Tensor) -> Tensor:
         """Flow-time schedules ``[B, K, L+1]`` of ``actions [B, K, ...]``."""

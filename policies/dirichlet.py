@@ -158,8 +158,8 @@ class DirichletPolicy(nn.Module):
 
     @classmethod
     def for_training(cls, encoder: nn.Module, steps: int, *, hidden: int,
-                     init_concentration: float | None = None,
-                     init_segments: torch.Tensor | None = None) -> DirichletPolicy:
+                     init_segments: torch.Tensor | None = None,
+                     init_concentration: float | None = None) -> DirichletPolicy:
         """A fresh policy for the trainer (mean at ``init_segments`` when given)."""
         policy = cls(encoder, steps, head_hidden=hidden, init_concentration=init_concentration)
         if init_segments is not None:

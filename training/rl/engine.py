@@ -4,7 +4,7 @@ One iteration:
 
 1. draw B contexts (prompt, initial noise) from the training stream;
 2. the algorithm (:mod:`training.rl.algorithms`) collects experience with the policy on the
-   back-end (the paper's REINFORCE and PPO: K sampled schedules per context, rewards ``[B, K]``);
+   back-end (the one-shot methods: K sampled schedules per context, rewards ``[B, K]``);
 3. the algorithm updates the policy and returns its metrics, which become the columns of
    ``metrics.csv`` (plus ``iteration``, ``lr``, ``eval_reward`` and ``seconds``).
 
