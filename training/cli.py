@@ -87,11 +87,12 @@ def _add_config_flags(parser: argparse._ActionsContainer, skip: tuple[str, ...] 
     if only is not None:
         return
     for key, (section, name) in LEGACY_KEYS.items():
-        target = f"--{section}.{name}" if section else f"--<algo>.{name}"
-        sf = next(x for x in dataclasses.fields(SECTIONS[section or "ppo"]) if x.name == name)
+        section_cls = SECTIONS[section or "ppo"]  # PPO's section has every field
+        sf = next(x for x in dataclasses.fields(section_cls) if x.name == name)
+        target = f"--{section or '<algo>'}.{name.replace('_', '-')}"
+        scope = "" if section else " of the active --algo"
         _add_flag(parser, "--" + key.replace("_", "-"), key, sf,
-                  f"shorthand for {target.replace('_', '-')} (of the active --algo)"
-                  if section is None else f"shorthand for {target.replace('_', '-')}")
+                  f"{field_docs(section_cls).get(name, '')} Shorthand for {target}{scope}.")
 
 
 def _config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:

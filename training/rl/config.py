@@ -140,8 +140,8 @@ class TrainConfig:
     steps: int = 5
     """Sampler budget L (number of sampler steps; the policy outputs L + 1 segments)."""
     algo: str = "reinforce"
-    """Training algorithm (:data:`training.rl.algorithms.ALGORITHMS`): ``reinforce`` (the
-    paper) or ``ppo`` (TPDM-style clipped); its options are in the section of the same name."""
+    """Training algorithm: ``reinforce`` (the paper) or ``ppo`` (TPDM-style clipped); its
+    options are in the config section of the same name (``--reinforce.*``, ``--ppo.*``)."""
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
     """Options of ``algo=reinforce``."""
     ppo: PPOConfig = field(default_factory=PPOConfig)

@@ -131,15 +131,19 @@ def evaluate_policy(policy: nn.Module, backend: Backend, contexts: Any,
 def global_schedule(policy: nn.Module, backend: Backend, contexts: Any,
                     chunk: int = 64) -> torch.Tensor:
     """The policy's mean schedule averaged over ``contexts`` (flow time ``[L+1]``, float64):
-    one prompt-independent summary written into policy files as ``global_schedule``."""
+    one prompt-independent summary written into policy files as ``global_schedule``.
+
+    Runs on the main rank only, so the torch RNG is isolated (a back-end drawing from it
+    would otherwise move this rank's stream away from the others')."""
     was_training = policy.training
     policy.eval()
     total = None
     n = len(contexts)
-    for lo in range(0, n, chunk):
-        part = contexts.select(torch.arange(lo, min(n, lo + chunk)))
-        sched = policy.schedule(policy_features(policy, backend, part)).double().sum(0).cpu()
-        total = sched if total is None else total + sched
+    with isolated_rng(next(policy.parameters()).device):
+        for lo in range(0, n, chunk):
+            part = contexts.select(torch.arange(lo, min(n, lo + chunk)))
+            sched = policy.schedule(policy_features(policy, backend, part)).double().sum(0)
+            total = sched.cpu() if total is None else total + sched.cpu()
     policy.train(was_training)
     assert total is not None, "global_schedule needs at least one context"
     out = total / n
@@ -193,8 +197,8 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
     ``resume``: a run folder (its latest checkpoint) or a checkpoint file; the run continues
     exactly where it stopped, in the same folder, up to ``config.iterations``. ``callback``
     is called after every iteration with the algorithm's metrics (tests use it to interrupt a
-    run). Ctrl-C
-    (``KeyboardInterrupt``) saves a checkpoint before returning with ``interrupted=True``.
+    run). Ctrl-C (``KeyboardInterrupt``) saves a checkpoint before returning with
+    ``interrupted=True``.
     ``dist``: the data-parallel group; by default from the launcher's environment (a single
     process unless launched distributed). Only its main rank writes the run folder.
     """
@@ -228,12 +232,20 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
     result = RunResult(run_dir=run_dir, policy=policy, iterations_done=start,
                        is_main=dist.is_main)
 
+    summaries: dict[int, torch.Tensor] = {}
+
+    def summary(it: int) -> torch.Tensor | None:  # the policy file's global_schedule
+        if it not in summaries and len(eval_ctx):
+            summaries.clear()
+            summaries[it] = global_schedule(policy, backend, eval_ctx)
+        return summaries.get(it)
+
     def checkpoint(it: int) -> None:  # main rank only; every rank holds the same state
         save_checkpoint(ckpt_dir / f"state_{it:06d}.safetensors", policy=policy,
                         optimizer=optimizer, iteration=it, rng=_rng_state(ctx_gen),
                         info={"config": config.to_json(), "world_size": dist.world_size})
         save_run_policy(ckpt_dir / f"policy_{it:06d}.safetensors", policy, backend, config, it,
-                        method=algorithm.method, eval_contexts=eval_ctx)
+                        method=algorithm.method, global_schedule=summary(it))
         _prune_checkpoints(ckpt_dir, config.keep_checkpoints)
 
     bar = _progress(config, start) if dist.is_main else None
@@ -282,7 +294,8 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
         if not (ckpt_dir / f"state_{result.iterations_done:06d}.safetensors").exists():
             checkpoint(result.iterations_done)
         save_run_policy(run_dir / "policy.safetensors", policy, backend, config,
-                        result.iterations_done, method=algorithm.method, eval_contexts=eval_ctx)
+                        result.iterations_done, method=algorithm.method,
+                        global_schedule=summary(result.iterations_done))
         log.info("finished %d iterations in %.1f s; policy: %s", result.iterations_done - start,
                  time.perf_counter() - t0, run_dir / "policy.safetensors")
     dist.barrier()  # the run folder is complete before any rank returns
@@ -309,15 +322,14 @@ def _prepare_run_dir(config: TrainConfig, resume: str | Path | None) -> tuple[Pa
 
 
 def save_run_policy(path: Path, policy: nn.Module, backend: Backend, config: TrainConfig,
-                    iteration: int, *, method: str, eval_contexts: Any = None) -> None:
+                    iteration: int, *, method: str,
+                    global_schedule: torch.Tensor | None = None) -> None:
     """Write the policy in the node-loadable policy file format (``method``: the algorithm's;
-    ``global_schedule`` from ``eval_contexts`` when given)."""
+    ``global_schedule``: see :func:`global_schedule`)."""
     training = {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}
     training["iterations_done"] = iteration
-    summary = None if eval_contexts is None or not len(eval_contexts) else \
-        global_schedule(policy, backend, eval_contexts)
     save_policy(path, policy, method=method, model_family=backend.model_family,
-                training=training, reward=backend.reward_name, global_schedule=summary)
+                training=training, reward=backend.reward_name, global_schedule=global_schedule)
 
 
 def _resolve_resume(path: Path) -> tuple[Path, Path]:
