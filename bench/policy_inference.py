@@ -41,9 +41,8 @@ def main() -> None:
                                   head_hidden=256).to(dev).eval()
             tokens = torch.randn(1, 512, 4096, device=dev)
             pooled = torch.randn(1, PRESETS[family]["pooled_dim"], device=dev)
-            ms = median_ms(lambda p=pol, t=tokens, q=pooled: p.schedule(noise=noise, tokens=t,
-                                                                    pooled=q),
-                       args.runs, dev)
+            ms = median_ms(lambda p=pol, t=tokens, q=pooled: p.schedule(
+                {"noise": noise, "tokens": t, "pooled": q}), args.runs, dev)
             rows.append({"family": family, "params_M": parameter_count(pol) / 1e6, "ms": ms,
                          "ratio_to_conv": ms / base_ms})
     lines = [f"Device: {dev} ({torch.get_num_threads()} threads), latent 1x16x128x128, "

@@ -45,10 +45,11 @@ def run_one(args: tuple) -> dict:
     torch.set_num_threads(1)
     algo, baseline = METHODS[method]
     with TemporaryDirectory() as tmp:
-        cfg = TrainConfig(steps=steps, algo=algo, baseline=baseline, seed=seed,
-                          iterations=iterations, out=tmp, run_name="r", progress=False,
-                          checkpoint_every=0, eval_every=max(1, iterations // 20),
-                          eval_contexts=contexts, eval_seed=EVAL_SEED, **hp)
+        cfg = TrainConfig.from_dict(dict(
+            steps=steps, algo=algo, baseline=baseline, seed=seed, iterations=iterations,
+            out=tmp, run_name="r", progress=False, checkpoint_every=0,
+            eval_every=max(1, iterations // 20), eval_contexts=contexts, eval_seed=EVAL_SEED,
+            **hp))
         t0 = time.perf_counter()
         result = train(cfg)
         seconds = time.perf_counter() - t0

@@ -2,7 +2,9 @@
 
 ``alpha = softplus(f_theta(x_T, c)) + 1e-3`` over ``L + 1`` simplex segments; the schedule is
 the Dirichlet mean (``mode="mean"``, deterministic) or a sample (``mode="sample"``), mapped
-to timesteps by :mod:`policies.schedule`. One policy call happens before sampling.
+to timesteps by :mod:`policies.schedule`. One policy call happens before sampling. Follows
+:class:`policies.contract.SchedulePolicy` (actions are the segments ``tau [B, K, L+1]``) and
+is registered as kind ``dirichlet``.
 """
 
 from __future__ import annotations
@@ -13,16 +15,19 @@ import torch
 from torch import nn
 from torch.distributions import Dirichlet
 
+from .contract import Features, build_policy, features_argument, register_policy
 from .encoders import build_encoder
-from .schedule import DEFAULT_MIN_STEP, clamp_increments, increments_to_schedule
+from .schedule import DEFAULT_MIN_STEP, clamp_increments, increments_to_schedule, resample_schedule
 
 ALPHA_FLOOR = 1e-3
+_TAU_FLOOR = 1e-12  # log-densities are taken at segments clamped to this (a sample can be 0)
 
 
 def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
+@register_policy
 class DirichletPolicy(nn.Module):
     """Encoder + 2-layer MLP head producing Dirichlet concentrations for ``L + 1`` segments.
 
@@ -69,35 +74,74 @@ class DirichletPolicy(nn.Module):
         self.head[2].bias.copy_(_inverse_softplus(target - ALPHA_FLOOR))
 
     # -- distribution -------------------------------------------------------------------
-    def alpha(self, **features: torch.Tensor) -> torch.Tensor:
+    def alpha(self, features: Features) -> torch.Tensor:
         """Dirichlet concentrations ``[B, L+1]``."""
         return nn.functional.softplus(self.head(self.encoder(**features))) + ALPHA_FLOOR
 
-    def distribution(self, **features: torch.Tensor) -> Dirichlet:
-        return Dirichlet(self.alpha(**features))
+    def distribution(self, features: Features) -> Dirichlet:
+        return Dirichlet(self.alpha(features))
 
-    def act(self, mode: str = "mean", num_samples: int | None = None,
-            **features: torch.Tensor) -> torch.Tensor:
-        """Segments ``tau``: ``[B, L+1]``, or ``[S, B, L+1]`` when ``num_samples`` is given."""
-        alpha = self.alpha(**features)
+    # -- the SchedulePolicy contract ------------------------------------------------------
+    def feature_dims(self) -> dict[str, list[int]]:
+        return self.encoder.feature_dims()
+
+    def sample(self, features: Features, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``k`` segment vectors per context ``[B, K, L+1]`` and their log-densities ``[B, K]``.
+
+        Drawn as ``Dirichlet(alpha).sample((K,))`` (``[K, B, L+1]``) and transposed: the order
+        in which the trainer has always consumed the random stream.
+        """
+        dist = self.distribution(features)
+        tau = dist.sample((k,))  # [K, B, L+1]
+        logp = dist.log_prob(tau.clamp_min(_TAU_FLOOR))
+        return tau.transpose(0, 1), logp.transpose(0, 1)
+
+    def log_prob(self, features: Features, actions: torch.Tensor) -> torch.Tensor:
+        """Log-density ``[B, K]`` of segments ``actions [B, K, L+1]``."""
+        return self.evaluate_actions(features, actions)[0]
+
+    def entropy(self, features: Features) -> torch.Tensor:
+        """Dirichlet entropy of every context ``[B]``."""
+        return self.distribution(features).entropy()
+
+    def evaluate_actions(self, features: Features, actions: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log_prob [B, K], entropy [B])`` from one forward pass (what a loss needs)."""
+        dist = self.distribution(features)
+        # [K, B, L+1] layout, as the samples were drawn
+        logp = dist.log_prob(actions.transpose(0, 1).clamp_min(_TAU_FLOOR)).transpose(0, 1)
+        return logp, dist.entropy()
+
+    def actions_to_schedules(self, actions: torch.Tensor) -> torch.Tensor:
+        """Segments ``[..., L+1]`` -> flow schedules ``[..., L+1]`` (segments floored)."""
+        return to_schedule(actions, self.min_segment)
+
+    def schedule(self, features: Features | str | None = None, steps: int | None = None,
+                 mode: str = "mean", **legacy: torch.Tensor) -> torch.Tensor:
+        """Flow-time sampler schedules ``[B, steps+1]`` (``[1, ..., 0]``), one per context.
+
+        ``mode="mean"``: the Dirichlet mean (deterministic); ``"sample"``: one draw.
+        ``steps`` other than ``L`` resamples the ``L``-step schedule
+        (:func:`policies.schedule.resample_schedule`). The old keyword style
+        ``schedule(mode=..., **features)`` still works.
+        """
+        features, mode = features_argument(features, mode, legacy)
+        alpha = self.alpha(features)
         if mode == "mean":
             tau = alpha / alpha.sum(-1, keepdim=True)
-            if num_samples is not None:
-                tau = tau.expand(num_samples, *tau.shape)
         elif mode == "sample":
-            shape = () if num_samples is None else (num_samples,)
-            tau = Dirichlet(alpha).sample(shape)
+            tau = Dirichlet(alpha).sample()
         else:
             raise ValueError(f"mode must be 'mean' or 'sample', got {mode!r}.")
-        return tau
+        sched = to_schedule(tau, self.min_segment)
+        if steps is not None and steps != self.steps:
+            sched = resample_schedule(sched, steps)
+        return sched
 
-    def log_prob(self, tau: torch.Tensor, **features: torch.Tensor) -> torch.Tensor:
-        """Log-density of segments ``tau`` (``[..., B, L+1]``) under the policy."""
-        return self.distribution(**features).log_prob(tau.clamp_min(1e-12))
-
-    def schedule(self, mode: str = "mean", **features: torch.Tensor) -> torch.Tensor:
-        """Flow-time sampler schedules ``[B, L+1]`` (``[1, ..., 0]``) for a batch of contexts."""
-        return to_schedule(self.act(mode=mode, **features), self.min_segment)
+    @torch.no_grad()
+    def diagnostics(self, features: Features) -> dict[str, float]:
+        """What the trainer logs about the distribution: mean total concentration."""
+        return {"concentration": float(self.alpha(features).sum(-1).mean())}
 
     # -- (de)serialisation ----------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -112,18 +156,20 @@ class DirichletPolicy(nn.Module):
             raise ValueError(f"Not a {cls.kind} policy config.")
         return cls(build_encoder(cfg.pop("encoder")), **cfg)
 
+    @classmethod
+    def for_training(cls, encoder: nn.Module, steps: int, *, hidden: int,
+                     init_segments: torch.Tensor | None = None,
+                     init_concentration: float | None = None) -> DirichletPolicy:
+        """A fresh policy for the trainer (mean at ``init_segments`` when given)."""
+        policy = cls(encoder, steps, head_hidden=hidden, init_concentration=init_concentration)
+        if init_segments is not None:
+            policy.init_mean(init_segments)
+        return policy
+
 
 def to_schedule(tau: torch.Tensor, min_segment: float = DEFAULT_MIN_STEP) -> torch.Tensor:
     """Segments -> flow schedule, after flooring each segment at ``min_segment``."""
     return increments_to_schedule(clamp_increments(tau, min_segment))
-
-
-def build_policy(config: dict[str, Any]) -> nn.Module:
-    """Rebuild any policy from its ``config()``; ``ValueError`` for an unknown kind."""
-    kind = config.get("policy")
-    if kind == DirichletPolicy.kind:
-        return DirichletPolicy.from_config(config)
-    raise ValueError(f"Unknown policy kind {kind!r}.")
 
 
 def parameter_count(module: nn.Module) -> int:

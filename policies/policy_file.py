@@ -3,11 +3,18 @@
 Layout: a standard safetensors file. Its string metadata holds one key,
 ``learned_schedules``, whose value is a JSON object:
 
-``format_version`` (int), ``method`` (:data:`KNOWN_METHODS`), ``model_family``
-(:data:`KNOWN_FAMILIES`), ``steps`` (L), ``feature_dims`` (trailing shape of every policy input,
--1 for free sizes), ``architecture`` (the policy's ``config()``, enough to rebuild it),
-``training`` (the training config), ``reward``, ``created`` (UTC ISO time) and
-``package_version``.
+``format_version`` (int), ``method`` (:data:`KNOWN_METHODS`: the algorithm that trained the
+policy, e.g. ``dirichlet-reinforce`` or ``dirichlet-ppo``), ``model_family``
+(:data:`KNOWN_FAMILIES`, from :mod:`policies.families`), ``steps`` (L), ``feature_dims``
+(trailing shape of every policy input, -1 for free sizes), ``architecture`` (the policy's
+``config()``, enough to rebuild it through the registry of policy kinds,
+:mod:`policies.kinds`), ``training`` (the training config), ``reward``, ``created`` (UTC ISO
+time) and ``package_version``.
+
+Optional: ``global_schedule``, written by the trainer: the policy's mean schedule averaged
+over the run's held-out evaluation contexts (flow time, a list of ``L + 1`` floats from 1 down
+to 0). It is one prompt-independent schedule that summarises the policy, for use where no
+per-prompt features exist (e.g. a named scheduler).
 
 :func:`load_policy` checks the header by hand before any tensor is read, so a truncated,
 foreign or pickled file gives a plain-sentence ``ValueError`` and is never unpickled.
@@ -27,12 +34,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .dirichlet import build_policy
+from .families import KNOWN_FAMILIES
+from .kinds import build_policy
 
 FORMAT_VERSION = 1
 META_KEY = "learned_schedules"
-KNOWN_METHODS = ("dirichlet-reinforce", "art", "adagen")
-KNOWN_FAMILIES = ("testbed", "flux-dev", "flux-schnell", "sd3", "sdxl", "sd1")
+KNOWN_METHODS = ("dirichlet-reinforce", "dirichlet-ppo", "art", "adagen")
 REQUIRED_FIELDS = ("format_version", "method", "model_family", "steps", "feature_dims",
                    "architecture")
 _MAX_HEADER = 100 * 1024 * 1024
@@ -49,8 +56,13 @@ class LoadedPolicy:
 
 def save_policy(path: str | Path, policy: nn.Module, *, method: str, model_family: str,
                 training: dict[str, Any] | None = None, reward: str | None = None,
+                global_schedule: torch.Tensor | list[float] | None = None,
                 extra: dict[str, Any] | None = None) -> None:
-    """Write ``policy`` and its metadata to ``path`` atomically (temporary file + rename)."""
+    """Write ``policy`` and its metadata to ``path`` atomically (temporary file + rename).
+
+    ``global_schedule``: the policy's prompt-independent summary schedule (flow time,
+    ``L + 1`` values; see the module docstring), written when given.
+    """
     if method not in KNOWN_METHODS:
         raise ValueError(f"Unknown method {method!r}; expected one of {KNOWN_METHODS}.")
     if model_family not in KNOWN_FAMILIES:
@@ -63,11 +75,17 @@ def save_policy(path: str | Path, policy: nn.Module, *, method: str, model_famil
         raise ValueError(f"Policy files must end in .safetensors, got {path.name}.")
     meta = {
         "format_version": FORMAT_VERSION, "method": method, "model_family": model_family,
-        "steps": int(policy.steps), "feature_dims": policy.encoder.feature_dims(),
+        "steps": int(policy.steps), "feature_dims": policy.feature_dims(),
         "architecture": policy.config(), "training": training or {}, "reward": reward,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "package_version": __version__, **(extra or {}),
     }
+    if global_schedule is not None:
+        values = [float(v) for v in torch.as_tensor(global_schedule).flatten()]
+        if len(values) != int(policy.steps) + 1:
+            raise ValueError(f"global_schedule needs {int(policy.steps) + 1} values, got "
+                             f"{len(values)}.")
+        meta["global_schedule"] = values
     tensors = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -154,7 +154,7 @@ def _edge_config(tmp_path: Path, name: str, **kw) -> TrainConfig:
                 seed=4, out=str(tmp_path / name), run_name="run", progress=False,
                 checkpoint_every=1, keep_checkpoints=10, eval_every=0, eval_contexts=3)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_dict(base)
 
 
 EDGE_CASES = {

@@ -22,7 +22,7 @@ def _small_config(tmp_path, **kw) -> TrainConfig:
                 run_name="run", progress=False, eval_contexts=64, hidden=32, depth=1,
                 pool_size=1024)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_dict(base)
 
 
 def test_resume_equals_uninterrupted(tmp_path):
@@ -48,9 +48,9 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 def test_config_validation_messages():
     with pytest.raises(ValueError, match="at least 2 rollouts"):
-        TrainConfig(baseline="rloo", rollouts=1).validate()
+        TrainConfig.from_dict({"baseline": "rloo", "rollouts": 1}).validate()
     with pytest.raises(ValueError, match="baseline must be one of"):
-        TrainConfig(baseline="mean").validate()
+        TrainConfig.from_dict({"baseline": "mean"}).validate()
     with pytest.raises(ValueError, match="Unknown config fields"):
         TrainConfig.from_dict({"stepz": 3})
 

@@ -22,7 +22,7 @@ def test_shapes_and_valid_schedules(hw, tokens):
              "pooled": torch.randn(3, 16)}
     assert pol.encoder(**feats).shape == (3, pol.encoder.out_dim)
     for mode in ("mean", "sample"):
-        sched = pol.schedule(mode=mode, **feats)
+        sched = pol.schedule(feats, mode=mode)
         assert sched.shape == (3, 5)
         for row in sched:
             validate_schedule(row.detach())
@@ -66,8 +66,8 @@ def test_gradients_reach_every_parameter():
     pol = _policy()
     feats = {"noise": torch.randn(2, 16, 16, 16), "tokens": torch.randn(2, 6, 32),
              "pooled": torch.randn(2, 16)}
-    tau = pol.act("sample", **feats)
-    pol.log_prob(tau, **feats).sum().backward()
+    tau, _ = pol.sample(feats, 2)
+    pol.log_prob(feats, tau).sum().backward()
     missing = [n for n, p in pol.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert not missing, missing
 
@@ -80,7 +80,7 @@ def test_output_depends_on_noise_and_prompt():
     n1, n2 = torch.randn(1, 16, 16, 16), torch.randn(1, 16, 16, 16)
     t1, t2 = torch.randn(1, 6, 32), torch.randn(1, 6, 32)
     pooled = torch.randn(1, 16)
-    s = lambda n, t: pol.schedule(noise=n, tokens=t, pooled=pooled)  # noqa: E731
+    s = lambda n, t: pol.schedule({"noise": n, "tokens": t, "pooled": pooled})  # noqa: E731
     assert not torch.allclose(s(n1, t1), s(n2, t1))
     assert not torch.allclose(s(n1, t1), s(n1, t2))
     assert torch.equal(s(n1, t1), s(n1, t1))  # mean mode is deterministic

@@ -55,7 +55,7 @@ def test_round_trip_vector_policy(good_file):
     assert meta["training"] == {"lr": 1e-3} and meta["reward"] == "fidelity"
     assert meta["created"] and meta["package_version"]
     feats = {"noise": torch.randn(4, 8), "cond": torch.eye(6)[:4]}
-    assert torch.equal(loaded.policy.schedule(**feats), _vector_policy().eval().schedule(**feats))
+    assert torch.equal(loaded.policy.schedule(feats), _vector_policy().eval().schedule(feats))
     assert read_metadata(good_file) == meta
     assert not list(good_file.parent.glob("*.tmp"))  # atomic write left nothing behind
 
@@ -68,7 +68,7 @@ def test_round_trip_latent_policy(tmp_path):
     loaded = load_policy(path)
     feats = {"noise": torch.randn(1, 16, 16, 16), "tokens": torch.randn(1, 5, 32),
              "pooled": torch.randn(1, 16)}
-    assert torch.equal(loaded.policy.schedule(**feats), pol.schedule(**feats))
+    assert torch.equal(loaded.policy.schedule(feats), pol.schedule(feats))
     assert loaded.metadata["feature_dims"]["noise"] == [16, -1, -1]
 
 

@@ -167,3 +167,74 @@ def test_multi_start_oracle_is_never_below_a_single_start(testbed):
     # the two starts really disagree somewhere, so keeping the best of both matters
     r_a, r_b = (testbed.sample_and_score(held, s) for s in single.values())
     assert float((r_a - r_b).abs().max()) > 1e-3
+
+
+# -- the step-wise seam ---------------------------------------------------------------------
+def _backend(reward: str):
+    from learned_schedules.training.testbed.backend import TestbedBackend
+
+    return TestbedBackend(Testbed.default(reward=reward), pool_size=64)
+
+
+@pytest.mark.parametrize("reward", ["fidelity", "likelihood"])
+def test_fixed_schedule_rollout_equals_the_rewards_path(reward):
+    """A fixed schedule rolled out step by step gives exactly the rewards(...) path's result."""
+    from learned_schedules.policies.actors import FixedScheduleActor
+    from learned_schedules.policies.dirichlet import to_schedule
+
+    backend = _backend(reward)
+    contexts = backend.held_out_contexts(24, seed=77)
+    torch.manual_seed(3)
+    tau = torch.distributions.Dirichlet(torch.full((5,), 2.0)).sample((24,))
+    schedules = to_schedule(tau)  # float32 [24, 5], as a policy gives them
+    schedules[:4] = uniform_schedule(4)  # four rows on the shared uniform schedule
+    old = backend.rewards(contexts, schedules[:, None, :])[:, 0]
+    traj = backend.rollout(contexts, FixedScheduleActor(schedules), steps=4)
+    assert traj.reward.dtype == old.dtype and torch.equal(traj.reward, old)
+    assert torch.equal(traj.sigmas, schedules.double())
+    assert torch.equal(traj.final, backend.testbed.euler(contexts.noise, contexts.classes,
+                                                         schedules.double()))
+    shared = backend.rollout(contexts, FixedScheduleActor(uniform_schedule(4)), steps=4)
+    assert torch.equal(shared.reward[:4], old[:4])
+
+
+def test_rollout_shows_the_actor_the_denoised_estimate_and_records_its_info():
+    from learned_schedules.policies.actors import ActorStep
+
+    backend = _backend("fidelity")
+    tb = backend.testbed
+    contexts = backend.held_out_contexts(6, seed=5)
+    seen = []
+
+    class Halving:
+        def next_sigma(self, state):
+            seen.append(state)
+            nxt = torch.zeros_like(state.sigma) if state.step == state.steps - 1 \
+                else state.sigma / 2
+            return ActorStep(nxt, {"step": torch.full_like(state.sigma, float(state.step))})
+
+    traj = backend.rollout(contexts, Halving(), steps=3)
+    assert [s.step for s in seen] == [0, 1, 2] and all(s.steps == 3 for s in seen)
+    # at t = 1 the exact x0 estimate is the class's mean of component means
+    class_mean = (tb.log_weights.exp()[..., None] * tb.means).sum(1)[contexts.classes]
+    torch.testing.assert_close(seen[0].denoised, class_mean, rtol=0, atol=1e-12)
+    # later: x - t v with the exact velocity, E[x0 | x_t]
+    s = seen[2]
+    torch.testing.assert_close(s.denoised, s.x - s.sigma[:, None] * tb.velocity(
+        s.x, s.sigma, contexts.classes))
+    expected = torch.tensor([1.0, 0.5, 0.25, 0.0], dtype=DTYPE).expand(6, -1)
+    assert torch.equal(traj.sigmas, expected)
+    assert torch.equal(traj.info["step"], torch.tensor([0.0, 1.0, 2.0]).expand(6, -1).to(DTYPE))
+    assert torch.equal(traj.reward, backend.rewards(contexts, expected[:, None].float())[:, 0])
+
+
+def test_rollout_rejects_an_actor_that_goes_backwards():
+    from learned_schedules.policies.actors import ActorStep
+
+    class Backwards:
+        def next_sigma(self, state):
+            return ActorStep(state.sigma + 0.1)
+
+    backend = _backend("likelihood")
+    with pytest.raises(ValueError, match="does not decrease"):
+        backend.rollout(backend.held_out_contexts(2, seed=1), Backwards(), steps=3)

@@ -18,21 +18,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .rl.config import TrainConfig
+from .rl.config import LEGACY_KEYS, SECTIONS, TrainConfig
 
 log = logging.getLogger("learned_schedules.training")
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The string literal written under each dataclass field (CleanRL-style docs)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    """The string literal written under each dataclass field (CleanRL-style docs), including
+    the fields a dataclass inherits."""
     docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:], strict=False):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:], strict=False):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
 
 
@@ -45,31 +49,68 @@ COMFY_EVAL_FIELDS = ("comfyui_path", "comfyui_base", "comfyui_cpu", "checkpoint"
                      "allow_download", "reference_steps")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
+def _add_flag(parser: argparse._ActionsContainer, flag: str, dest: str, f: dataclasses.Field,
+              help_text: str) -> None:
+    if f.type in ("bool", bool):
+        parser.add_argument(flag, dest=dest, default=None,
+                            action=argparse.BooleanOptionalAction, help=help_text)
+        return
+    type_name = str(f.type)
+    kind = int if type_name.startswith("int") else (
+        float if type_name.startswith("float") else str)
+    parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else None
+
+
+def _add_config_flags(parser: argparse._ActionsContainer, skip: tuple[str, ...] = (),
                       only: tuple[str, ...] | None = None) -> None:
+    """One flag per TrainConfig field; ``--<section>.<field>`` for the algorithm sections, and
+    the old flat names (``--baseline``, ``--ppo-epochs``...) as shorthands."""
     docs = field_docs(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         if f.name in skip or f.name == "extra" or (only is not None and f.name not in only):
             continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f"{docs.get(f.name, '')} (default: {default})"
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, dest=f.name, default=None,
-                                action=argparse.BooleanOptionalAction, help=help_text)
+        if f.name in SECTIONS:
+            section = SECTIONS[f.name]
+            section_docs = field_docs(section)
+            group = parser.add_argument_group(f"{f.name} options", docs.get(f.name))
+            for sf in dataclasses.fields(section):
+                flag = f"--{f.name}.{sf.name.replace('_', '-')}"
+                _add_flag(group, flag, f"{f.name}.{sf.name}", sf,
+                          f"{section_docs.get(sf.name, '')} (default: {_default(sf)})")
             continue
-        type_name = str(f.type)
-        kind = int if type_name.startswith("int") else (
-            float if type_name.startswith("float") else str)
-        parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+        _add_flag(parser, "--" + f.name.replace("_", "-"), f.name, f,
+                  f"{docs.get(f.name, '')} (default: {_default(f)})")
+    if only is not None:
+        return
+    for key, (section, name) in LEGACY_KEYS.items():
+        section_cls = SECTIONS[section or "ppo"]  # PPO's section has every field
+        sf = next(x for x in dataclasses.fields(section_cls) if x.name == name)
+        target = f"--{section or '<algo>'}.{name.replace('_', '-')}"
+        scope = "" if section else " of the active --algo"
+        _add_flag(parser, "--" + key.replace("_", "-"), key, sf,
+                  f"{field_docs(section_cls).get(name, '')} Shorthand for {target}{scope}.")
 
 
 def _config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
     data: dict[str, Any] = dataclasses.asdict(base or TrainConfig())
     for f in dataclasses.fields(TrainConfig):
+        if f.name in SECTIONS:
+            for sf in dataclasses.fields(SECTIONS[f.name]):
+                value = getattr(args, f"{f.name}.{sf.name}", None)
+                if value is not None:
+                    data[f.name][sf.name] = value
+            continue
         value = getattr(args, f.name, None)
         if value is not None:
             data[f.name] = value
+    for key in LEGACY_KEYS:  # shorthands: mapped into their section by from_dict
+        value = getattr(args, key, None)
+        if value is not None:
+            data[key] = value
     return TrainConfig.from_dict(data)
 
 
@@ -141,27 +182,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..policies.policy_file import read_metadata
-    from .testbed.eval import evaluate_policy_file
+    from .eval import evaluate_policy_file
 
-    path = Path(args.policy)
-    meta = read_metadata(path / "policy.safetensors" if path.is_dir() else path)
-    if meta.get("model_family") != "testbed":
-        from .comfy.eval import evaluate_comfy_policy
-
-        overrides = {name: getattr(args, name, None) for name in COMFY_EVAL_FIELDS}
-        report = evaluate_comfy_policy(
-            path, overrides=overrides, seeds=args.seeds, seed=args.seed,
-            schedulers=tuple(s.strip() for s in args.schedulers.split(",") if s.strip()),
-            grid_columns=args.grid_columns, out=args.out)
-        print(report.markdown())
-        print(f"\nwritten: {report.out_dir}")
-        return 0
-
-    report = evaluate_policy_file(args.policy, testbed_config=args.testbed_config,
-                                  contexts=args.contexts, train_contexts=args.train_contexts,
-                                  seed=args.seed, oracle=not args.no_oracle, out=args.out,
-                                  fit_iters=args.fit_iters)
+    overrides = {name: getattr(args, name, None) for name in COMFY_EVAL_FIELDS}
+    overrides["testbed_config"] = args.testbed_config
+    options = {"train_contexts": args.train_contexts, "fit_iters": args.fit_iters,
+               "oracle": not args.no_oracle, "grid_columns": args.grid_columns,
+               "schedulers": tuple(s.strip() for s in args.schedulers.split(",") if s.strip())}
+    report = evaluate_policy_file(args.policy, overrides=overrides, contexts=args.contexts,
+                                  seeds=args.seeds, seed=args.seed, options=options,
+                                  out=args.out)
     print(report.markdown())
     print(f"\nwritten: {report.out_dir}")
     return 0
@@ -172,8 +202,8 @@ DEMO_CONFIG = dict(backend="testbed", steps=5, baseline="js", rollouts=2, batch=
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .eval import evaluate_policy_file
     from .rl.engine import train
-    from .testbed.eval import evaluate_policy_file
 
     cfg = dict(DEMO_CONFIG, seed=args.seed, out=args.out,
                run_name=f"demo-js-L5__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}")

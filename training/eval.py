@@ -30,7 +30,7 @@ import torch
 
 from ..policies.policy_file import LoadedPolicy, load_policy
 from .rl.backend import Backend, make_backend
-from .rl.config import TrainConfig
+from .rl.config import LEGACY_KEYS, TrainConfig
 
 log = logging.getLogger("learned_schedules.training")
 
@@ -128,7 +128,7 @@ def backend_for_policy(loaded: LoadedPolicy, overrides: dict[str, Any] | None = 
     training = dict(loaded.metadata.get("training") or {})
     family = loaded.metadata.get("model_family")
     training.setdefault("backend", "testbed" if family == "testbed" else "comfy")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | set(LEGACY_KEYS)
     data = {k: v for k, v in training.items() if k in known}
     data.update({k: v for k, v in (overrides or {}).items() if v is not None and k in known})
     config = TrainConfig.from_dict(data)

@@ -102,6 +102,13 @@ class Backend:
         return None
 
 
+def policy_features(policy: nn.Module, backend: Backend, contexts: Any
+                    ) -> dict[str, torch.Tensor]:
+    """The back-end's features for ``contexts``, on the policy's device."""
+    device = next(policy.parameters()).device
+    return {k: v.to(device) for k, v in backend.features(contexts).items()}
+
+
 #: back-end name -> "module:class" (relative to ``training``), imported on first use so the
 #: RL core never imports a back-end (nor ComfyUI) it is not asked for
 BACKENDS: dict[str, str] = {"testbed": "testbed.backend:TestbedBackend",

@@ -10,6 +10,56 @@ from typing import Any
 
 BASELINES = ("none", "rloo", "xctx", "js")
 ALGOS = ("reinforce", "ppo")
+"""Algorithm names; each has a config section (a field of :class:`TrainConfig`) of that name."""
+
+LEGACY_KEYS: dict[str, tuple[str | None, str]] = {
+    "baseline": (None, "baseline"), "normalize_advantages": (None, "normalize_advantages"),
+    "entropy_coef": (None, "entropy_coef"), "ppo_epochs": ("ppo", "epochs"),
+    "ppo_clip": ("ppo", "clip")}
+"""Flat keys of configs written before the algorithm sections -> (section, field); section
+``None`` is the active algorithm's (``algo``). :meth:`TrainConfig.from_dict` maps them."""
+
+
+@dataclass
+class ReinforceConfig:
+    """REINFORCE with a reward baseline (the paper)."""
+
+    baseline: str = "js"
+    """Reward baseline: ``none``, ``rloo``, ``xctx`` (cross-context) or ``js`` (James-Stein)."""
+    normalize_advantages: bool = False
+    """Divide advantages by the batch's reward std (off in the paper)."""
+    entropy_coef: float = 0.0
+    """Weight of an entropy bonus on the policy's distribution (0: none, as in the paper)."""
+
+    def validate(self, config: TrainConfig) -> None:
+        """Raise ``ValueError`` for options the run cannot use."""
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}.")
+        if self.baseline in ("rloo", "js") and config.rollouts < 2:
+            raise ValueError(f"The {self.baseline} baseline needs at least 2 rollouts per context.")
+        if self.baseline in ("xctx", "js") and config.batch * config.rollouts < 2:
+            raise ValueError(f"The {self.baseline} baseline needs at least 2 rollouts in a batch.")
+
+
+@dataclass
+class PPOConfig(ReinforceConfig):
+    """TPDM-style PPO: several epochs of the clipped-ratio objective on each batch."""
+
+    epochs: int = 4
+    """Optimisation epochs over each batch of rollouts."""
+    clip: float = 0.2
+    """Ratio clip range."""
+
+    def validate(self, config: TrainConfig) -> None:
+        super().validate(config)
+        if self.epochs < 1:
+            raise ValueError(f"ppo.epochs must be >= 1, got {self.epochs}.")
+        if not self.clip > 0:
+            raise ValueError(f"ppo.clip must be positive, got {self.clip}.")
+
+
+SECTIONS: dict[str, type] = {"reinforce": ReinforceConfig, "ppo": PPOConfig}
+"""Config section class of each algorithm (the :class:`TrainConfig` field of that name)."""
 
 
 @dataclass
@@ -90,9 +140,12 @@ class TrainConfig:
     steps: int = 5
     """Sampler budget L (number of sampler steps; the policy outputs L + 1 segments)."""
     algo: str = "reinforce"
-    """Policy-gradient algorithm: ``reinforce`` (the paper) or ``ppo`` (TPDM-style clipped)."""
-    baseline: str = "js"
-    """Reward baseline: ``none``, ``rloo``, ``xctx`` (cross-context) or ``js`` (James-Stein)."""
+    """Training algorithm: ``reinforce`` (the paper) or ``ppo`` (TPDM-style clipped); its
+    options are in the config section of the same name (``--reinforce.*``, ``--ppo.*``)."""
+    reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
+    """Options of ``algo=reinforce``."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """Options of ``algo=ppo``."""
     rollouts: int = 2
     """K: sampled schedules per context (the paper uses 2)."""
     batch: int = 16
@@ -109,14 +162,6 @@ class TrainConfig:
     """AdamW weight decay."""
     grad_clip: float = 1.0
     """Global gradient-norm clip."""
-    normalize_advantages: bool = False
-    """Divide advantages by the batch's reward std (off in the paper)."""
-    entropy_coef: float = 0.0
-    """Weight of a Dirichlet-entropy bonus (0: none, as in the paper)."""
-    ppo_epochs: int = 4
-    """PPO only: optimisation epochs over each batch of rollouts."""
-    ppo_clip: float = 0.2
-    """PPO only: ratio clip range."""
     hidden: int = 128
     """Width of the policy's encoder and head."""
     depth: int = 2
@@ -155,14 +200,9 @@ class TrainConfig:
             raise ValueError(f"steps must be between 1 and 1000, got {self.steps}.")
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}.")
-        if self.baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}.")
         if self.rollouts < 1 or self.batch < 1 or self.iterations < 0:
             raise ValueError("rollouts and batch must be >= 1 and iterations >= 0.")
-        if self.baseline in ("rloo", "js") and self.rollouts < 2:
-            raise ValueError(f"The {self.baseline} baseline needs at least 2 rollouts per context.")
-        if self.baseline in ("xctx", "js") and self.batch * self.rollouts < 2:
-            raise ValueError(f"The {self.baseline} baseline needs at least 2 rollouts in a batch.")
+        self.section.validate(self)
         if self.backend not in ("testbed", "comfy"):
             raise ValueError(f"backend must be 'testbed' or 'comfy', got {self.backend!r}.")
         if self.init_schedule not in ("default", "uniform"):
@@ -174,16 +214,42 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got "
                              f"{self.lr_schedule!r}.")
 
+    @property
+    def section(self) -> Any:
+        """The active algorithm's config section (``getattr(self, self.algo)``)."""
+        if self.algo not in SECTIONS:
+            raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}.")
+        return getattr(self, self.algo)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (sections nested)."""
+        return dataclasses.asdict(self)
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a (possibly nested) dict; the old flat keys (:data:`LEGACY_KEYS`) are
+        mapped into their sections, so old ``config.json`` files and configs keep working."""
+        data = dict(data)
+        legacy = {k: data.pop(k) for k in list(data) if k in LEGACY_KEYS}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
+        for name, section_cls in SECTIONS.items():
+            value = data.get(name)
+            if isinstance(value, dict):
+                fields = {f.name for f in dataclasses.fields(section_cls)}
+                unknown += [f"{name}.{k}" for k in sorted(set(value) - fields)]
+                data[name] = section_cls(**{k: v for k, v in value.items() if k in fields})
         if unknown:
             raise ValueError(f"Unknown config fields: {', '.join(unknown)}.")
-        return cls(**data)
+        config = cls(**data)
+        active = config.algo if config.algo in SECTIONS else "reinforce"
+        for key, value in legacy.items():
+            section, name = LEGACY_KEYS[key]
+            setattr(getattr(config, section or active), name, value)
+        return config
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:

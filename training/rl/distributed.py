@@ -10,7 +10,8 @@ single-process :class:`Dist`, whose collectives are the identity, and never impo
 The engine uses exactly these operations: :meth:`Dist.shard` (this rank's contiguous chunk of a
 batch), :meth:`Dist.all_gather` (concatenate per-rank tensors of uneven length),
 :meth:`Dist.all_reduce_sum`, :meth:`Dist.all_reduce_grads` (sum gradients over ranks),
-:meth:`Dist.broadcast_params`, :meth:`Dist.on_main` and :meth:`Dist.barrier`.
+:meth:`Dist.broadcast_params`, :meth:`Dist.on_main` and :meth:`Dist.barrier`;
+:func:`isolated_rng` keeps a rank's own rollouts from moving the shared random stream.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import torch
@@ -224,6 +226,16 @@ def current(device: str = "cpu") -> Dist:
     return _CURRENT
 
 
+def isolated_rng(device: torch.device) -> AbstractContextManager[Any]:
+    """Keep a back-end's own randomness from moving the torch RNG that samples actions.
+
+    Ranks roll out different slices, so without this a back-end that draws from the global
+    RNG would leave the ranks with different streams, and different actions, next iteration.
+    """
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=cuda)
+
+
 def _warn_single_process_accelerate_launch() -> None:
     """``accelerate launch --cpu --num_processes N`` starts ONE process without mpirun."""
     env = os.environ
@@ -234,4 +246,4 @@ def _warn_single_process_accelerate_launch() -> None:
                     "or 'torchrun --nproc_per_node N'.")
 
 
-__all__ = ["Dist", "TorchDist", "current", "launched_world_size"]
+__all__ = ["Dist", "TorchDist", "current", "launched_world_size", "isolated_rng"]

@@ -1,54 +1,58 @@
-"""The RL engine: REINFORCE (with none / RLOO / XCTX / James-Stein baselines) and TPDM-style PPO.
+"""The RL engine: what every training method shares.
 
-One iteration, as in the paper:
+One iteration:
 
 1. draw B contexts (prompt, initial noise) from the training stream;
-2. the policy gives Dirichlet concentrations ``alpha`` per context; sample K segment vectors
-   ``tau`` per context and turn them into sampler schedules;
-3. the back-end samples with each schedule and scores the results: rewards ``r [B, K]``;
-4. advantages ``r - b`` with the chosen baseline;
-5. REINFORCE: minimise ``-mean((r - b) * log Dir(tau; alpha))`` with AdamW and gradient
-   clipping (no gradient through the sampler). PPO: several epochs of the clipped-ratio
-   objective on the same rollouts.
+2. the algorithm (:mod:`training.rl.algorithms`) collects experience with the policy on the
+   back-end (the one-shot methods: K sampled schedules per context, rewards ``[B, K]``);
+3. the algorithm updates the policy and returns its metrics, which become the columns of
+   ``metrics.csv`` (plus ``iteration``, ``lr``, ``eval_reward`` and ``seconds``).
+
+The engine owns the rest: the run folder and its ``config.json``, seeding, the learning-rate
+schedule, resuming bit for bit, checkpoints, periodic evaluation of the policy's mean schedule
+on held-out contexts, the policy file (``method`` from the algorithm, ``global_schedule`` from
+the held-out contexts), metrics and progress.
 
 Data-parallel (``accelerate launch --multi_gpu --num_processes N -m learned_schedules.training
-train ...``, see :mod:`training.distributed`): every rank draws the same contexts and samples the
-same ``tau``, rolls out only its own slice of the batch, and all-gathers the rewards so the
-baseline and the metrics are the single-process ones; local losses are scaled so that the
-all-reduced (summed) gradient is the single-process gradient, and every rank takes the same
-step. Only the main rank writes the run folder.
+train ...``, see :mod:`training.rl.distributed`): every rank draws the same contexts and samples
+the same actions, rolls out only its own slice of the batch, and all-gathers the rewards so the
+metrics are the single-process ones; local losses are scaled so that the all-reduced (summed)
+gradient is the single-process gradient, and every rank takes the same step. Only the main rank
+writes the run folder.
 
-The engine is back-end agnostic (:class:`training.backend.Backend`) and imports no ComfyUI.
+The engine is back-end agnostic (:class:`training.rl.backend.Backend`), policy agnostic
+(:class:`policies.contract.SchedulePolicy`) and imports no ComfyUI.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import random
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from ...policies.dirichlet import DirichletPolicy, to_schedule
 from ...policies.policy_file import save_policy
-from .backend import Backend, make_backend
-from .baselines import compute_baseline
+from .algorithms import Algorithm, make_algorithm
+from .backend import Backend, make_backend, policy_features
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .distributed import Dist, current
+from .distributed import Dist, current, isolated_rng
 
 log = logging.getLogger("learned_schedules.training")
 
-METRIC_FIELDS = ["iteration", "lr", "reward_mean", "reward_std", "baseline_mse", "js_weight",
-                 "grad_norm", "entropy", "concentration", "eval_reward", "seconds"]
+FIRST_COLUMNS = ["iteration", "lr"]
+LAST_COLUMNS = ["eval_reward", "seconds"]
+"""``metrics.csv`` columns around the algorithm's own metrics."""
 
 
 def seed_everything(seed: int) -> None:
@@ -59,24 +63,11 @@ def seed_everything(seed: int) -> None:
 
 
 @dataclass
-class IterationStats:
-    """What one policy update logged."""
-
-    reward_mean: float
-    reward_std: float
-    baseline_mse: float
-    js_weight: float
-    grad_norm: float
-    entropy: float
-    concentration: float
-
-
-@dataclass
 class RunResult:
     """The outcome of :func:`train`."""
 
     run_dir: Path
-    policy: DirichletPolicy
+    policy: nn.Module
     iterations_done: int
     interrupted: bool = False
     eval_history: list[tuple[int, float]] = field(default_factory=list)
@@ -84,41 +75,9 @@ class RunResult:
     """False on the other ranks of a data-parallel run (they write nothing)."""
 
 
-def build_policy_for(config: TrainConfig, backend: Backend) -> DirichletPolicy:
-    """The Dirichlet policy a config asks for, with the back-end's encoder."""
-    encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth)
-    policy = DirichletPolicy(encoder, config.steps, head_hidden=config.hidden,
-                             init_concentration=config.init_concentration)
-    segments = backend.default_segments(config.steps) if config.init_schedule == "default" \
-        else None
-    if segments is not None:
-        policy.init_mean(segments)
-    return policy
-
-
-def policy_loss(policy: DirichletPolicy, features: dict[str, torch.Tensor], tau: torch.Tensor,
-                adv: torch.Tensor, config: TrainConfig,
-                old_logp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss for one update; ``tau [K, B, L+1]``, ``adv [B, K]``. Returns (loss, entropy)."""
-    dist = policy.distribution(**features)
-    logp = dist.log_prob(tau.clamp_min(1e-12)).transpose(0, 1)  # [B, K]
-    entropy = dist.entropy().mean()
-    if old_logp is None:
-        loss = -(adv * logp).mean()
-    else:
-        ratio = torch.exp(logp - old_logp)
-        clipped = ratio.clamp(1 - config.ppo_clip, 1 + config.ppo_clip)
-        loss = -torch.minimum(ratio * adv, clipped * adv).mean()
-    if config.entropy_coef:
-        loss = loss - config.entropy_coef * entropy
-    return loss, entropy.detach()
-
-
-def policy_features(policy: torch.nn.Module, backend: Backend, contexts: Any
-                    ) -> dict[str, torch.Tensor]:
-    """The back-end's features for ``contexts``, on the policy's device."""
-    device = next(policy.parameters()).device
-    return {k: v.to(device) for k, v in backend.features(contexts).items()}
+def build_policy_for(config: TrainConfig, backend: Backend) -> nn.Module:
+    """The policy a config's algorithm trains, with the back-end's encoder."""
+    return make_algorithm(config).build_policy(config, backend)
 
 
 def learning_rate(config: TrainConfig, iteration: int) -> float:
@@ -130,78 +89,22 @@ def learning_rate(config: TrainConfig, iteration: int) -> float:
     return config.lr * frac
 
 
-def train_iteration(policy: DirichletPolicy, optimizer: torch.optim.Optimizer,
-                    backend: Backend, contexts: Any, config: TrainConfig,
-                    dist: Dist | None = None) -> IterationStats:
-    """One policy update on a batch of contexts (rollouts, baseline, gradient step).
+def train_iteration(policy: nn.Module, optimizer: torch.optim.Optimizer, backend: Backend,
+                    contexts: Any, config: TrainConfig, dist: Dist | None = None,
+                    algorithm: Algorithm | None = None) -> dict[str, float]:
+    """One policy update on a batch of contexts: the algorithm's ``collect`` then ``update``.
 
-    With a data-parallel ``dist``, ``contexts`` is the global batch (the same on every rank):
-    this rank rolls out its own slice, and everything logged is a global-batch statistic.
+    With a data-parallel ``dist``, ``contexts`` is the global batch (the same on every rank);
+    every metric returned is a global-batch statistic.
     """
     dist = dist or Dist()
-    features = policy_features(policy, backend, contexts)
-    with torch.no_grad():
-        alpha = policy.alpha(**features)
-        tau = torch.distributions.Dirichlet(alpha).sample((config.rollouts,))  # [K, B, L+1]
-        schedules = to_schedule(tau, policy.min_segment).transpose(0, 1)  # [B, K, L+1]
-    batch = schedules.shape[0]
-    mine = dist.shard(batch)  # this rank's contexts: all of them in a single process
-    share = len(mine) / batch  # local mean * share, summed over ranks = global mean
-    local_rewards = _local_rewards(backend, contexts, schedules, mine, dist).to(alpha)
-    rewards = dist.all_gather(local_rewards)  # [B, K], the same on every rank
-    base = compute_baseline(rewards, config.baseline)
-    adv = rewards - base.baseline
-    if config.normalize_advantages:
-        adv = adv / (rewards.std() + 1e-8)
-    local_features = {name: value[mine] for name, value in features.items()}
-    tau, adv = tau[:, mine], adv[mine]
-    old_logp = None
-    epochs = config.ppo_epochs if config.algo == "ppo" else 1
-    if config.algo == "ppo" and share:
-        with torch.no_grad():
-            old_logp = policy.distribution(**local_features).log_prob(tau.clamp_min(1e-12)).T
-    grad_norm = 0.0
-    entropy = alpha.new_zeros(())
-    for _ in range(epochs):
-        optimizer.zero_grad(set_to_none=True)
-        if share:  # a rank with no contexts (batch < world size) adds a zero gradient
-            loss, entropy = policy_loss(policy, local_features, tau, adv, config, old_logp)
-            (loss * share).backward()
-        dist.all_reduce_grads(policy)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip))
-        optimizer.step()
-    entropy = dist.all_reduce_sum(entropy * share)
-    return IterationStats(
-        reward_mean=float(rewards.mean()), reward_std=float(rewards.std()),
-        baseline_mse=float((rewards - base.baseline).pow(2).mean()),
-        js_weight=float(base.js_weight), grad_norm=grad_norm, entropy=float(entropy),
-        concentration=float(alpha.sum(-1).mean()))
+    algorithm = algorithm or make_algorithm(config)
+    batch = algorithm.collect(policy, backend, contexts, dist)
+    return algorithm.update(policy, optimizer, batch, dist)
 
 
 @torch.no_grad()
-def _local_rewards(backend: Backend, contexts: Any, schedules: torch.Tensor,
-                   mine: torch.Tensor, dist: Dist) -> torch.Tensor:
-    """Rewards ``[len(mine), K]`` of this rank's contexts."""
-    if not dist.distributed:
-        return backend.rewards(contexts, schedules)
-    if len(mine) == 0:
-        return torch.zeros(0, schedules.shape[1])
-    with _isolated_rng(schedules.device):
-        return backend.rewards(contexts.select(mine), schedules[mine])
-
-
-def _isolated_rng(device: torch.device) -> AbstractContextManager[Any]:
-    """Keep a back-end's own randomness from moving the torch RNG that samples ``tau``.
-
-    Ranks roll out different slices, so without this a back-end that draws from the global
-    RNG would leave the ranks with different streams, and different ``tau``, next iteration.
-    """
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    return torch.random.fork_rng(devices=cuda)
-
-
-@torch.no_grad()
-def evaluate_policy(policy: DirichletPolicy, backend: Backend, contexts: Any,
+def evaluate_policy(policy: nn.Module, backend: Backend, contexts: Any,
                     mode: str = "mean", dist: Dist | None = None) -> torch.Tensor:
     """Per-context reward of the policy's schedules (mean mode by default).
 
@@ -213,20 +116,44 @@ def evaluate_policy(policy: DirichletPolicy, backend: Backend, contexts: Any,
         mine = dist.shard(len(contexts))
         local = torch.zeros(0)
         if len(mine):
-            with _isolated_rng(next(policy.parameters()).device):
+            with isolated_rng(next(policy.parameters()).device):
                 local = evaluate_policy(policy, backend, contexts.select(mine), mode).float()
         return dist.all_gather(local)
     was_training = policy.training
     policy.eval()
-    schedules = policy.schedule(mode=mode, **policy_features(policy, backend, contexts))
+    schedules = policy.schedule(policy_features(policy, backend, contexts), mode=mode)
     rewards = backend.rewards(contexts, schedules[:, None, :])[:, 0]
     policy.train(was_training)
     return rewards
 
 
+@torch.no_grad()
+def global_schedule(policy: nn.Module, backend: Backend, contexts: Any,
+                    chunk: int = 64) -> torch.Tensor:
+    """The policy's mean schedule averaged over ``contexts`` (flow time ``[L+1]``, float64):
+    one prompt-independent summary written into policy files as ``global_schedule``.
+
+    Runs on the main rank only, so the torch RNG is isolated (a back-end drawing from it
+    would otherwise move this rank's stream away from the others')."""
+    was_training = policy.training
+    policy.eval()
+    total = None
+    n = len(contexts)
+    with isolated_rng(next(policy.parameters()).device):
+        for lo in range(0, n, chunk):
+            part = contexts.select(torch.arange(lo, min(n, lo + chunk)))
+            sched = policy.schedule(policy_features(policy, backend, part)).double().sum(0)
+            total = sched.cpu() if total is None else total + sched.cpu()
+    policy.train(was_training)
+    assert total is not None, "global_schedule needs at least one context"
+    out = total / n
+    out[0], out[-1] = 1.0, 0.0  # exact ends (each schedule has them; the sum may round)
+    return out
+
+
 def default_run_name(config: TrainConfig) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return (f"{config.backend}-{config.algo}-{config.baseline}-L{config.steps}"
+    return (f"{config.backend}-{make_algorithm(config).run_tag}-L{config.steps}"
             f"__{config.seed}__{stamp}")
 
 
@@ -234,13 +161,24 @@ def _rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
     return {"torch": torch.get_rng_state(), "contexts": gen.get_state()}
 
 
-def _write_metrics(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
+def _metric_columns(path: Path, metrics: dict[str, Any]) -> list[str]:
+    """The CSV's columns: an existing file's header (a resumed run), else from ``metrics``."""
+    if path.exists() and path.stat().st_size:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), None)
+        if header:
+            return header
+    names = [k for k in metrics if k not in FIRST_COLUMNS + LAST_COLUMNS]
+    return FIRST_COLUMNS + names + LAST_COLUMNS
+
+
+def _write_metrics(path: Path, columns: list[str], row: dict[str, Any]) -> None:
+    new = not path.exists() or not path.stat().st_size
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         if new:
             writer.writeheader()
-        writer.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+        writer.writerow({k: row.get(k, "") for k in columns})
 
 
 def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
@@ -252,14 +190,15 @@ def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
 
 def train(config: TrainConfig, *, backend: Backend | None = None,
           resume: str | Path | None = None,
-          callback: Callable[[int, IterationStats], None] | None = None,
+          callback: Callable[[int, dict[str, float]], None] | None = None,
           dist: Dist | None = None) -> RunResult:
     """Train a policy; return the run folder and the trained policy.
 
     ``resume``: a run folder (its latest checkpoint) or a checkpoint file; the run continues
     exactly where it stopped, in the same folder, up to ``config.iterations``. ``callback``
-    is called after every iteration (tests use it to interrupt a run). Ctrl-C
-    (``KeyboardInterrupt``) saves a checkpoint before returning with ``interrupted=True``.
+    is called after every iteration with the algorithm's metrics (tests use it to interrupt a
+    run). Ctrl-C (``KeyboardInterrupt``) saves a checkpoint before returning with
+    ``interrupted=True``.
     ``dist``: the data-parallel group; by default from the launcher's environment (a single
     process unless launched distributed). Only its main rank writes the run folder.
     """
@@ -274,7 +213,8 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
     if dist.distributed and dist.is_main:
         log.info("data-parallel training on %d processes (%s)", dist.world_size, dist.backend)
 
-    policy = build_policy_for(config, backend).to(device)
+    algorithm = make_algorithm(config)
+    policy = algorithm.build_policy(config, backend).to(device)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     ctx_gen = torch.Generator().manual_seed(config.seed)
@@ -292,41 +232,52 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
     result = RunResult(run_dir=run_dir, policy=policy, iterations_done=start,
                        is_main=dist.is_main)
 
+    summaries: dict[int, torch.Tensor] = {}
+
+    def summary(it: int) -> torch.Tensor | None:  # the policy file's global_schedule
+        if it not in summaries and len(eval_ctx):
+            summaries.clear()
+            summaries[it] = global_schedule(policy, backend, eval_ctx)
+        return summaries.get(it)
+
     def checkpoint(it: int) -> None:  # main rank only; every rank holds the same state
         save_checkpoint(ckpt_dir / f"state_{it:06d}.safetensors", policy=policy,
                         optimizer=optimizer, iteration=it, rng=_rng_state(ctx_gen),
                         info={"config": config.to_json(), "world_size": dist.world_size})
-        save_run_policy(ckpt_dir / f"policy_{it:06d}.safetensors", policy, backend, config, it)
+        save_run_policy(ckpt_dir / f"policy_{it:06d}.safetensors", policy, backend, config, it,
+                        method=algorithm.method, global_schedule=summary(it))
         _prune_checkpoints(ckpt_dir, config.keep_checkpoints)
 
     bar = _progress(config, start) if dist.is_main else None
     t0 = time.perf_counter()
     it = start
+    columns: list[str] | None = None
     try:
         for it in range(start + 1, config.iterations + 1):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, it)
             contexts = backend.draw_contexts(config.batch, ctx_gen)
-            stats = train_iteration(policy, optimizer, backend, contexts, config, dist)
-            row: dict[str, Any] = {"iteration": it, "lr": learning_rate(config, it),
-                                   **stats.__dict__,
+            metrics = train_iteration(policy, optimizer, backend, contexts, config, dist,
+                                      algorithm)
+            row: dict[str, Any] = {"iteration": it, "lr": learning_rate(config, it), **metrics,
                                    "seconds": round(time.perf_counter() - t0, 3)}
             if it == config.iterations or (config.eval_every and it % config.eval_every == 0):
                 ev = float(evaluate_policy(policy, backend, eval_ctx, dist=dist).mean())
                 row["eval_reward"] = ev
                 result.eval_history.append((it, ev))
             if dist.is_main:
-                _write_metrics(metrics_path, row)
+                columns = columns or _metric_columns(metrics_path, metrics)
+                _write_metrics(metrics_path, columns, row)
             result.iterations_done = it
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(reward=f"{stats.reward_mean:.3f}", js=f"{stats.js_weight:.2f}")
+                bar.set_postfix({k: f"{v:.3g}" for k, v in list(metrics.items())[:2]})
             if dist.is_main and config.checkpoint_every and it % config.checkpoint_every == 0:
                 checkpoint(it)
             if dist.is_main and config.sample_every and it % config.sample_every == 0:
                 backend.write_samples(policy, run_dir / "samples" / f"iter_{it:06d}.png")
             if callback is not None:
-                callback(it, stats)
+                callback(it, metrics)
     except KeyboardInterrupt:
         result.interrupted = True
         if not dist.is_main:  # no collectives here: the other ranks may be gone already
@@ -343,7 +294,8 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
         if not (ckpt_dir / f"state_{result.iterations_done:06d}.safetensors").exists():
             checkpoint(result.iterations_done)
         save_run_policy(run_dir / "policy.safetensors", policy, backend, config,
-                        result.iterations_done)
+                        result.iterations_done, method=algorithm.method,
+                        global_schedule=summary(result.iterations_done))
         log.info("finished %d iterations in %.1f s; policy: %s", result.iterations_done - start,
                  time.perf_counter() - t0, run_dir / "policy.safetensors")
     dist.barrier()  # the run folder is complete before any rank returns
@@ -369,13 +321,15 @@ def _prepare_run_dir(config: TrainConfig, resume: str | Path | None) -> tuple[Pa
     return run_dir, ckpt
 
 
-def save_run_policy(path: Path, policy: DirichletPolicy, backend: Backend, config: TrainConfig,
-                    iteration: int) -> None:
-    """Write the policy in the node-loadable policy file format."""
-    training = {k: v for k, v in config.__dict__.items() if k not in ("progress",)}
+def save_run_policy(path: Path, policy: nn.Module, backend: Backend, config: TrainConfig,
+                    iteration: int, *, method: str,
+                    global_schedule: torch.Tensor | None = None) -> None:
+    """Write the policy in the node-loadable policy file format (``method``: the algorithm's;
+    ``global_schedule``: see :func:`global_schedule`)."""
+    training = {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}
     training["iterations_done"] = iteration
-    save_policy(path, policy, method="dirichlet-reinforce", model_family=backend.model_family,
-                training=training, reward=backend.reward_name)
+    save_policy(path, policy, method=method, model_family=backend.model_family,
+                training=training, reward=backend.reward_name, global_schedule=global_schedule)
 
 
 def _resolve_resume(path: Path) -> tuple[Path, Path]:
@@ -401,4 +355,4 @@ def _progress(config: TrainConfig, start: int):
 
 
 __all__ = ["train", "train_iteration", "evaluate_policy", "build_policy_for", "RunResult",
-           "IterationStats", "seed_everything"]
+           "global_schedule", "policy_features", "seed_everything", "learning_rate"]

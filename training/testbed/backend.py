@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from ...policies.actors import Actor, StepState, Trajectory, TrajectoryRecorder, check_decision
 from ...policies.encoders import VectorEncoder
 from ..rl.backend import Backend
-from .mixture import Contexts, Testbed
+from .eval import squared_errors, testbed_comparators, write_schedule_plot
+from .mixture import DTYPE, Contexts, Testbed
 
 if TYPE_CHECKING:
     from ..rl.config import TrainConfig
@@ -73,5 +76,50 @@ class TestbedBackend(Backend):
         r = self.testbed.sample_and_score(flat, schedules.reshape(b * k, -1).double())
         return r.reshape(b, k).to(torch.float32)
 
+    @torch.no_grad()
+    def rollout(self, contexts: Contexts, actor: Actor, steps: int) -> Trajectory:
+        """Euler from ``t = 1`` (the contexts' noise is ``x_T``), asking ``actor`` for the next
+        flow time at every step; the trajectory's ``reward`` is the configured reward ``[N]``.
+
+        The actor sees ``denoised = x - t v`` (the flow's ``x0`` estimate, from the velocity the
+        step uses anyway). With :class:`policies.actors.FixedScheduleActor` this is exactly
+        :meth:`rewards` with one schedule per context (same float64 arithmetic).
+        """
+        if steps < 1:
+            raise ValueError(f"A rollout needs at least one step, got {steps}.")
+        testbed, classes = self.testbed, contexts.classes
+        x = contexts.noise.to(DTYPE)
+        sigma = torch.ones(len(contexts), dtype=DTYPE)
+        recorder = TrajectoryRecorder(sigma)
+        for step in range(steps):
+            v = testbed.velocity(x, sigma, classes)
+            state = StepState(step=step, steps=steps, x=x, sigma=sigma,
+                              denoised=x - sigma[:, None] * v)
+            decision = actor.next_sigma(state)
+            sigma_next = check_decision(decision.sigma_next.to(DTYPE), state)
+            recorder.add(decision)
+            x = testbed.step(x, sigma, sigma_next, classes, velocity=v)
+            sigma = sigma_next
+        trajectory = recorder.finish(x)
+        target = self.testbed.target_of(contexts) if self.reward_name == "fidelity" else None
+        trajectory.reward = testbed.reward(x, classes, target).to(torch.float32)
+        return trajectory
+
     def build_encoder(self, hidden: int, depth: int) -> nn.Module:
         return VectorEncoder(self.testbed.dim, self.testbed.cond_dim, hidden=hidden, depth=depth)
+
+    # -- eval (training/eval.py) -----------------------------------------------------------
+    def comparators(self, steps: int, contexts: Contexts, **options: Any
+                    ) -> dict[str, torch.Tensor]:
+        """uniform, sd3 (shift 3), flux (1024² shift), best_global and the multi-start
+        per-instance oracle; options ``train_contexts``, ``fit_iters``, ``oracle``, ``seed``."""
+        return testbed_comparators(self.testbed, steps, contexts, **options)
+
+    def eval_metrics(self, contexts: Contexts, schedules: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+        return {"sq_error": squared_errors(self.testbed, contexts, schedules)}
+
+    def write_eval_artifacts(self, out_dir: Path, contexts: Contexts,
+                             schedules: dict[str, torch.Tensor],
+                             rewards: dict[str, torch.Tensor], **options: Any) -> list[Path]:
+        return write_schedule_plot(out_dir, schedules, schedules["learned"].shape[-1] - 1)

@@ -186,6 +186,14 @@ class Testbed:
         per = (t - (1 - t) * s2) / var * diff - mu
         return (r * per).sum(1)
 
+    def step(self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor,
+             classes: torch.Tensor, velocity: torch.Tensor | None = None) -> torch.Tensor:
+        """One Euler step from flow time ``t [N]`` to ``t_next [N]`` (``velocity``: the exact
+        ``v(x, t, c)`` when the caller has it already). The one place Euler's arithmetic is
+        written: :meth:`euler` and the back-end's step-wise rollout both call it."""
+        v = self.velocity(x, t, classes) if velocity is None else velocity
+        return x + (t_next - t)[:, None] * v
+
     def euler(self, noise: torch.Tensor, classes: torch.Tensor,
               schedule: torch.Tensor) -> torch.Tensor:
         """Euler over a schedule ``[L+1]`` (shared) or ``[N, L+1]``; differentiable in both."""
@@ -194,8 +202,7 @@ class Testbed:
             sched = sched.expand(noise.shape[0], -1)
         x = noise
         for k in range(sched.shape[1] - 1):
-            t, t_next = sched[:, k], sched[:, k + 1]
-            x = x + (t_next - t)[:, None] * self.velocity(x, t, classes)
+            x = self.step(x, sched[:, k], sched[:, k + 1], classes)
         return x
 
     def reference(self, noise: torch.Tensor, classes: torch.Tensor,

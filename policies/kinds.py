@@ -1,0 +1,13 @@
+"""Every policy kind, registered: import this module to fill :data:`contract.POLICY_KINDS`.
+
+A new policy kind is a module that decorates its class with
+:func:`policies.contract.register_policy`; list it here. (The contract itself imports no
+policy, so policy modules can import the contract without an import circle.)
+"""
+
+from __future__ import annotations
+
+from . import dirichlet  # noqa: F401  (registers "dirichlet")
+from .contract import POLICY_KINDS, build_policy, register_policy
+
+__all__ = ["POLICY_KINDS", "build_policy", "register_policy"]

@@ -1,0 +1,135 @@
+"""The policy contract and the registry of policy kinds: every registered kind follows the
+contract and round-trips through a policy file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from learned_schedules.policies.contract import (
+    POLICY_KINDS,
+    SchedulePolicy,
+    build_policy,
+    register_policy,
+)
+from learned_schedules.policies.encoders import VectorEncoder
+from learned_schedules.policies.latent_encoder import LatentTextEncoder
+from learned_schedules.policies.policy_file import load_policy, save_policy
+from learned_schedules.policies.schedule import resample_schedule, validate_schedule
+
+KINDS = sorted(POLICY_KINDS)  # filled by policies.kinds, which policy_file imports
+
+
+def _features(kind: str, b: int = 3) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    if kind == "vector":
+        return {"noise": torch.randn(b, 8, generator=g), "cond": torch.randn(b, 6, generator=g)}
+    return {"noise": torch.randn(b, 16, 8, 8, generator=g),
+            "tokens": torch.randn(b, 5, 32, generator=g), "pooled": torch.randn(b, 16, generator=g)}
+
+
+def _encoder(kind: str):
+    return VectorEncoder(8, 6, hidden=16, depth=1) if kind == "vector" \
+        else LatentTextEncoder.for_family("tiny")
+
+
+def _policy(policy_kind: str, encoder_kind: str, steps: int = 4):
+    torch.manual_seed(0)
+    pol = POLICY_KINDS[policy_kind].for_training(_encoder(encoder_kind), steps, hidden=16)
+    with torch.no_grad():  # move away from the initial (uniform) mean
+        for p in pol.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return pol.eval()
+
+
+def test_dirichlet_is_registered():
+    assert "dirichlet" in POLICY_KINDS
+
+
+@pytest.mark.parametrize("encoder_kind", ["vector", "latent"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_round_trips_through_a_policy_file(tmp_path, kind, encoder_kind):
+    pol = _policy(kind, encoder_kind)
+    path = tmp_path / f"{kind}.safetensors"
+    save_policy(path, pol, method="dirichlet-reinforce", model_family="testbed")
+    loaded = load_policy(path)
+    assert type(loaded.policy) is POLICY_KINDS[kind]
+    assert loaded.policy.config() == pol.config()
+    assert loaded.metadata["architecture"]["policy"] == kind
+    feats = _features(encoder_kind)
+    for steps in (None, 9):
+        assert torch.equal(loaded.policy.schedule(feats, steps=steps), pol.schedule(feats, steps))
+    rebuilt = build_policy(pol.config())
+    rebuilt.load_state_dict(pol.state_dict())
+    assert torch.equal(rebuilt.eval().schedule(feats), pol.schedule(feats))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_follows_the_contract(kind):
+    pol = _policy(kind, "vector", steps=4)
+    assert isinstance(pol, SchedulePolicy) and pol.kind == kind and pol.steps == 4
+    feats = _features("vector", b=3)
+    torch.manual_seed(1)
+    actions, logp = pol.sample(feats, 5)
+    assert actions.shape[:2] == (3, 5) and logp.shape == (3, 5)
+    torch.testing.assert_close(pol.log_prob(feats, actions), logp)
+    logp2, entropy = pol.evaluate_actions(feats, actions)
+    torch.testing.assert_close(logp2, logp)
+    assert entropy.shape == (3,) and torch.equal(entropy, pol.entropy(feats))
+    schedules = pol.actions_to_schedules(actions)
+    assert schedules.shape == (3, 5, 5)
+    for row in schedules.reshape(-1, 5):
+        validate_schedule(row.detach())
+    # schedule() discretises to any step count itself
+    mean = pol.schedule(feats)
+    assert mean.shape == (3, 5)
+    for steps in (2, 4, 11):
+        out = pol.schedule(feats, steps=steps)
+        assert out.shape == (3, steps + 1)
+        torch.testing.assert_close(out, resample_schedule(mean, steps))
+        for row in out:
+            validate_schedule(row.detach())
+    assert pol.schedule(feats, mode="sample").shape == (3, 5)
+    with pytest.raises(ValueError, match="mode"):
+        pol.schedule(feats, mode="median")
+    assert isinstance(pol.diagnostics(feats), dict)
+
+
+def test_gradients_flow_through_log_prob():
+    pol = _policy("dirichlet", "vector").train()
+    feats = _features("vector")
+    actions, _ = pol.sample(feats, 2)
+    pol.log_prob(feats, actions).sum().backward()
+    assert all(p.grad is not None for p in pol.head.parameters())
+
+
+def test_old_keyword_call_style_still_works():
+    """``schedule(mode=..., **features)`` (the nodes' call before the contract)."""
+    pol = _policy("dirichlet", "latent")
+    feats = _features("latent")
+    assert torch.equal(pol.schedule(mode="mean", **feats), pol.schedule(feats))
+    assert torch.equal(pol.schedule(**feats), pol.schedule(feats, mode="mean"))
+    torch.manual_seed(3)
+    a = pol.schedule("sample", **feats)
+    torch.manual_seed(3)
+    assert torch.equal(a, pol.schedule(feats, mode="sample"))
+    with pytest.raises(TypeError, match="one dict"):
+        pol.schedule(feats, noise=feats["noise"])
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="Unknown policy kind 'nope'"):
+        build_policy({"policy": "nope", "steps": 3})
+
+    class Clash:
+        kind = "dirichlet"
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_policy(Clash)
+
+    class Nameless:
+        kind = ""
+
+    with pytest.raises(ValueError, match="non-empty"):
+        register_policy(Nameless)
+    assert POLICY_KINDS["dirichlet"].__name__ == "DirichletPolicy"

@@ -1,0 +1,137 @@
+"""What a training algorithm supplies to the engine: a policy, rollouts and an update.
+
+The engine (:mod:`training.rl.engine`) owns everything every method shares; an
+:class:`Algorithm` owns what differs: which policy kind it trains (:meth:`build_policy`), how
+it gathers experience (:meth:`collect`) and how it turns that into a parameter update
+(:meth:`update`, which returns the metrics the engine writes, one CSV column per key).
+
+The default :meth:`collect` is the one-shot rollout of the paper: ``K`` actions per context
+from the policy (:class:`policies.contract.SchedulePolicy`), each turned into a schedule and
+scored by the back-end. Data-parallel (``dist``): every rank draws the same contexts and samples
+the same actions, rolls out only its own slice of the batch and all-gathers the rewards, so
+everything downstream sees the single-process batch; :attr:`RolloutBatch.mine` and
+:attr:`RolloutBatch.share` say which slice the local loss covers and how to weight it so that
+the summed gradient is the single-process one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ....policies.contract import Features, SchedulePolicy
+from ....policies.kinds import POLICY_KINDS
+from ..backend import Backend, policy_features
+from ..distributed import Dist, isolated_rng
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+
+
+@dataclass
+class RolloutBatch:
+    """One iteration's experience (global batch; the same on every rank)."""
+
+    features: Features
+    """Policy inputs of every context ``[B, ...]``."""
+    actions: Tensor
+    """Sampled actions ``[B, K, ...]``."""
+    logp: Tensor
+    """Their log-probabilities at sampling time ``[B, K]``."""
+    schedules: Tensor
+    """The schedules rolled out ``[B, K, L+1]`` (flow time)."""
+    rewards: Tensor
+    """Rewards ``[B, K]`` (all-gathered over ranks)."""
+    mine: Tensor
+    """Indices of this rank's contexts (all of them in a single process)."""
+    share: float
+    """``len(mine) / B``: a local mean times ``share``, summed over ranks, is the global mean."""
+    stats: dict[str, float] = field(default_factory=dict)
+    """Policy diagnostics at collection time (logged as they are)."""
+
+    def local(self) -> tuple[Features, Tensor]:
+        """This rank's features and actions."""
+        return {k: v[self.mine] for k, v in self.features.items()}, self.actions[self.mine]
+
+
+class Algorithm:
+    """Base class of training algorithms (subclasses set the class attributes)."""
+
+    name: ClassVar[str]
+    """Registry name (``--algo``) and the name of its :class:`TrainConfig` section."""
+    method: ClassVar[str]
+    """Written into policy files as ``method`` (:data:`policies.policy_file.KNOWN_METHODS`)."""
+    policy_kind: ClassVar[str]
+    """The policy kind it trains (:data:`policies.contract.POLICY_KINDS`)."""
+    config_section: ClassVar[type]
+    """Dataclass type of its config section."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.options = getattr(config, self.name)
+
+    @property
+    def run_tag(self) -> str:
+        """Part of the default run-folder name (``{backend}-{run_tag}-L{steps}...``)."""
+        return self.name
+
+    # -- policy -----------------------------------------------------------------------------
+    def build_policy(self, config: TrainConfig, backend: Backend) -> nn.Module:
+        """A fresh policy of :attr:`policy_kind` with the back-end's encoder; its mean starts at
+        the back-end's default schedule with ``init_schedule=default`` (when it has one)."""
+        encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth)
+        segments = backend.default_segments(config.steps) \
+            if config.init_schedule == "default" else None
+        return POLICY_KINDS[self.policy_kind].for_training(
+            encoder, config.steps, hidden=config.hidden,
+            init_concentration=config.init_concentration, init_segments=segments)
+
+    # -- experience -------------------------------------------------------------------------
+    @torch.no_grad()
+    def collect(self, policy: SchedulePolicy, backend: Backend, contexts: Any,
+                dist: Dist) -> RolloutBatch:
+        """Sample ``K`` actions per context, roll out this rank's slice, gather the rewards."""
+        features = policy_features(policy, backend, contexts)
+        actions, logp = policy.sample(features, self.config.rollouts)
+        schedules = policy.actions_to_schedules(actions)  # [B, K, L+1]
+        batch = schedules.shape[0]
+        mine = dist.shard(batch)
+        local = _local_rewards(backend, contexts, schedules, mine, dist).to(logp)
+        return RolloutBatch(features=features, actions=actions, logp=logp, schedules=schedules,
+                            rewards=dist.all_gather(local), mine=mine,
+                            share=len(mine) / batch, stats=policy.diagnostics(features))
+
+    def update(self, policy: SchedulePolicy, optimizer: torch.optim.Optimizer,
+               batch: RolloutBatch, dist: Dist) -> dict[str, float]:
+        """One parameter update from ``batch``; returns the metrics to log (name -> value)."""
+        raise NotImplementedError
+
+    # -- shared by the gradient steps -------------------------------------------------------
+    def gradient_step(self, policy: nn.Module, optimizer: torch.optim.Optimizer,
+                      loss: Tensor | None, share: float, dist: Dist) -> float:
+        """Backpropagate ``loss * share`` (None: this rank has no contexts and adds a zero
+        gradient), sum gradients over ranks, clip, step; returns the pre-clip gradient norm."""
+        if loss is not None:
+            (loss * share).backward()
+        dist.all_reduce_grads(policy)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(),
+                                                         self.config.grad_clip))
+        optimizer.step()
+        return grad_norm
+
+
+def _local_rewards(backend: Backend, contexts: Any, schedules: Tensor, mine: Tensor,
+                   dist: Dist) -> Tensor:
+    """Rewards ``[len(mine), K]`` of this rank's contexts."""
+    if not dist.distributed:
+        return backend.rewards(contexts, schedules)
+    if len(mine) == 0:
+        return torch.zeros(0, schedules.shape[1])
+    with isolated_rng(schedules.device):
+        return backend.rewards(contexts.select(mine), schedules[mine])
+
+
+__all__ = ["Algorithm", "RolloutBatch"]

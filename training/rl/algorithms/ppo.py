@@ -1,0 +1,56 @@
+"""TPDM-style PPO: several epochs of the clipped-ratio objective on each batch of rollouts.
+
+Same rollouts and advantages as :mod:`.reinforce`; the loss is
+``-mean(min(rho A, clip(rho, 1 - eps, 1 + eps) A))`` with ``rho = pi(a) / pi_old(a)``, where
+``pi_old`` is the policy that sampled the batch. Logs the last epoch's approximate KL
+divergence to ``pi_old`` (``mean((rho - 1) - log rho)``) and the fraction of clipped ratios.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import PPOConfig
+from .reinforce import Reinforce
+
+
+class PPO(Reinforce):
+    """Clipped-ratio PPO on the Dirichlet schedule policy."""
+
+    name = "ppo"
+    method = "dirichlet-ppo"
+    config_section = PPOConfig
+    loss_metrics = ("entropy", "approx_kl", "clip_frac")
+
+    @property
+    def epochs(self) -> int:  # type: ignore[override]
+        return self.options.epochs
+
+    @torch.no_grad()
+    def reference_logp(self, policy: Any, features: dict[str, Tensor], actions: Tensor
+                       ) -> Tensor:
+        return policy.log_prob(features, actions)
+
+    def loss(self, policy: Any, features: dict[str, Tensor], actions: Tensor, adv: Tensor,
+             reference: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        assert reference is not None
+        logp, entropy = policy.evaluate_actions(features, actions)
+        entropy = entropy.mean()
+        log_ratio = logp - reference
+        ratio = torch.exp(log_ratio)
+        clip = self.options.clip
+        clipped = ratio.clamp(1 - clip, 1 + clip)
+        loss = -torch.minimum(ratio * adv, clipped * adv).mean()
+        if self.options.entropy_coef:
+            loss = loss - self.options.entropy_coef * entropy
+        with torch.no_grad():
+            approx_kl = ((ratio - 1) - log_ratio).mean()
+            clip_frac = ((ratio - 1).abs() > clip).to(ratio.dtype).mean()
+        return loss, {"entropy": entropy.detach(), "approx_kl": approx_kl,
+                      "clip_frac": clip_frac}
+
+
+__all__ = ["PPO"]

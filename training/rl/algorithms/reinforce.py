@@ -1,0 +1,78 @@
+"""REINFORCE with a reward baseline (the paper): one gradient step per batch of rollouts.
+
+Advantages ``r - b`` come from :func:`training.rl.baselines.advantages` with the configured
+baseline (none / RLOO / XCTX / James-Stein); the loss is ``-mean(A * log pi(action))`` minus
+an optional entropy bonus, minimised with the engine's optimiser and gradient clipping (no
+gradient through the sampler).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..baselines import advantages, compute_baseline
+from ..config import ReinforceConfig
+from ..distributed import Dist
+from .base import Algorithm, RolloutBatch
+
+
+class Reinforce(Algorithm):
+    """REINFORCE on the Dirichlet schedule policy."""
+
+    name = "reinforce"
+    method = "dirichlet-reinforce"
+    policy_kind = "dirichlet"
+    config_section = ReinforceConfig
+    epochs = 1
+    """Gradient steps per batch of rollouts."""
+    loss_metrics: tuple[str, ...] = ("entropy",)
+    """Keys :meth:`loss` logs (every rank reduces the same keys, in this order)."""
+
+    @property
+    def run_tag(self) -> str:
+        return f"{self.name}-{self.options.baseline}"
+
+    def update(self, policy: Any, optimizer: torch.optim.Optimizer, batch: RolloutBatch,
+               dist: Dist) -> dict[str, float]:
+        rewards = batch.rewards
+        base = compute_baseline(rewards, self.options.baseline)
+        adv = advantages(rewards, self.options.baseline, self.options.normalize_advantages)
+        features, actions = batch.local()
+        adv = adv[batch.mine]
+        reference = self.reference_logp(policy, features, actions) if batch.share else None
+        grad_norm = 0.0
+        logged = {key: rewards.new_zeros(()) for key in self.loss_metrics}
+        for _ in range(self.epochs):
+            optimizer.zero_grad(set_to_none=True)
+            loss = None
+            if batch.share:  # a rank with no contexts (batch < world size) adds a zero gradient
+                loss, values = self.loss(policy, features, actions, adv, reference)
+                logged.update(values)
+            grad_norm = self.gradient_step(policy, optimizer, loss, batch.share, dist)
+        logged = {k: float(dist.all_reduce_sum(v * batch.share)) for k, v in logged.items()}
+        return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
+                "baseline_mse": float((rewards - base.baseline).pow(2).mean()),
+                "js_weight": float(base.js_weight), "grad_norm": grad_norm,
+                **logged, **batch.stats}
+
+    def reference_logp(self, policy: Any, features: dict[str, Tensor], actions: Tensor
+                       ) -> Tensor | None:
+        """Log-probabilities the loss compares against (None: plain policy gradient)."""
+        return None
+
+    def loss(self, policy: Any, features: dict[str, Tensor], actions: Tensor, adv: Tensor,
+             reference: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss on this rank's contexts and what to log about it (detached local means,
+        entropy first)."""
+        logp, entropy = policy.evaluate_actions(features, actions)
+        entropy = entropy.mean()
+        loss = -(adv * logp).mean()
+        if self.options.entropy_coef:
+            loss = loss - self.options.entropy_coef * entropy
+        return loss, {"entropy": entropy.detach()}
+
+
+__all__ = ["Reinforce"]
