@@ -29,6 +29,8 @@ from ui_workflow import TINY_SD3, apply_stand_ins, examples, ui_to_api
 
 PACK = "learned-schedules"  # the folder name under custom_nodes/ (the templates' module)
 SD3_EXAMPLES = [p for p in examples() if "Flux" not in p.name]
+# one sampler, one output: a bad Learned Schedule leaves nothing to run (HTTP 400)
+SD3_SINGLE = next(p for p in SD3_EXAMPLES if "text to image" in p.name)
 
 
 def _free_port() -> int:
@@ -237,7 +239,7 @@ def test_example_workflow_runs(server, path):
 
 
 def test_broken_workflows_report_errors(server):
-    sd3 = SD3_EXAMPLES[0]
+    sd3 = SD3_SINGLE
     graph = tiny_graph(server, sd3, policy="missing.safetensors")
     status, body = _post(server["url"] + "/prompt", {"prompt": graph})
     assert status == 400 and body.get("node_errors"), body
@@ -307,7 +309,7 @@ def test_empty_policy_folder_gives_a_friendly_message(tmp_path_factory):
         assert NO_POLICY in json.dumps(policy) and "undefined" not in json.dumps(policy)
         assert "models/learned_schedules" in policy[1]["tooltip"]
         srv["object_info"] = _get(srv["url"] + "/object_info")
-        graph = tiny_graph(srv, SD3_EXAMPLES[0], policy=NO_POLICY)
+        graph = tiny_graph(srv, SD3_SINGLE, policy=NO_POLICY)
         status, body = _post(srv["url"] + "/prompt", {"prompt": graph})
         assert status == 400, body
         (node_err,) = [v for v in body["node_errors"].values()
@@ -318,7 +320,9 @@ def test_empty_policy_folder_gives_a_friendly_message(tmp_path_factory):
         assert "Traceback" not in json.dumps(body) and "missing 1 required" not in message
     finally:
         stop_server(srv)
-    assert "Traceback" not in (base / "server.log").read_text()
+    # (core's own API nodes may log import tracebacks at start-up when pydantic is missing)
+    after_start = (base / "server.log").read_text().split("Starting server", 1)[-1]
+    assert "Traceback" not in after_start
 
 
 def _browser_ready() -> bool:
@@ -366,7 +370,7 @@ def test_browser_templates_panel_reload_and_cached_run(server, tmp_path):
         run = result["examples"][stem]
         assert run["status"] == "success", run
         assert run["curve"] > 30, run  # pixels of the learned curve's colour on the node
-    first = result["examples"][SD3_EXAMPLES[0].stem]
+    first = result["examples"][SD3_EXAMPLES[0].stem]  # the first one run
     assert first["after_reload"]["payload"] and first["after_reload"]["curve"] > 30, first
     assert first["after_cached_run"]["status"] == "success"
     assert first["after_cached_run"]["curve"] > 30, first
