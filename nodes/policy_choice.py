@@ -32,8 +32,9 @@ def policy_tooltip(files: list[str]) -> str:
     return POLICY_TOOLTIP if files else NO_POLICY_TOOLTIP
 
 
-def missing_policy_message(name: str | None) -> str | None:
-    """The friendly message for the placeholder or an empty choice; None for a real name."""
-    if not name or name == NO_POLICY:
+def missing_policy_message(name: str | None, installed: list[str]) -> str | None:
+    """The friendly message when no policy is installed at all (whatever a loaded workflow
+    names) or for the placeholder / an empty choice; None otherwise."""
+    if not installed or not name or name == NO_POLICY:
         return NO_POLICY_MESSAGE
     return None

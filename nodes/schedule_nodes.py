@@ -155,7 +155,7 @@ class LearnedSchedule(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, policy: str) -> bool | str:
         # only `policy`: ComfyUI's own min/max/combo checks stay on for the other inputs
-        return missing_policy_message(policy) or _check_policy_file(policy)
+        return missing_policy_message(policy, policy_files()) or _check_policy_file(policy)
 
     @classmethod
     def fingerprint_inputs(cls, policy: str, **kwargs):

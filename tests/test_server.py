@@ -309,15 +309,32 @@ def test_empty_policy_folder_gives_a_friendly_message(tmp_path_factory):
         assert NO_POLICY in json.dumps(policy) and "undefined" not in json.dumps(policy)
         assert "models/learned_schedules" in policy[1]["tooltip"]
         srv["object_info"] = _get(srv["url"] + "/object_info")
-        graph = tiny_graph(srv, SD3_SINGLE, policy=NO_POLICY)
-        status, body = _post(srv["url"] + "/prompt", {"prompt": graph})
-        assert status == 400, body
-        (node_err,) = [v for v in body["node_errors"].values()
-                       if v["class_type"] == "LearnedSchedules_LearnedSchedule"]
-        assert len(node_err["errors"]) == 1
-        message = json.dumps(node_err["errors"][0])
-        assert "models/learned_schedules" in message and "training train" in message
-        assert "Traceback" not in json.dumps(body) and "missing 1 required" not in message
+        for policy in (NO_POLICY, "as_named_in_a_shared_workflow.safetensors"):
+            graph = tiny_graph(srv, SD3_SINGLE, policy=policy)
+            status, body = _post(srv["url"] + "/prompt", {"prompt": graph})
+            assert status == 400, body
+            (node_err,) = [v for v in body["node_errors"].values()
+                           if v["class_type"] == "LearnedSchedules_LearnedSchedule"]
+            assert len(node_err["errors"]) == 1
+            message = json.dumps(node_err["errors"][0])
+            assert "models/learned_schedules" in message and "training train" in message
+            assert "Traceback" not in json.dumps(body) and "missing 1 required" not in message
+        if _browser_ready():  # the same in the real frontend: the dialog after pressing Run
+            spec = base / "spec.json"
+            spec.write_text(json.dumps({"module": PACK, "stand_ins": TINY_SD3, "examples": [],
+                                        "run": [], "no_policy": SD3_SINGLE.stem,
+                                        "out_dir": str(REPO / "test-output")}))
+            proc = subprocess.run(["node", str(REPO / "tests" / "browser" / "run_ui.mjs"),
+                                   srv["url"], str(spec)],
+                                  capture_output=True, text=True, timeout=600, cwd=REPO)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
+            result = json.loads(lines[-1])
+            assert result["ok"], result.get("error")
+            assert result["new_node_policy"] == NO_POLICY  # not "undefined"
+            assert "models/learned_schedules" in result["dialog_text"]
+            assert "training train" in result["dialog_text"]
+            assert "Traceback" not in result["dialog_text"]
     finally:
         stop_server(srv)
     # (core's own API nodes may log import tracebacks at start-up when pydantic is missing)
@@ -378,5 +395,14 @@ def test_browser_templates_panel_reload_and_cached_run(server, tmp_path):
     compare = [result["examples"][p.stem] for p in SD3_EXAMPLES if "default vs" in p.stem]
     for run in compare:
         assert run["preview_images"] >= 1 and run["text"].startswith("1"), run
+    # inside the node (screen pixels, 1 px of rounding), redrawn on a palette change, back
+    # after a tab switch
+    node, plot = first["bounds"]["node"], first["bounds"]["plot"]
+    assert plot[0] >= node[0] - 1 and plot[2] <= node[2] + 1 and plot[3] <= node[3] + 1, first
+    palette = first["palette"]
+    assert sum(palette["light"]) > sum(palette["before"]) + 200, palette  # light background
+    assert palette["after"] == palette["before"], palette
+    tab = first["after_tab_switch"]
+    assert tab["blank_nodes"] == 0 and tab["payload"] and tab["curve"] > 30, tab
     for shot in result["screenshots"]:
         assert Path(shot).stat().st_size > 10_000

@@ -83,12 +83,18 @@ def test_no_policy_installed_is_a_friendly_state(env):
 
     assert policy_options([]) == [NO_POLICY]
     assert policy_options(["a.safetensors"]) == ["a.safetensors"]
-    node = env["schedule_nodes"].LearnedSchedule
-    for choice in (NO_POLICY, "", None):
-        message = node.validate_inputs(policy=choice)
+    from learned_schedules.nodes.policy_choice import missing_policy_message
+
+    for choice in (NO_POLICY, "", None, "from_a_shared_workflow.safetensors"):
+        message = missing_policy_message(choice, [])  # an empty policy folder
         assert "models/learned_schedules" in message and "learned_schedules.training train" \
             in message
+    assert missing_policy_message("a.safetensors", ["a.safetensors"]) is None
+    node = env["schedule_nodes"].LearnedSchedule
+    _policy_with_global(env["policies"] / "present.safetensors", None)
+    assert "training train" in node.validate_inputs(policy=NO_POLICY)
     assert "not found" in node.validate_inputs(policy="missing.safetensors")
+    assert node.validate_inputs(policy="present.safetensors") is True
 
 
 def test_named_schedulers_are_opt_in(env, monkeypatch, tmp_path):

@@ -4,7 +4,8 @@
 // Only 127.0.0.1 is used.
 // Usage: node tests/browser/run_ui.mjs <server-url> <spec.json>
 //   spec: { module, examples: [stem], run: [stem], stand_ins: {set, replace}, out_dir,
-//           thumbnails_dir? (write <stem>.jpg thumbnails there) }
+//           thumbnails_dir? (write <stem>.jpg thumbnails there),
+//           no_policy? (a stem: open it on a server without policies, press Run) }
 import { readFileSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
@@ -151,6 +152,58 @@ async function reloadAndRerun(page, ex) {
     const c = window.app.graph._nodes.find((n) => n.type === ls).__lsCanvas;
     return { backing_over_css: c.width / parseFloat(c.style.width) };
   }, LS);
+  ex.bounds = await plotBounds(page);
+  ex.palette = await paletteSwitch(page);
+  ex.after_tab_switch = await tabSwitch(page);
+}
+
+// the plot's on-screen rectangle against the node's (body below the title bar)
+async function plotBounds(page) {
+  await focusNodes(page, [LS]);
+  return page.evaluate((ls) => {
+    const app = window.app;
+    const node = app.graph._nodes.find((n) => n.type === ls);
+    const el = app.canvas.canvas.getBoundingClientRect();
+    const [x0, y0] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1]]);
+    const [x1, y1] = app.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0],
+      node.pos[1] + node.size[1]]);
+    const r = node.__lsCanvas.getBoundingClientRect();
+    return { node: [x0 + el.left, y0 + el.top, x1 + el.left, y1 + el.top],
+             plot: [r.left, r.top, r.right, r.bottom] };
+  }, LS);
+}
+
+// switch the colour palette: the plot is redrawn without a run (its background follows)
+async function paletteSwitch(page) {
+  const pixel = () => page.evaluate((ls) => {
+    const c = window.app.graph._nodes.find((n) => n.type === ls).__lsCanvas;
+    return [...c.getContext("2d").getImageData(1, 1, 1, 1).data.slice(0, 3)];
+  }, LS);
+  const setPalette = (id) => page.evaluate((id) =>
+    window.app.extensionManager.setting.set("Comfy.ColorPalette", id), id);
+  const before = await pixel();
+  await setPalette("light");
+  await page.waitForTimeout(1200);
+  const light = await pixel();
+  const shot = `${spec.out_dir}/light_palette.png`;
+  await page.screenshot({ path: shot });
+  result.screenshots.push(shot);
+  await setPalette("dark");
+  await page.waitForTimeout(1200);
+  return { before, light, after: await pixel() };
+}
+
+// open a new blank workflow tab, then come back (as clicking the tabs does)
+async function tabSwitch(page) {
+  const command = (id) => page.evaluate((id) => window.app.extensionManager.command.execute(id), id);
+  await command("Comfy.NewBlankWorkflow");
+  await page.waitForTimeout(1200);
+  const blank = await page.evaluate(() => window.app.graph._nodes.length);
+  await command("Workspace.PreviousOpenedWorkflow");
+  await page.waitForFunction((ls) => window.app.graph._nodes.some((n) => n.type === ls), LS,
+    { timeout: 30000 }).catch(() => {});
+  await page.waitForTimeout(1200);
+  return { blank_nodes: blank, ...(await plotState(page)) };
 }
 
 const THUMB = { x: 230, y: 96, width: 800, height: 800 };
@@ -178,6 +231,24 @@ try {
   });
   await page.goto(url, { waitUntil: "domcontentloaded", timeout: 90000 });
   await openApp(page);
+
+  if (spec.no_policy) {
+    // a fresh server with an empty policy folder: open an example, press Run
+    await openTemplate(page, spec.no_policy);
+    result.new_node_policy = await page.evaluate((ls) => {
+      const node = window.LiteGraph.createNode(ls);
+      return node.widgets.find((w) => w.name === "policy").value;
+    }, LS);
+    await page.evaluate(() => window.app.queuePrompt(0, 1));
+    await page.waitForSelector('[role="dialog"]', { timeout: 30000 }).catch(() => {});
+    await page.waitForTimeout(1500);
+    result.dialog_text = await page.evaluate(() => [...document.querySelectorAll(
+      '[role="dialog"], .p-toast-message')].map((e) => e.innerText).join("\n"));
+    const shot = `${spec.out_dir}/no_policy.png`;
+    await page.screenshot({ path: shot });
+    result.screenshots.push(shot);
+    spec.examples = [];
+  }
 
   for (const stem of spec.examples) {
     const before = alerts.length;
