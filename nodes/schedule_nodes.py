@@ -177,7 +177,7 @@ class LearnedSchedule(io.ComfyNode):
                    "steps": used, "family": meta["model_family"],
                    "policy": policy, "method": meta.get("method", ""),
                    "trained_steps": trained,
-                   "resampling": (f"trained for {trained} steps; resampled to {total}"
+                   "resampling": (f"resampled from {trained} to {total} steps"
                                   if total != trained else "")}
         return io.NodeOutput(sigmas, ui={"learned_schedule": [payload]})
 

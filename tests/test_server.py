@@ -227,7 +227,7 @@ def test_example_workflow_runs(server, path):
     assert payload["trained_steps"] == 4
     steps = graph[sched_id]["inputs"]["steps"]
     if steps not in (0, 4):
-        assert payload["resampling"] == f"trained for 4 steps; resampled to {steps}"
+        assert payload["resampling"] == f"resampled from 4 to {steps} steps"
     saved = [k for k, v in graph.items() if v["class_type"] == "SaveImage"]
     assert saved and all(outputs[k]["images"] for k in saved)
     for k, v in graph.items():

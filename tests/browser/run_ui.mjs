@@ -206,7 +206,7 @@ async function tabSwitch(page) {
   return { blank_nodes: blank, ...(await plotState(page)) };
 }
 
-const THUMB = { x: 230, y: 96, width: 800, height: 800 };
+const THUMB = { x: 240, y: 135, width: 760, height: 760 }; // below the tab bar and workflow name
 const THUMB_NODES = [LS, "SamplerCustomAdvanced", "SaveImage", "LearnedSchedules_CompareSchedules",
   "LearnedSchedules_ScheduleToText"];
 async function thumbnail(page, stem) {

@@ -105,7 +105,7 @@ import {
 const FULL = {
   sigmas: [1, 0.7, 0.3, 0], default_sigmas: [1, 0.9, 0.6, 0], label: "my_policy",
   default_label: "simple", policy: "my_policy.safetensors", family: "sd3", trained_steps: 4,
-  resampling: "trained for 4 steps; resampled to 3",
+  resampling: "resampled from 4 to 3 steps",
 };
 
 test("layout keeps everything inside the node and the legend above the axes", () => {
