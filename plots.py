@@ -96,3 +96,71 @@ def render_schedules_rgb(curves: dict[str, torch.Tensor], width: int = 640,
     kde_ax.set_xticks([])
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Sigma comparison plots for the ComfyUI nodes (Compare Schedules, Preview Sigmas).
+# Kept as one block at the end of the file: several schedules on shared axes, their step counts
+# aligned, the legend outside the axes so it never covers a curve.
+# ---------------------------------------------------------------------------------------------
+
+COMPARE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                  "#e377c2", "#7f7f7f")
+COMPARE_STYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)),
+                  (0, (6, 2, 1, 2)))
+X_AXES = ("fraction", "step")
+
+
+def aligned_steps(n_points: int, x_axis: str = "fraction") -> np.ndarray:
+    """x positions of a schedule's ``n_points`` sigmas: ``step / steps`` (``fraction``, so
+    schedules of different step counts share one axis from 0 to 1) or the step index."""
+    if x_axis not in X_AXES:
+        raise ValueError(f"x_axis must be one of {X_AXES}, got {x_axis!r}.")
+    if n_points < 2:
+        raise ValueError("A schedule needs at least two sigmas.")
+    steps = np.arange(n_points, dtype=float)
+    return steps / (n_points - 1) if x_axis == "fraction" else steps
+
+
+def render_sigma_comparison(curves: dict[str, torch.Tensor], *, x_axis: str = "fraction",
+                            normalize: bool = False, title: str = "", width: int = 768,
+                            height: int = 448) -> np.ndarray:
+    """Several schedules on one plot, as an ``[H, W, 3]`` uint8 array.
+
+    ``curves``: legend name -> SIGMAS (1-D). ``x_axis``: see :func:`aligned_steps`.
+    ``normalize`` divides each schedule by its first sigma (compares shapes across model
+    families whose sigma ranges differ). Each curve has its own colour, line style and marker
+    (equal curves stay distinguishable), the legend sits to the right of the axes, and both
+    axes have titles.
+    """
+    if not curves:
+        raise ValueError("Nothing to plot: connect at least one SIGMAS input.")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width / 100, height / 100), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.09, 0.13, 0.60, 0.78 if title else 0.83))
+    markers = "osD^v<>p"
+    for i, (name, sched) in enumerate(curves.items()):
+        s = torch.as_tensor(sched).detach().cpu().double().flatten().numpy()
+        if normalize and s[0] > 0:
+            s = s / s[0]
+        x = aligned_steps(s.size, x_axis)
+        ax.plot(x, s, linestyle=COMPARE_STYLES[i % len(COMPARE_STYLES)],
+                color=COMPARE_COLORS[i % len(COMPARE_COLORS)], marker=markers[i % len(markers)],
+                ms=max(2.0, 5.0 - 0.1 * s.size), lw=1.8 if i == 0 else 1.4,
+                label=f"{name} ({s.size - 1} steps)", zorder=3 + len(curves) - i)
+    ax.set_xlabel("fraction of sampling (step / steps)" if x_axis == "fraction" else "step")
+    ax.set_ylabel("sigma / first sigma" if normalize else "sigma")
+    ax.grid(alpha=0.3)
+    ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.03, 1.0), fontsize=9, frameon=False,
+              borderaxespad=0.0)
+    if title:
+        ax.set_title(title, fontsize=10)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

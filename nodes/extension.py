@@ -1,13 +1,18 @@
-"""The pack's ComfyUI extension: registers the policy folder and the nodes."""
+"""The pack's ComfyUI extension: registers the policy folder, the nodes and (opt-in) the
+named schedulers ``learned:<policy>``."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import folder_paths
 from comfy_api.latest import ComfyExtension, io
 
+from . import named_schedulers, sigma_nodes
 from .schedule_nodes import FOLDER, NODES
+
+log = logging.getLogger("learned_schedules")
 
 
 def register_policy_folder() -> None:
@@ -24,7 +29,17 @@ def register_policy_folder() -> None:
 
 class LearnedSchedulesExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return list(NODES)
+        return [*NODES, *sigma_nodes.NODES]
+
+
+def register_named_schedulers() -> list[str]:
+    """Opt-in ``learned:<policy>`` schedulers; a failure here never stops the pack loading."""
+    try:
+        return named_schedulers.register_from_policy_folder(FOLDER)
+    except Exception:  # noqa: BLE001 - a broken policy folder must not break ComfyUI's start
+        log.exception("Learned Schedules: could not register the named schedulers")
+        return []
 
 
 register_policy_folder()
+register_named_schedulers()

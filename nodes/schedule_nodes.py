@@ -18,6 +18,7 @@ from ..comfy_bridge import features as cf
 from ..policies.policy_file import read_metadata
 from ..policies.schedule import resample_schedule, validate_schedule
 from .policy_cache import get_policy
+from .policy_choice import missing_policy_message, policy_options, policy_tooltip
 
 log = logging.getLogger("learned_schedules")
 
@@ -136,8 +137,8 @@ class LearnedSchedule(io.ComfyNode):
                                "the exact initial noise from it."),
                 io.Latent.Input("latent_image", tooltip="The same latent that goes to the "
                                 "sampler (its size and batch define the noise)."),
-                io.Combo.Input("policy", options=policy_files(),
-                               tooltip="A policy file from models/learned_schedules."),
+                io.Combo.Input("policy", options=policy_options(files := policy_files()),
+                               tooltip=policy_tooltip(files)),
                 io.Int.Input("steps", default=0, min=0, max=MAX_STEPS,
                              tooltip="Sampler steps; 0 uses the policy's own step count, "
                                      "another count resamples the learned schedule."),
@@ -152,10 +153,9 @@ class LearnedSchedule(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, policy: str, steps: int = 0, **kwargs) -> bool | str:
-        if not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
-            return f"steps must be between 1 and {MAX_STEPS} (0: the policy's own count)."
-        return _check_policy_file(policy)
+    def validate_inputs(cls, policy: str) -> bool | str:
+        # only `policy`: ComfyUI's own min/max/combo checks stay on for the other inputs
+        return missing_policy_message(policy, policy_files()) or _check_policy_file(policy)
 
     @classmethod
     def fingerprint_inputs(cls, policy: str, **kwargs):
@@ -167,10 +167,18 @@ class LearnedSchedule(io.ComfyNode):
                 mode: str = "mean", denoise: float = 1.0) -> io.NodeOutput:
         sigmas, default, meta = learned_sigmas(model, positive, noise, latent_image, policy,
                                                steps, mode, denoise)
+        used = int(sigmas.numel() - 1)
+        trained = int(meta["steps"])
+        wanted = steps or trained  # the schedule length before denoise keeps its tail
+        total = wanted if denoise >= 1.0 else max(wanted, int(round(wanted / denoise)))
         payload = {"sigmas": sigmas.tolist(), "default_sigmas": default.tolist(),
                    "label": os.path.splitext(policy)[0],
                    "default_label": "simple (the model's default)",
-                   "steps": int(sigmas.numel() - 1), "family": meta["model_family"]}
+                   "steps": used, "family": meta["model_family"],
+                   "policy": policy, "method": meta.get("method", ""),
+                   "trained_steps": trained,
+                   "resampling": (f"resampled from {trained} to {total} steps"
+                                  if total != trained else "")}
         return io.NodeOutput(sigmas, ui={"learned_schedule": [payload]})
 
 
@@ -195,7 +203,7 @@ def format_schedule_text(sigmas: torch.Tensor, decimals: int = 6) -> str:
 
 
 class ScheduleToText(io.ComfyNode):
-    """SIGMAS to plain text that ManualSigmas (or a person) can read."""
+    """SIGMAS to plain text that a person (or Text to Schedule) can read; shown on the node."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -203,12 +211,14 @@ class ScheduleToText(io.ComfyNode):
             node_id="LearnedSchedules_ScheduleToText",
             display_name="Schedule to Text",
             category=CATEGORY,
-            description="Writes sigmas as comma-separated numbers, to share a learned schedule "
-                        "with people who do not have this pack (paste into ManualSigmas).",
+            description="Shows sigmas as comma-separated numbers on the node, to copy a "
+                        "learned schedule (Text to Schedule reads them back).",
             inputs=[io.Sigmas.Input("sigmas", tooltip="The schedule to write out."),
                     io.Int.Input("decimals", default=6, min=2, max=12,
                                  tooltip="Significant digits per value.")],
-            outputs=[io.String.Output()],
+            outputs=[io.String.Output(tooltip="The numbers as text, e.g. for a note or a "
+                                              "Text to Schedule node in another workflow.")],
+            is_output_node=True,
         )
 
     @classmethod

@@ -18,13 +18,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 VPY="$VENV/bin/python"
 
-# 2. pinned dependencies (re-installed only when requirements.txt or pyproject.toml change)
+# 2. pinned dependencies (re-installed only when a requirements file or pyproject.toml changes);
+#    requirements.txt is the nodes' runtime set, requirements-dev.txt the whole dev environment
 stamp="$VENV/.ls-deps-stamp"
-want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log "installing pinned dependencies (torch from local disk when available; ~1-3 min)"
   "$VPY" -m pip install -q --upgrade pip >/dev/null
-  "$VPY" -m pip install -q -r requirements.txt
+  "$VPY" -m pip install -q -r requirements-dev.txt
   "$VPY" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
     || "$VPY" -m pip install -q --no-deps -e .
   echo "$want" > "$stamp"

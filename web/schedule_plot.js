@@ -41,32 +41,132 @@ export function schedulePath(sigmas, xScale, yScale) {
   return sigmas.map((s, i) => [xScale(i), yScale(s)]);
 }
 
-/** Plot rectangle leaving room for axes (left/bottom) and a density strip on the right. */
-export function layout(width, height, { padding = 8 } = {}) {
-  const strip = Math.max(18, Math.round(width * 0.14));
-  return {
-    left: padding + 34,
-    top: padding + 4,
+export const LINE_HEIGHT = 13;
+
+/**
+ * Where everything goes, all inside [0, width] x [0, height]: a header band (`headerLines`
+ * info lines, then one legend line) above the axes, so the legend never covers a curve; the
+ * plot box with room for tick labels and axis titles; a density strip on the right.
+ */
+export function layout(width, height, { headerLines = 0, padding = 6 } = {}) {
+  const strip = Math.max(14, Math.round(width * 0.1));
+  const headerTop = padding;
+  const legendY = headerTop + headerLines * LINE_HEIGHT;
+  const top = legendY + LINE_HEIGHT + 8;
+  const box = {
+    headerTop,
+    infoY: headerTop,
+    legendY,
+    left: padding + 44, // y axis title + tick labels
+    top,
     right: width - padding - strip - 6,
-    bottom: height - padding - 22,
+    bottom: height - padding - 30, // x tick labels + x axis title
     stripLeft: width - padding - strip,
     stripRight: width - padding,
+    width,
+    height,
+    padding,
   };
+  box.xTitleY = height - padding - 3;
+  box.yTitleX = padding + 9;
+  return box;
 }
+
+/** Backing-store size of a canvas shown at `cssW` x `cssH` CSS pixels under a canvas zoom and
+ *  a device pixel ratio: one backing pixel per screen pixel (sharp at any zoom), capped. */
+export function backingSize(cssW, cssH, zoom = 1, dpr = 1, maxSide = 4096) {
+  let scale = Math.max(0.25, (Number(zoom) || 1) * (Number(dpr) || 1));
+  scale = Math.min(scale, maxSide / Math.max(1, cssW), maxSide / Math.max(1, cssH));
+  return { width: Math.max(1, Math.round(cssW * scale)), height: Math.max(1, Math.round(cssH * scale)), scale };
+}
+
+const DARK = {
+  background: "#1e1e1e", axis: "#9ca3af", grid: "#374151", text: "#e5e7eb", muted: "#9ca3af",
+  learned: "#3b82f6", default: "#f59e0b", density: "rgba(59,130,246,0.35)",
+};
+const LIGHT = {
+  background: "#ffffff", axis: "#4b5563", grid: "#e5e7eb", text: "#111827", muted: "#4b5563",
+  learned: "#2563eb", default: "#d97706", density: "rgba(37,99,235,0.25)",
+};
 
 /** Colours with good contrast on ComfyUI's dark and light themes. */
 export function themeColors(isDark) {
-  return isDark
-    ? { background: "#1e1e1e", axis: "#9ca3af", grid: "#374151", text: "#e5e7eb",
-        learned: "#3b82f6", default: "#f59e0b", density: "rgba(59,130,246,0.35)" }
-    : { background: "#ffffff", axis: "#4b5563", grid: "#e5e7eb", text: "#111827",
-        learned: "#2563eb", default: "#d97706", density: "rgba(37,99,235,0.25)" };
+  return { ...(isDark ? DARK : LIGHT) };
+}
+
+/** Parse "#rgb", "#rrggbb" or "rgb(a)(r, g, b...)" into [r, g, b], or null. */
+export function parseColor(text) {
+  if (typeof text !== "string") return null;
+  const s = text.trim();
+  let m = s.match(/^#([0-9a-f]{3})$/i);
+  if (m) return [...m[1]].map((c) => parseInt(c + c, 16));
+  m = s.match(/^#([0-9a-f]{6})([0-9a-f]{2})?$/i);
+  if (m) return [0, 2, 4].map((i) => parseInt(m[1].slice(i, i + 2), 16));
+  m = s.match(/^rgba?\(\s*([\d.]+)[\s,]+([\d.]+)[\s,]+([\d.]+)/i);
+  if (m) return [m[1], m[2], m[3]].map(Number);
+  return null;
+}
+
+export function luminance([r, g, b]) {
+  return 0.299 * r + 0.587 * g + 0.114 * b;
+}
+
+/**
+ * Colours that follow the active palette: `vars` maps CSS variable names of the frontend
+ * (`--comfy-input-bg`, `--input-text`, `--descrip-text`, `--border-color`) to their values;
+ * the curves use the dark or light set, chosen by the background's brightness.
+ */
+export function paletteColors(vars = {}) {
+  const bg = parseColor(vars["--comfy-input-bg"]) || parseColor(vars["--comfy-menu-bg"]);
+  const isDark = bg ? luminance(bg) < 128 : true;
+  const c = themeColors(isDark);
+  if (bg) c.background = vars["--comfy-input-bg"]?.trim() || vars["--comfy-menu-bg"].trim();
+  if (parseColor(vars["--input-text"])) c.text = vars["--input-text"].trim();
+  if (parseColor(vars["--descrip-text"])) c.muted = vars["--descrip-text"].trim();
+  if (parseColor(vars["--border-color"])) c.grid = vars["--border-color"].trim();
+  c.isDark = isDark;
+  return c;
 }
 
 export const PLACEHOLDER = "run the graph to see the schedule";
 
-function validCurve(v) {
+/** The lines shown above the plot: policy name, family, trained step count, resampling. */
+export function infoLines(payload) {
+  if (!payload) return [];
+  const head = [];
+  if (payload.policy) head.push(payload.policy);
+  if (payload.family) head.push(payload.family);
+  if (Number.isFinite(payload.trained_steps)) head.push(`trained for ${payload.trained_steps} steps`);
+  const lines = head.length ? [head.join(" · ")] : [];
+  if (payload.resampling) lines.push(payload.resampling);
+  return lines;
+}
+
+/** Legend entries: the learned curve first (solid), then the default (dashed) if present. */
+export function legendItems(payload) {
+  if (!payload) return [];
+  const items = [{ kind: "learned", label: payload.label || "learned" }];
+  if (validCurve(payload.default_sigmas)) {
+    items.push({ kind: "default", label: payload.default_label || "default" });
+  }
+  return items;
+}
+
+export function validCurve(v) {
   return Array.isArray(v) && v.length >= 2 && v.every((x) => Number.isFinite(x));
+}
+
+/** `text` cut to fit `maxWidth` (with an ellipsis), measured by `measure(text) -> width`. */
+export function fitText(text, maxWidth, measure) {
+  if (measure(text) <= maxWidth) return text;
+  let lo = 0;
+  let hi = text.length;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (measure(`${text.slice(0, mid)}…`) <= maxWidth) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo > 0 ? `${text.slice(0, lo)}…` : "";
 }
 
 function polyline(ctx, points) {
@@ -76,61 +176,100 @@ function polyline(ctx, points) {
 }
 
 /**
- * Draw the schedule plot on a 2D context (or any object with the same methods).
- * payload: { sigmas, default_sigmas?, label?, default_label? } or null for the placeholder.
+ * Draw the schedule plot on a 2D context (or any object with the same methods), in a
+ * `width` x `height` CSS-pixel area. `payload`: { sigmas, default_sigmas?, label?,
+ * default_label?, policy?, family?, trained_steps?, resampling? } or null for the placeholder.
+ * `colors`: from themeColors / paletteColors (a boolean picks the dark or light set).
  */
-export function drawSchedule(ctx, width, height, payload, isDark) {
-  const c = themeColors(isDark);
+export function drawSchedule(ctx, width, height, payload, colors) {
+  const c = typeof colors === "object" && colors ? colors : themeColors(colors !== false);
+  const measure = (t) => ctx.measureText(t)?.width ?? t.length * 6;
   ctx.save();
+  ctx.beginPath();
+  ctx.rect(0, 0, width, height);
+  ctx.clip();
   ctx.fillStyle = c.background;
   ctx.fillRect(0, 0, width, height);
   ctx.font = "11px sans-serif";
+  ctx.textBaseline = "alphabetic";
   if (!payload || !validCurve(payload.sigmas)) {
     ctx.fillStyle = c.text;
-    const w = ctx.measureText(PLACEHOLDER).width || 0;
-    ctx.fillText(PLACEHOLDER, Math.max(4, (width - w) / 2), height / 2);
+    const text = fitText(PLACEHOLDER, width - 8, measure);
+    ctx.fillText(text, Math.max(4, (width - measure(text)) / 2), height / 2);
     ctx.restore();
-    return;
+    return null;
   }
   const learned = payload.sigmas;
   const other = validCurve(payload.default_sigmas) ? payload.default_sigmas : null;
-  const box = layout(width, height);
+  const info = infoLines(payload);
+  const box = layout(width, height, { headerLines: info.length });
   const steps = Math.max(learned.length, other ? other.length : 0) - 1;
   const top = Math.max(...learned, ...(other || [0]), 1e-9);
   const x = linearScale([0, steps], [box.left, box.right]);
   const y = linearScale([0, top], [box.bottom, box.top]);
 
-  // grid and axes with ticks
+  // header: info lines, then the legend (above the axes: never on a curve)
+  ctx.fillStyle = c.muted;
+  info.forEach((line, i) => {
+    ctx.fillText(fitText(line, width - 2 * box.padding, measure), box.padding,
+      box.infoY + (i + 1) * LINE_HEIGHT - 3);
+  });
+  let lx = box.left;
+  const ly = box.legendY + LINE_HEIGHT - 3;
+  for (const item of legendItems(payload)) {
+    const color = item.kind === "learned" ? c.learned : c.default;
+    ctx.strokeStyle = color;
+    ctx.lineWidth = 2;
+    ctx.setLineDash(item.kind === "learned" ? [] : [4, 3]);
+    polyline(ctx, [[lx, ly - 4], [lx + 18, ly - 4]]);
+    ctx.setLineDash([]);
+    ctx.fillStyle = c.text;
+    const label = fitText(item.label, Math.max(0, box.stripRight - lx - 24), measure);
+    ctx.fillText(label, lx + 22, ly);
+    lx += 22 + measure(label) + 14;
+  }
+
+  // grid, axes, tick labels and axis titles
   ctx.strokeStyle = c.grid;
   ctx.lineWidth = 1;
   ctx.fillStyle = c.text;
+  ctx.font = "10px sans-serif";
   for (const t of niceTicks(0, top, 4)) {
     polyline(ctx, [[box.left, y(t)], [box.right, y(t)]]);
-    ctx.fillText(String(+t.toFixed(3)), 2, y(t) + 4);
+    const label = String(+t.toFixed(3));
+    ctx.fillText(label, box.left - 4 - measure(label), y(t) + 3);
   }
   for (const t of niceTicks(0, steps, Math.min(steps, 6)).filter(Number.isInteger)) {
-    ctx.fillText(String(t), x(t) - 3, box.bottom + 14);
+    const label = String(t);
+    ctx.fillText(label, x(t) - measure(label) / 2, box.bottom + 12);
   }
   ctx.strokeStyle = c.axis;
   polyline(ctx, [[box.left, box.top], [box.left, box.bottom], [box.right, box.bottom]]);
+  ctx.fillStyle = c.muted;
+  ctx.fillText("step", (box.left + box.right) / 2 - measure("step") / 2, box.xTitleY);
+  ctx.save();
+  ctx.translate(box.yTitleX, (box.top + box.bottom) / 2);
+  ctx.rotate(-Math.PI / 2);
+  ctx.fillText("sigma", -measure("sigma") / 2, 0);
+  ctx.restore();
 
-  // default schedule dashed, learned solid with markers
-  if (other) {
-    ctx.strokeStyle = c.default;
-    ctx.lineWidth = 1.5;
-    ctx.setLineDash([5, 4]);
-    polyline(ctx, schedulePath(other, linearScale([0, other.length - 1], [box.left, box.right]), y));
-    ctx.setLineDash([]);
-  }
+  // learned solid with markers, then the default dashed ON TOP: visible even when equal
   ctx.strokeStyle = c.learned;
   ctx.fillStyle = c.learned;
-  ctx.lineWidth = 2;
+  ctx.lineWidth = 2.5;
   const pts = schedulePath(learned, linearScale([0, learned.length - 1], [box.left, box.right]), y);
   polyline(ctx, pts);
   for (const [px, py] of pts) {
     ctx.beginPath();
     ctx.arc(px, py, 2.5, 0, 2 * Math.PI);
     ctx.fill();
+  }
+  if (other) {
+    ctx.strokeStyle = c.default;
+    ctx.lineWidth = 1.5;
+    ctx.setLineDash([5, 4]);
+    polyline(ctx, schedulePath(other, linearScale([0, other.length - 1], [box.left, box.right]), y));
+    ctx.setLineDash([]);
   }
 
   // density strip of the learned sigmas along the y axis (as in the paper's figure)
@@ -144,14 +283,6 @@ export function drawSchedule(ctx, width, height, payload, isDark) {
   grid.forEach((g, i) => ctx.lineTo(sx(dens[i]), y(g)));
   ctx.lineTo(box.stripLeft, y(top));
   ctx.fill();
-
-  // legend
-  ctx.font = "10px sans-serif";
-  ctx.fillStyle = c.learned;
-  ctx.fillText(payload.label || "learned", box.left + 6, box.top + 10);
-  if (other) {
-    ctx.fillStyle = c.default;
-    ctx.fillText(`- - ${payload.default_label || "default"}`, box.left + 6, box.top + 22);
-  }
   ctx.restore();
+  return box;
 }

@@ -1,49 +1,103 @@
-// Drive the real ComfyUI frontend in headless Debian Chromium: load an API-format graph,
-// run it, and read back the Learned Schedule node's plot canvas. Only 127.0.0.1 is used.
-// Usage: node tests/browser/run_ui.mjs <server-url> <graph.json> <screenshot.png>
+// Drive the real ComfyUI frontend in headless Debian Chromium, as a new user would: open every
+// example from the templates panel, run it (tiny models swapped into the frontend's own
+// prompt), then reload the page and run again (cached) to check that the plot stays.
+// Only 127.0.0.1 is used.
+// Usage: node tests/browser/run_ui.mjs <server-url> <spec.json>
+//   spec: { module, examples: [stem], run: [stem], stand_ins: {set, replace}, out_dir,
+//           thumbnails_dir? (write <stem>.jpg thumbnails there),
+//           no_policy? (a stem: open it on a server without policies, press Run) }
 import { readFileSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const [url, graphPath, shot] = process.argv.slice(2);
-const graph = JSON.parse(readFileSync(graphPath, "utf8"));
+const [url, specPath] = process.argv.slice(2);
+const spec = JSON.parse(readFileSync(specPath, "utf8"));
+const LS = "LearnedSchedules_LearnedSchedule";
+const result = { ok: false, examples: {}, screenshots: [] };
+const alerts = [];
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
 });
-const result = { ok: false };
-try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  page.on("pageerror", (e) => console.error("pageerror:", e.message));
-  // mark the first-visit tutorial as done so no templates dialog covers the canvas
-  await fetch(`${url}/settings/Comfy.TutorialCompleted`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: "true",
-  }).catch(() => {});
-  await page.goto(url, { waitUntil: "domcontentloaded", timeout: 60000 });
-  await page.waitForFunction(() => window.app && window.app.graph && window.app.loadApiJson,
-    null, { timeout: 60000 });
-  await page.keyboard.press("Escape"); // the first visit opens a templates dialog
-  await page.evaluate(async (g) => { await window.app.loadApiJson(g, "learned_schedules"); }, graph);
-  result.before = await page.evaluate(() => document.querySelectorAll(
-    'canvas[data-testid="learned-schedule-canvas"]').length);
-  // the websocket must be up, or the executed message (and the plot) never arrives
+
+async function openApp(page) {
+  await page.waitForFunction(() => window.app?.graph && window.app.extensionManager?.command,
+    null, { timeout: 90000 });
+  // the websocket must be up, or the executed messages (and the plot) never arrive
   await page.waitForFunction(() => window.app.api?.socket?.readyState === 1, null,
     { timeout: 60000 }).catch(() => {});
-  await page.waitForTimeout(500);
-  await page.evaluate(async () => { await window.app.queuePrompt(0, 1); });
-  // wait until the node received its ui payload and drew the curve
-  await page.waitForFunction(() => {
-    const node = window.app.graph._nodes.find((n) => n.type === "LearnedSchedules_LearnedSchedule");
-    return node && node.__lsPayload;
-  }, null, { timeout: 120000 });
-  await page.waitForTimeout(500);
-  const info = await page.evaluate(() => {
-    const node = window.app.graph._nodes.find((n) => n.type === "LearnedSchedules_LearnedSchedule");
-    const canvas = node.__lsCanvas;
-    node.__lsCanvas.scrollIntoView?.();
-    const ctx = canvas.getContext("2d");
-    const { width, height } = canvas;
-    const data = ctx.getImageData(0, 0, width, height).data;
+  await page.waitForTimeout(800);
+  await page.keyboard.press("Escape"); // a first visit may open a dialog
+}
+
+async function openTemplate(page, stem) {
+  await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
+  const dialog = page.locator('[role="dialog"]');
+  await dialog.getByText(spec.module, { exact: true }).first().click({ timeout: 30000 });
+  const card = dialog.locator(`[data-testid="template-workflow-${stem}"]`).first();
+  await card.waitFor({ timeout: 30000 });
+  // its thumbnail: the .jpg beside the workflow (a missing one shows a 224 px placeholder)
+  const img = card.locator("img").first();
+  await page.waitForFunction((el) => el.complete && el.naturalWidth > 0,
+    await img.elementHandle(), { timeout: 30000 }).catch(() => {});
+  const thumb = await img.evaluate((el) => el.naturalWidth).catch(() => 0);
+  await card.locator("h3").first().click();
+  await page.waitForFunction(
+    (ls) => window.app.graph._nodes.some((n) => n.type === ls) &&
+      !document.querySelector('[role="dialog"]'), LS, { timeout: 60000 });
+  await page.waitForTimeout(800);
+  return thumb;
+}
+
+// a seed of this browser run: the API tests may have run the same graphs on this server, and a
+// fully cached graph would not execute (the cached case is checked on purpose further down)
+const SEED = 1000 + (Date.now() % 100000);
+
+function standIns(prompt, stand) {
+  const out = JSON.parse(JSON.stringify(prompt));
+  for (const node of Object.values(out)) {
+    if (node.class_type === "RandomNoise") node.inputs.noise_seed = SEED;
+    const rep = stand.replace[node.class_type];
+    if (rep) {
+      node.class_type = rep.class_type;
+      node.inputs = { ...rep.inputs };
+    }
+    Object.assign(node.inputs, stand.set[node.class_type] || {});
+  }
+  return out;
+}
+
+async function runPrompt(page, prompt) {
+  const body = await page.evaluate(async (p) => {
+    const api = window.app.api;
+    const r = await fetch("/api/prompt", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ prompt: p, client_id: api.clientId ?? api.initialClientId }),
+    });
+    return r.json();
+  }, prompt);
+  if (!body.prompt_id) return { status: "rejected", body };
+  const deadline = Date.now() + 300000;
+  while (Date.now() < deadline) {
+    const hist = await (await fetch(`${url}/history/${body.prompt_id}`)).json();
+    const st = hist[body.prompt_id]?.status;
+    if (st?.completed !== undefined && ["success", "error"].includes(st.status_str)) {
+      if (st.status_str === "error") return { status: "error", messages: st.messages };
+      await page.waitForTimeout(1000); // let the executed messages reach the nodes
+      return { status: "success" };
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return { status: "timeout" };
+}
+
+async function plotState(page) {
+  return page.evaluate((ls) => {
+    const node = window.app.graph._nodes.find((n) => n.type === ls);
+    const canvas = node?.__lsCanvas;
+    if (!canvas) return { curve: 0, payload: false };
+    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
     const targets = [[0x3b, 0x82, 0xf6], [0x25, 0x63, 0xeb]]; // learned colour, dark / light
     let curve = 0;
     for (let i = 0; i < data.length; i += 4) {
@@ -52,23 +106,191 @@ try {
             Math.abs(data[i + 2] - b) < 12) { curve++; break; }
       }
     }
-    return { width, height, curve, sigmas: node.__lsPayload.sigmas };
-  });
-  Object.assign(result, info, { ok: true });
-  // centre the node on screen for the screenshot
-  await page.evaluate(() => {
-    const node = window.app.graph._nodes.find((n) => n.type === "LearnedSchedules_LearnedSchedule");
+    const payload = node.properties?.learned_schedule_plot;
+    const rect = canvas.parentElement.getBoundingClientRect();
+    return { curve, payload: !!payload, width: canvas.width, height: canvas.height,
+             sigmas: payload?.sigmas, rootHeight: rect.height };
+  }, LS);
+}
+
+async function focusNodes(page, types, clip) {
+  await page.evaluate(({ types, clip }) => {
     const c = window.app.canvas;
-    if (c?.ds && node) {
-      c.ds.offset[0] = -node.pos[0] + 300;
-      c.ds.offset[1] = -node.pos[1] + 150;
-      c.setDirty(true, true);
-    }
-  });
-  await page.waitForTimeout(500);
+    const nodes = window.app.graph._nodes.filter((n) => !types || types.includes(n.type));
+    const x0 = Math.min(...nodes.map((n) => n.pos[0])) - 20;
+    const y0 = Math.min(...nodes.map((n) => n.pos[1])) - 50;
+    const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])) + 20;
+    const y1 = Math.max(...nodes.map((n) => n.pos[1] + n.size[1])) + 20;
+    const r = clip || { x: 60, y: 90, width: c.canvas.clientWidth - 60,
+                        height: c.canvas.clientHeight - 90 };
+    const scale = Math.min(r.width / (x1 - x0), r.height / (y1 - y0), 1.6);
+    c.ds.scale = scale;
+    c.ds.offset[0] = r.x / scale - x0 + (r.width / scale - (x1 - x0)) / 2;
+    c.ds.offset[1] = r.y / scale - y0 + (r.height / scale - (y1 - y0)) / 2;
+    c.setDirty(true, true);
+  }, { types, clip });
+  await page.waitForTimeout(900);
+}
+
+// reload the page (the workflow comes back from the browser's storage), then run the same
+// prompt again (every node cached: onExecuted does not fire), then zoom in
+async function reloadAndRerun(page, ex) {
+  const prompt = standIns(ex.prompt, spec.stand_ins);
+  await page.waitForTimeout(1500);
+  await page.reload({ waitUntil: "domcontentloaded" });
+  await openApp(page);
+  await page.waitForTimeout(1500);
+  ex.after_reload = await plotState(page);
+  const shot = `${spec.out_dir}/after_reload.png`;
+  await focusNodes(page, [LS]);
   await page.screenshot({ path: shot });
+  result.screenshots.push(shot);
+  ex.after_cached_run = { ...(await runPrompt(page, prompt)), ...(await plotState(page)) };
+  await page.evaluate(() => { window.app.canvas.ds.scale = 2.5; window.app.canvas.setDirty(true, true); });
+  await page.waitForTimeout(900);
+  ex.sharp_at_zoom = await page.evaluate((ls) => {
+    const c = window.app.graph._nodes.find((n) => n.type === ls).__lsCanvas;
+    return { backing_over_css: c.width / parseFloat(c.style.width) };
+  }, LS);
+  ex.bounds = await plotBounds(page);
+  ex.palette = await paletteSwitch(page);
+  ex.after_tab_switch = await tabSwitch(page);
+}
+
+// the plot's on-screen rectangle against the node's (body below the title bar)
+async function plotBounds(page) {
+  await focusNodes(page, [LS]);
+  return page.evaluate((ls) => {
+    const app = window.app;
+    const node = app.graph._nodes.find((n) => n.type === ls);
+    const el = app.canvas.canvas.getBoundingClientRect();
+    const [x0, y0] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1]]);
+    const [x1, y1] = app.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0],
+      node.pos[1] + node.size[1]]);
+    const r = node.__lsCanvas.getBoundingClientRect();
+    return { node: [x0 + el.left, y0 + el.top, x1 + el.left, y1 + el.top],
+             plot: [r.left, r.top, r.right, r.bottom] };
+  }, LS);
+}
+
+// switch the colour palette: the plot is redrawn without a run (its background follows)
+async function paletteSwitch(page) {
+  const pixel = () => page.evaluate((ls) => {
+    const c = window.app.graph._nodes.find((n) => n.type === ls).__lsCanvas;
+    return [...c.getContext("2d").getImageData(1, 1, 1, 1).data.slice(0, 3)];
+  }, LS);
+  const setPalette = (id) => page.evaluate((id) =>
+    window.app.extensionManager.setting.set("Comfy.ColorPalette", id), id);
+  const before = await pixel();
+  await setPalette("light");
+  await page.waitForTimeout(1200);
+  const light = await pixel();
+  const shot = `${spec.out_dir}/light_palette.png`;
+  await page.screenshot({ path: shot });
+  result.screenshots.push(shot);
+  await setPalette("dark");
+  await page.waitForTimeout(1200);
+  return { before, light, after: await pixel() };
+}
+
+// open a new blank workflow tab, then come back (as clicking the tabs does)
+async function tabSwitch(page) {
+  const command = (id) => page.evaluate((id) => window.app.extensionManager.command.execute(id), id);
+  await command("Comfy.NewBlankWorkflow");
+  await page.waitForTimeout(1200);
+  const blank = await page.evaluate(() => window.app.graph._nodes.length);
+  await command("Workspace.PreviousOpenedWorkflow");
+  await page.waitForFunction((ls) => window.app.graph._nodes.some((n) => n.type === ls), LS,
+    { timeout: 30000 }).catch(() => {});
+  await page.waitForTimeout(1200);
+  return { blank_nodes: blank, ...(await plotState(page)) };
+}
+
+const THUMB = { x: 240, y: 135, width: 760, height: 760 }; // below the tab bar and workflow name
+const THUMB_NODES = [LS, "SamplerCustomAdvanced", "SaveImage", "LearnedSchedules_CompareSchedules",
+  "LearnedSchedules_ScheduleToText"];
+async function thumbnail(page, stem) {
+  await focusNodes(page, THUMB_NODES, THUMB);
+  await page.screenshot({ path: `${spec.thumbnails_dir}/${stem}.jpg`, type: "jpeg", quality: 82,
+                          clip: THUMB });
+}
+
+try {
+  for (const [key, value] of [["Comfy.TutorialCompleted", true], ["Comfy.Minimap.Visible", false],
+    ["LiteGraph.Canvas.LowQualityRenderingZoomThreshold", 0.2]]) {
+    await fetch(`${url}/settings/${key}`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(value),
+    }).catch(() => {});
+  }
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on("pageerror", (e) => console.error("pageerror:", e.message));
+  page.on("dialog", async (d) => {
+    if (d.type() === "beforeunload") return d.accept(); // "unsaved changes" on reload
+    alerts.push(d.message());
+    return d.dismiss();
+  });
+  await page.goto(url, { waitUntil: "domcontentloaded", timeout: 90000 });
+  await openApp(page);
+
+  if (spec.no_policy) {
+    // a fresh server with an empty policy folder: open an example, press Run
+    await openTemplate(page, spec.no_policy);
+    result.new_node_policy = await page.evaluate((ls) => {
+      const node = window.LiteGraph.createNode(ls);
+      return node.widgets.find((w) => w.name === "policy").value;
+    }, LS);
+    await page.evaluate(() => window.app.queuePrompt(0, 1));
+    await page.waitForSelector('[role="dialog"]', { timeout: 30000 }).catch(() => {});
+    await page.waitForTimeout(1500);
+    result.dialog_text = await page.evaluate(() => [...document.querySelectorAll(
+      '[role="dialog"], .p-toast-message')].map((e) => e.innerText).join("\n"));
+    const shot = `${spec.out_dir}/no_policy.png`;
+    await page.screenshot({ path: shot });
+    result.screenshots.push(shot);
+    spec.examples = [];
+  }
+
+  for (const stem of spec.examples) {
+    const before = alerts.length;
+    const ex = { thumbnail_width: await openTemplate(page, stem) };
+    ex.loaded_nodes = await page.evaluate(() => window.app.graph._nodes.length);
+    ex.prompt = (await page.evaluate(async () => (await window.app.graphToPrompt()).output));
+    ex.alerts = await page.evaluate(() => [...document.querySelectorAll(
+      ".p-toast-message-error")].map((e) => e.innerText));
+    ex.alerts.push(...alerts.slice(before));
+    if (spec.run.includes(stem)) {
+      Object.assign(ex, await runPrompt(page, standIns(ex.prompt, spec.stand_ins)));
+      await page.waitForFunction((ls) => window.app.graph._nodes.find((n) => n.type === ls)
+        ?.properties?.learned_schedule_plot, LS, { timeout: 30000 }).catch(() => {});
+      await page.waitForTimeout(400);
+      Object.assign(ex, await plotState(page));
+      ex.preview_images = await page.evaluate(() => {
+        const node = window.app.graph._nodes.find(
+          (n) => n.type === "LearnedSchedules_CompareSchedules");
+        if (!node) return 0;
+        const out = window.app.nodeOutputs?.[String(node.id)];
+        return out?.images?.length ?? node.imgs?.length ?? 0;
+      });
+      ex.text = await page.evaluate(() => window.app.graph._nodes.find(
+        (n) => n.type === "LearnedSchedules_ScheduleToText")?.__lsText?.value ?? "");
+      if (spec.thumbnails_dir) {
+        await thumbnail(page, stem);
+      }
+      if (stem === spec.run[0]) await reloadAndRerun(page, ex);
+      const shot = `${spec.out_dir}/${stem.replace(/[^A-Za-z0-9]+/g, "_")}.png`;
+      await focusNodes(page, [LS, "LearnedSchedules_CompareSchedules",
+        "LearnedSchedules_ScheduleToText"]);
+      await page.screenshot({ path: shot });
+      result.screenshots.push(shot);
+    } else if (spec.thumbnails_dir) {
+      await thumbnail(page, stem);
+    }
+    result.examples[stem] = ex;
+  }
+
+  result.ok = true;
 } catch (e) {
-  result.error = String(e && e.stack || e);
+  result.error = String((e && e.stack) || e);
 } finally {
   await browser.close();
 }

@@ -97,3 +97,101 @@ test("a payload without a default still draws the learned curve", () => {
   assert.ok(strokes.some(([, color]) => color === themeColors(true).learned));
   assert.ok(!strokes.some(([, color]) => color === themeColors(true).default));
 });
+
+import {
+  backingSize, fitText, infoLines, legendItems, paletteColors, parseColor,
+} from "../schedule_plot.js";
+
+const FULL = {
+  sigmas: [1, 0.7, 0.3, 0], default_sigmas: [1, 0.9, 0.6, 0], label: "my_policy",
+  default_label: "simple", policy: "my_policy.safetensors", family: "sd3", trained_steps: 4,
+  resampling: "resampled from 4 to 3 steps",
+};
+
+test("layout keeps everything inside the node and the legend above the axes", () => {
+  for (const [w, h, lines] of [[300, 200, 0], [240, 180, 2], [900, 600, 2]]) {
+    const box = layout(w, h, { headerLines: lines });
+    assert.ok(box.legendY + 13 <= box.top, "legend band above the plot box");
+    assert.ok(box.left > 0 && box.right < box.stripLeft && box.stripRight <= w);
+    assert.ok(box.top > 0 && box.bottom < h && box.xTitleY <= h);
+    assert.ok(box.yTitleX > 0 && box.yTitleX < box.left);
+  }
+});
+
+test("every line and marker lands inside the canvas", () => {
+  const { ctx, calls } = recordingContext();
+  const [w, h] = [260, 190];
+  drawSchedule(ctx, w, h, FULL, true);
+  const pts = calls.filter(([n]) => n === "moveTo" || n === "lineTo" || n === "arc");
+  assert.ok(pts.length > 10);
+  for (const [, px, py] of pts) {
+    assert.ok(px >= 0 && px <= w && py >= 0 && py <= h, `${px},${py}`);
+  }
+});
+
+test("info lines name the policy, family, trained steps and resampling", () => {
+  const lines = infoLines(FULL);
+  assert.equal(lines.length, 2);
+  assert.match(lines[0], /my_policy\.safetensors/);
+  assert.match(lines[0], /sd3/);
+  assert.match(lines[0], /trained for 4 steps/);
+  assert.equal(lines[1], FULL.resampling);
+  assert.deepEqual(infoLines({ ...FULL, resampling: "" }).length, 1);
+  const { ctx, calls } = recordingContext();
+  drawSchedule(ctx, 600, 300, FULL, true);
+  const texts = calls.filter(([n]) => n === "fillText").map(([, t]) => t);
+  assert.ok(texts.includes(lines[0]) && texts.includes(lines[1]));
+  assert.ok(texts.includes("step") && texts.includes("sigma"), "axis titles");
+});
+
+test("legend text sits above the plot box, off the curves", () => {
+  const { ctx, calls } = recordingContext();
+  const box = drawSchedule(ctx, 400, 260, FULL, false);
+  const legend = calls.filter(([n, t]) => n === "fillText" && (t === "my_policy" || t === "simple"));
+  assert.equal(legend.length, 2);
+  for (const [, , , ty] of legend) assert.ok(ty < box.top, `${ty} < ${box.top}`);
+  assert.deepEqual(legendItems(FULL).map((i) => i.kind), ["learned", "default"]);
+});
+
+test("the default stays visible when it equals the learned curve", () => {
+  const { ctx, calls } = recordingContext();
+  const same = { ...FULL, default_sigmas: [...FULL.sigmas] };
+  drawSchedule(ctx, 300, 200, same, true);
+  const c = themeColors(true);
+  const curveStrokes = calls.filter(([n, color]) => n === "stroke" &&
+    (color === c.learned || color === c.default));
+  const learnedAt = curveStrokes.findIndex(([, color, dash]) => color === c.learned && !dash.length);
+  const lastDefault = curveStrokes.findLastIndex(([, color, dash]) => color === c.default && dash.length);
+  assert.ok(learnedAt >= 0 && lastDefault > learnedAt, "dashed default drawn over the learned line");
+});
+
+test("backing store follows zoom and device pixel ratio, capped", () => {
+  assert.deepEqual(backingSize(200, 100, 1, 1), { width: 200, height: 100, scale: 1 });
+  const z = backingSize(200, 100, 2.5, 2);
+  assert.equal(z.width, 1000);
+  assert.equal(z.height, 500);
+  const big = backingSize(2000, 1000, 4, 2, 4096);
+  assert.ok(big.width <= 4096 && big.height <= 4096);
+});
+
+test("palette colours follow the frontend's CSS variables", () => {
+  assert.deepEqual(parseColor("#fff"), [255, 255, 255]);
+  assert.deepEqual(parseColor("#1e1e1e"), [30, 30, 30]);
+  assert.deepEqual(parseColor("rgb(10, 20, 30)"), [10, 20, 30]);
+  assert.equal(parseColor("var(--x)"), null);
+  const dark = paletteColors({ "--comfy-input-bg": "#222", "--input-text": "#ddd" });
+  const light = paletteColors({ "--comfy-input-bg": "#fafafa", "--input-text": "#111" });
+  assert.equal(dark.isDark, true);
+  assert.equal(light.isDark, false);
+  assert.equal(light.background, "#fafafa");
+  assert.equal(light.text, "#111");
+  assert.notEqual(dark.learned, light.learned);
+  assert.equal(paletteColors({}).isDark, true);
+});
+
+test("long text is cut to fit", () => {
+  const measure = (t) => t.length * 6;
+  assert.equal(fitText("short", 100, measure), "short");
+  const cut = fitText("a".repeat(50), 60, measure);
+  assert.ok(measure(cut) <= 60 && cut.endsWith("…"));
+});

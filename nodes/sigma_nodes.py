@@ -1,0 +1,121 @@
+"""Sigma utilities next to core's (``sampling/custom_sampling/sigmas``): a comparison plot of
+several schedules and a pass-through preview that sits between a scheduler and a sampler.
+
+Both are output nodes returning their picture as a preview image, so the frontend shows it
+again after a reload and after a cached run, as it does for core's Preview Image.
+"""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io, ui
+
+from ..plots import X_AXES, render_sigma_comparison
+
+CATEGORY = "sampling/custom_sampling/sigmas"
+COMPARE_SLOTS = 6
+DEFAULT_LABELS = "learned, simple, beta, karras, AYS, other"
+
+
+def _image(rgb) -> torch.Tensor:
+    """``[H, W, 3]`` uint8 -> a ComfyUI IMAGE ``[1, H, W, 3]`` in [0, 1]."""
+    return torch.from_numpy(rgb).float().div(255.0)[None]
+
+
+def _check_sigmas(sigmas, name: str) -> torch.Tensor:
+    if not torch.is_tensor(sigmas) or sigmas.ndim != 1 or sigmas.numel() < 2:
+        raise ValueError(f"{name} is not a schedule: SIGMAS must be a list of at least two "
+                         "numbers.")
+    if not torch.isfinite(sigmas).all():
+        raise ValueError(f"{name} holds NaN or infinite values.")
+    return sigmas
+
+
+def comparison_curves(schedules: list[torch.Tensor | None], labels: str
+                      ) -> dict[str, torch.Tensor]:
+    """Legend name -> SIGMAS for the connected slots, named in order by the comma-separated
+    ``labels`` (a missing or repeated name falls back to ``sigmas_<slot>``)."""
+    names = [n.strip() for n in labels.split(",")]
+    curves: dict[str, torch.Tensor] = {}
+    for slot, sigmas in enumerate(schedules, start=1):
+        if sigmas is None:
+            continue
+        name = names[slot - 1] if slot <= len(names) and names[slot - 1] else f"sigmas_{slot}"
+        if name in curves:
+            name = f"{name} ({slot})"
+        curves[name] = _check_sigmas(sigmas, name).detach().cpu().float()
+    return curves
+
+
+class CompareSchedules(io.ComfyNode):
+    """Several schedules (learned, simple, beta, karras, AYS, ...) on one plot."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        slots = [io.Sigmas.Input("sigmas_1", tooltip="The first schedule (e.g. the learned "
+                                                     "one); drawn solid, on top.")]
+        slots += [io.Sigmas.Input(f"sigmas_{i}", optional=True,
+                                  tooltip=f"Schedule {i} to compare (optional).")
+                  for i in range(2, COMPARE_SLOTS + 1)]
+        return io.Schema(
+            node_id="LearnedSchedules_CompareSchedules",
+            display_name="Compare Schedules",
+            category=CATEGORY,
+            description="Plots several SIGMAS on shared axes (their step counts aligned) and "
+                        "outputs the plot as an image.",
+            inputs=[
+                *slots,
+                io.String.Input("labels", default=DEFAULT_LABELS,
+                                tooltip="Legend names of the connected inputs, in slot order, "
+                                        "separated by commas."),
+                io.Combo.Input("x_axis", options=list(X_AXES), default="fraction",
+                               tooltip="fraction: step / steps, so schedules with different "
+                                       "step counts line up from 0 to 1; step: the step index."),
+                io.Boolean.Input("normalize", default=False,
+                                 tooltip="Divide each schedule by its first sigma, to compare "
+                                         "shapes across models with different sigma ranges."),
+                io.String.Input("title", default="", tooltip="Optional title above the plot."),
+            ],
+            outputs=[io.Image.Output(tooltip="The plot (768x448).")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, sigmas_1, sigmas_2=None, sigmas_3=None, sigmas_4=None, sigmas_5=None,
+                sigmas_6=None, labels: str = DEFAULT_LABELS, x_axis: str = "fraction",
+                normalize: bool = False, title: str = "") -> io.NodeOutput:
+        curves = comparison_curves([sigmas_1, sigmas_2, sigmas_3, sigmas_4, sigmas_5,
+                                    sigmas_6], labels)
+        image = _image(render_sigma_comparison(curves, x_axis=x_axis, normalize=normalize,
+                                               title=title))
+        return io.NodeOutput(image, ui=ui.PreviewImage(image, cls=cls))
+
+
+class PreviewSigmas(io.ComfyNode):
+    """SIGMAS in, the same SIGMAS out, and a plot of them on the node."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LearnedSchedules_PreviewSigmas",
+            display_name="Preview Sigmas",
+            category=CATEGORY,
+            description="Passes SIGMAS through unchanged and shows them as a plot; put it "
+                        "between a scheduler and a sampler.",
+            inputs=[io.Sigmas.Input("sigmas", tooltip="The schedule to look at."),
+                    io.String.Input("label", default="sigmas",
+                                    tooltip="The legend name of the schedule.")],
+            outputs=[io.Sigmas.Output(tooltip="The same SIGMAS, unchanged."),
+                     io.Image.Output(tooltip="The plot (768x448).")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, sigmas, label: str = "sigmas") -> io.NodeOutput:
+        name = label.strip() or "sigmas"
+        curve = _check_sigmas(sigmas, name).detach().cpu().float()
+        image = _image(render_sigma_comparison({name: curve}, x_axis="step"))
+        return io.NodeOutput(sigmas, image, ui=ui.PreviewImage(image, cls=cls))
+
+
+NODES = [CompareSchedules, PreviewSigmas]

@@ -1,0 +1,173 @@
+"""The sigma utilities (Compare Schedules, Preview Sigmas), the no-policy state of the Learned
+Schedule node and the opt-in named schedulers ``learned:<policy>``, in a real ComfyUI runtime
+with a tiny SD3 (MMDiT) and a random CLIP-L."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import torch
+
+from comfy_env import build_clip_l, build_tiny_sd3, import_comfy
+from learned_schedules.policies.policy_file import save_policy
+from learned_schedules.policies.schedule import resample_schedule
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cui = import_comfy(tmp_path_factory.mktemp("comfy_base"))
+    models = cui.base / "models"
+    for sub in ("diffusion_models", "text_encoders"):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+    if not (models / "diffusion_models" / "sd3_tiny.safetensors").exists():
+        build_tiny_sd3(models / "diffusion_models" / "sd3_tiny.safetensors")
+    if not (models / "text_encoders" / "clip_l.safetensors").exists():
+        build_clip_l(models / "text_encoders" / "clip_l.safetensors")
+    from learned_schedules.nodes import extension, named_schedulers, schedule_nodes, sigma_nodes
+
+    extension.register_policy_folder()
+    model = cui.nodes.UNETLoader().load_unet("sd3_tiny.safetensors", "default")[0]
+    clip = cui.nodes.CLIPLoader().load_clip("clip_l.safetensors", type="sd3")[0]
+    cond = cui.nodes.CLIPTextEncode().encode(clip, "a photo of a cat")[0]
+    return {"cui": cui, "model": model, "cond": cond, "sigma_nodes": sigma_nodes,
+            "schedule_nodes": schedule_nodes, "named": named_schedulers,
+            "policies": models / "learned_schedules"}
+
+
+def _policy_with_global(path, flow: list[float] | None, steps: int = 4):
+    from test_nodes_sd3 import _sd3_policy
+
+    extra = {} if flow is None else {"global_schedule": flow}
+    save_policy(path, _sd3_policy(0, steps), method="dirichlet-reinforce", model_family="sd3",
+                extra=extra)
+
+
+def test_compare_schedules_plots_every_connected_input(env):
+    node = env["sigma_nodes"].CompareSchedules
+    a = torch.tensor([1.0, 0.8, 0.5, 0.2, 0.0])
+    b = torch.tensor([1.0, 0.9, 0.75, 0.6, 0.45, 0.3, 0.15, 0.0])  # another step count
+    out = node.execute(a, b, None, a * 0.5, labels="learned, simple", x_axis="fraction")
+    image = out.result[0]
+    assert image.shape == (1, 448, 768, 3) and float(image.std()) > 0
+    assert out.ui is not None
+    names = list(env["sigma_nodes"].comparison_curves([a, b, None, a * 0.5], "learned, simple"))
+    assert names == ["learned", "simple", "sigmas_4"]
+    # one more curve changes the picture
+    fewer = node.execute(a, b, labels="learned, simple").result[0]
+    assert not torch.equal(fewer, image)
+    with pytest.raises(ValueError, match="not a schedule"):
+        node.execute(torch.tensor([1.0]))
+
+
+def test_aligned_steps_put_every_schedule_on_zero_to_one():
+    from learned_schedules.plots import aligned_steps
+
+    assert aligned_steps(5).tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert aligned_steps(3, "step").tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError):
+        aligned_steps(3, "time")
+
+
+def test_preview_sigmas_passes_through(env):
+    sig = torch.tensor([1.0, 0.6, 0.3, 0.0])
+    out = env["sigma_nodes"].PreviewSigmas.execute(sig, "mine")
+    assert out.result[0] is sig
+    assert out.result[1].shape[-1] == 3 and float(out.result[1].std()) > 0
+    assert out.ui is not None
+
+
+def test_no_policy_installed_is_a_friendly_state(env):
+    from learned_schedules.nodes.policy_choice import NO_POLICY, policy_options
+
+    assert policy_options([]) == [NO_POLICY]
+    assert policy_options(["a.safetensors"]) == ["a.safetensors"]
+    from learned_schedules.nodes.policy_choice import missing_policy_message
+
+    for choice in (NO_POLICY, "", None, "from_a_shared_workflow.safetensors"):
+        message = missing_policy_message(choice, [])  # an empty policy folder
+        assert "models/learned_schedules" in message and "learned_schedules.training train" \
+            in message
+    assert missing_policy_message("a.safetensors", ["a.safetensors"]) is None
+    node = env["schedule_nodes"].LearnedSchedule
+    _policy_with_global(env["policies"] / "present.safetensors", None)
+    assert "training train" in node.validate_inputs(policy=NO_POLICY)
+    assert "not found" in node.validate_inputs(policy="missing.safetensors")
+    assert node.validate_inputs(policy="present.safetensors") is True
+
+
+def test_named_schedulers_are_opt_in(env, monkeypatch, tmp_path):
+    named = env["named"]
+    monkeypatch.delenv(named.ENV_VAR, raising=False)
+    assert not named.enabled(tmp_path)
+    (tmp_path / named.SETTINGS_FILE).write_text(json.dumps({"named_schedulers": True}))
+    assert named.enabled(tmp_path)
+    monkeypatch.setenv(named.ENV_VAR, "0")
+    assert not named.enabled(tmp_path)
+    monkeypatch.setenv(named.ENV_VAR, "1")
+    assert named.enabled(None)
+
+
+def test_named_scheduler_in_ksampler(env, monkeypatch):
+    import comfy.samplers as cs
+    import execution
+
+    named = env["named"]
+    flow = [1.0, 0.7, 0.45, 0.2, 0.0]
+    _policy_with_global(env["policies"] / "gs_policy.safetensors", flow)
+    _policy_with_global(env["policies"] / "no_global.safetensors", None)
+    core = list(cs.SCHEDULER_NAMES)
+    monkeypatch.setenv(named.ENV_VAR, "1")
+    added = named.register_from_policy_folder("learned_schedules")
+    try:
+        assert "learned:gs_policy" in added
+        assert "learned:no_global" not in added  # no global schedule in that file: skipped
+        assert cs.KSampler.SCHEDULERS[:len(core)] == core  # core names untouched, in order
+        listed = env["cui"].nodes.KSampler.INPUT_TYPES()["required"]["scheduler"][0]
+        assert "learned:gs_policy" in listed
+        sampling = env["model"].get_model_object("model_sampling")
+        sig = cs.calculate_sigmas(sampling, "learned:gs_policy", 7)
+        want = resample_schedule(torch.tensor(flow, dtype=torch.float64), 7).float()
+        assert torch.allclose(sig, want, atol=1e-6)
+        assert sig.shape == (8,) and float(sig[-1]) == 0.0
+        latent = {"samples": torch.zeros(1, 16, 16, 16)}
+        ks = env["cui"].nodes.KSampler()
+        run = ks.sample(env["model"], 3, 4, 1.0, "euler", "learned:gs_policy", env["cond"],
+                        env["cond"], latent)[0]["samples"]
+        simple = ks.sample(env["model"], 3, 4, 1.0, "euler", "simple", env["cond"],
+                           env["cond"], latent)[0]["samples"]
+        assert torch.isfinite(run).all() and not torch.allclose(run, simple)
+        # ComfyUI's own validation accepts both the new and the core names
+        for scheduler in ("learned:gs_policy", "karras", "simple"):
+            prompt = {
+                "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "sd3_tiny.safetensors",
+                                                             "weight_dtype": "default"}},
+                "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": "clip_l.safetensors",
+                                                             "type": "sd3"}},
+                "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "x", "clip": ["2", 0]}},
+                "4": {"class_type": "EmptyLatentImage",
+                      "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+                "5": {"class_type": "KSampler", "inputs": {
+                    "model": ["1", 0], "seed": 1, "steps": 4, "cfg": 1.0,
+                    "sampler_name": "euler", "scheduler": scheduler, "positive": ["3", 0],
+                    "negative": ["3", 0], "latent_image": ["4", 0], "denoise": 1.0}},
+                "6": {"class_type": "SaveLatent",
+                      "inputs": {"samples": ["5", 0], "filename_prefix": "t"}},
+            }
+            valid = asyncio.run(execution.validate_prompt("p", prompt, None))
+            assert valid[0], (scheduler, valid)
+        prompt["5"]["inputs"]["scheduler"] = "learned:missing"
+        assert not asyncio.run(execution.validate_prompt("p", prompt, None))[0]
+    finally:
+        named.unregister(added)
+    assert cs.SCHEDULER_NAMES == core and "learned:gs_policy" not in cs.SCHEDULER_HANDLERS
+
+
+def test_a_bad_global_schedule_is_skipped(env, caplog):
+    named = env["named"]
+    path = env["policies"] / "bad_global.safetensors"
+    _policy_with_global(path, [1.0, 0.4, 0.6, 0.0])
+    found = named.discover([("bad_global.safetensors", str(path))])
+    assert found == {}
+    assert "not strictly decreasing" in caplog.text
