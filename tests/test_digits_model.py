@@ -11,9 +11,13 @@ import pytest
 import torch
 
 from comfy_env import import_comfy
-from learned_schedules.training.rewards.digits import (DigitMeasures, DigitReward,
-                                                       RealismReward, frechet_distance,
-                                                       prompt_digit)
+from learned_schedules.training.rewards.digits import (
+    DigitMeasures,
+    DigitReward,
+    RealismReward,
+    frechet_distance,
+    prompt_digit,
+)
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "digits"
 PER_DIGIT = 6

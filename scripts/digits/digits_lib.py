@@ -188,7 +188,7 @@ def linear_ae_to_taesd(ae: LinearAE, alpha: float = VAE_ALPHA) -> dict[str, torc
     w0 = e[0].weight.detach().repeat(1, 3, 1, 1) / 3
     sd["taesd_encoder.0.weight"] = _pad64(_pair_out(w0), (0,))
     sd["taesd_encoder.0.bias"] = _pad64(_pair_out(e[0].bias.detach()[:, None]), (0,))[:, 0]
-    for idx, conv in zip((2, 6, 10), e[1:4]):
+    for idx, conv in zip((2, 6, 10), e[1:4], strict=True):
         sd[f"taesd_encoder.{idx}.weight"] = _pad64(_pair_out(_pair_in(conv.weight.detach())),
                                                   (0, 1))
     mean, std = ae.norm.running_mean, (ae.norm.running_var + ae.norm.eps).sqrt()
@@ -199,7 +199,7 @@ def linear_ae_to_taesd(ae: LinearAE, alpha: float = VAE_ALPHA) -> dict[str, torc
     # decoder: its input is alpha * (normalised latent); the soft clamp is ~identity there
     sd["taesd_decoder.1.weight"] = _pad64(_pair_out(d[0].weight.detach() / alpha), (0,))
     sd["taesd_decoder.1.bias"] = _pad64(_pair_out(d[0].bias.detach()[:, None]), (0,))[:, 0]
-    for idx, conv in zip((7, 12, 17), d[1:4]):
+    for idx, conv in zip((7, 12, 17), d[1:4], strict=True):
         sd[f"taesd_decoder.{idx}.weight"] = _pad64(_pair_out(_pair_in(conv.weight.detach())),
                                                   (0, 1))
     wf = d[4].weight.detach().repeat(3, 1, 1, 1)
@@ -367,6 +367,7 @@ def stock_models(c: SimpleNamespace, folder: Path = MODEL_DIR):
     return model, clip, vae
 
 
+@torch.no_grad()
 def stock_sample(c: SimpleNamespace, model, clip, vae, digit: int, batch: int, seed: int,
                  steps: int = 30, cfg: float = DEFAULT_CFG, sampler: str = "euler",
                  scheduler: str = "simple") -> torch.Tensor:

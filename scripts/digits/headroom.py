@@ -23,12 +23,29 @@ import time
 from pathlib import Path
 
 import torch
-from digits_lib import (NEGATIVE, REPO, UNET_FILE, default_sigmas, embed_context, encode,
-                        euler, load_clip, load_fast_decoder, load_unet_file, noise_for, progress,
-                        prompts, setup_comfy)
+from digits_lib import (
+    NEGATIVE,
+    REPO,
+    UNET_FILE,
+    default_sigmas,
+    embed_context,
+    encode,
+    euler,
+    load_clip,
+    load_fast_decoder,
+    load_unet_file,
+    noise_for,
+    progress,
+    prompts,
+    setup_comfy,
+)
 
-from learned_schedules.training.rewards.digits import (DigitMeasures, class_coverage,
-                                                       frechet_distance, to_classifier_input)
+from learned_schedules.training.rewards.digits import (
+    DigitMeasures,
+    class_coverage,
+    frechet_distance,
+    to_classifier_input,
+)
 
 OUT = REPO / "bench" / "results" / "digits_headroom"
 

@@ -16,8 +16,11 @@ import torch
 from digits_lib import DEFAULT_CFG, MODEL_DIR, setup_comfy, stock_models, stock_sample
 from PIL import Image
 
-from learned_schedules.training.rewards.digits import (DigitMeasures, class_coverage,
-                                                       frechet_distance)
+from learned_schedules.training.rewards.digits import (
+    DigitMeasures,
+    class_coverage,
+    frechet_distance,
+)
 
 
 def main() -> None:
@@ -43,13 +46,13 @@ def main() -> None:
     info = {"steps": args.steps, "cfg": args.cfg, "n": len(labels), "accuracy": acc,
             "real_held_out_accuracy": real_acc, "fd": frechet_distance(feats, real),
             "coverage": float(cov.nanmean()), "seconds": round(time.time() - t0, 1)}
+    print(json.dumps(info), flush=True)
     cols = min(args.per_digit, 10)
     grid = images.reshape(10, args.per_digit, 32, 32, 3)[:, :cols]
     grid = torch.nn.functional.pad(grid.permute(0, 1, 4, 2, 3), (1, 1, 1, 1), value=0.35)
     grid = grid.permute(0, 3, 1, 4, 2).reshape(10 * 34, cols * 34, 3)
     img = Image.fromarray((grid.clamp(0, 1).numpy() * 255).astype(np.uint8))
     img.resize((img.width * 2, img.height * 2), Image.NEAREST).save(args.grid)
-    print(json.dumps(info))
 
 
 if __name__ == "__main__":

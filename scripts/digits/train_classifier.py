@@ -20,8 +20,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from learned_schedules.training.rewards.digits import (
-    DEFAULT_CLASSIFIER, DigitClassifier, feature_stats, load_digits_split, mahalanobis2,
-    save_classifier, to_canvas, to_classifier_input)
+    DEFAULT_CLASSIFIER,
+    DigitClassifier,
+    feature_stats,
+    load_digits_split,
+    mahalanobis2,
+    save_classifier,
+    to_canvas,
+    to_classifier_input,
+)
 
 
 def seen(x8: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,19 @@ import time
 
 import torch
 import torch.nn.functional as F
-from digits_lib import (MODEL_DIR, NEGATIVE, UNET_FILE, build_mmdit, embed_context, encode,
-                        load_clip, progress, prompts, setup_comfy, velocity)
+from digits_lib import (
+    MODEL_DIR,
+    NEGATIVE,
+    UNET_FILE,
+    build_mmdit,
+    embed_context,
+    encode,
+    load_clip,
+    progress,
+    prompts,
+    setup_comfy,
+    velocity,
+)
 from safetensors.torch import load_file, save_file
 
 from learned_schedules.training.rewards.digits import load_digits_split, to_canvas
@@ -42,10 +53,10 @@ def latents_of(x8: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--depth", type=int, default=2)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--drop", type=float, default=0.15, help="prompt dropout (for CFG)")
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--seed", type=int, default=0)
@@ -91,7 +102,7 @@ def main() -> None:
         sched.step()
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, p in zip(ema.parameters(), net.parameters()):
+            for pe, p in zip(ema.parameters(), net.parameters(), strict=True):
                 pe.lerp_(p, 1 - decay)
         losses.append(loss.item())
         if step % 50 == 0:

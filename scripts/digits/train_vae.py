@@ -15,8 +15,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from digits_lib import (MODEL_DIR, VAE_FILE, LinearAE, linear_ae_to_taesd, progress,
-                        setup_comfy)
+from digits_lib import MODEL_DIR, VAE_FILE, LinearAE, linear_ae_to_taesd, progress, setup_comfy
 from safetensors.torch import save_file
 
 from learned_schedules.training.rewards.digits import load_digits_split, to_canvas

@@ -131,7 +131,7 @@ def mahalanobis2(features: torch.Tensor, classes: torch.Tensor,
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to feature sets ``a [N, D]`` and ``b [M, D]``."""
-    a, b = a.double(), b.double()
+    a, b = a.detach().double(), b.detach().double()
     mu_a, mu_b = a.mean(0), b.mean(0)
     ca, cb = torch.cov(a.T), torch.cov(b.T)
     ev, evec = torch.linalg.eigh(ca)
@@ -171,9 +171,11 @@ class DigitMeasures:
         self.stats = {k[len("stats."):]: v for k, v in sd.items() if k.startswith("stats.")}
         self.device = device
 
+    @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.features(to_classifier_input(images).to(self.device)).cpu()
 
+    @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(to_classifier_input(images).to(self.device)).cpu()
 
@@ -238,3 +240,17 @@ def save_classifier(model: DigitClassifier, stats: dict[str, torch.Tensor], path
     sd.update({f"stats.{k}": v.contiguous() for k, v in stats.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(path))
+
+
+def load_digits_reward(kind: str, source: str | Path | None = None, device: str = "cpu",
+                       **_: object) -> DigitReward | RealismReward:
+    """``digit`` or ``realism`` from a classifier file (default: the shipped one), for the
+    reward registry."""
+    path = Path(source) if source else DEFAULT_CLASSIFIER
+    if path.is_dir():
+        path = path / DEFAULT_CLASSIFIER.name
+    if kind == "digit":
+        return DigitReward(path, device)
+    if kind == "realism":
+        return RealismReward(path, device)
+    raise ValueError(f"Unknown digits reward {kind!r}; choose digit or realism.")
