@@ -1,0 +1,123 @@
+"""Train the digits diffusion model: ComfyUI's SD3 MMDiT on 16x4x4 latents of 32x32 digits,
+conditioned through the CLIP-L text encoder on "a handwritten digit N", with 15% prompt dropout
+(the empty prompt) so that classifier-free guidance works at sampling.
+
+    python scripts/digits/train_mmdit.py   # -> models/digits/digits_mmdit.safetensors
+
+Rectified flow in ComfyUI's SD3 parametrisation (x_t = sigma*noise + (1-sigma)*x0, the network
+sees 1000*sigma and predicts noise - x0), sigma ~ logit-normal(0, 1), AdamW, EMA of the weights;
+seeded. The saved file (fp16, no key prefix) is what the stock ``UNETLoader`` detects as SD3.
+Needs models/digits/digits_vae_linear.safetensors (train_vae.py) and builds the text encoder
+(build_text_encoder.py) if missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from digits_lib import (
+    MODEL_DIR,
+    NEGATIVE,
+    UNET_FILE,
+    build_mmdit,
+    embed_context,
+    encode,
+    load_clip,
+    progress,
+    prompts,
+    setup_comfy,
+    velocity,
+)
+from safetensors.torch import load_file, save_file
+
+from learned_schedules.training.rewards.digits import load_digits_split, to_canvas
+
+
+def latents_of(x8: torch.Tensor) -> torch.Tensor:
+    """Model-space latents (SD3 ``process_in`` of the VAE's) of 8x8 digits: the linear VAE's
+    normalised latent, which is exactly that (see digits_lib.linear_ae_to_taesd)."""
+    from digits_lib import LinearAE
+
+    sd = load_file(str(MODEL_DIR / "digits_vae_linear.safetensors"))
+    ae = LinearAE(int(sd.pop("k")))
+    ae.load_state_dict(sd)
+    with torch.no_grad():
+        return ae.eval().encode(to_canvas(x8)[:, None])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--drop", type=float, default=0.15, help="prompt dropout (for CFG)")
+    ap.add_argument("--ema", type=float, default=0.995)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(UNET_FILE))
+    args = ap.parse_args()
+    c = setup_comfy()
+    torch.manual_seed(args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+    t0 = time.time()
+    clip = load_clip(c)
+    ctx, pooled = encode(clip, prompts() + [NEGATIVE])  # [11, 77, 4096], [11, 2048]
+    del clip
+    ctx = ctx[..., :768].contiguous()
+    tx, ty, _, _ = load_digits_split()
+    x0_all = latents_of(tx)
+    net = build_mmdit(args.depth, args.seed).train()
+    ema = copy.deepcopy(net).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    warm = 100
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * s / args.steps)))
+    losses = []
+    bar = progress(range(args.steps), desc="mmdit")
+    for step in bar:
+        idx = torch.randint(0, len(ty), (args.batch,), generator=g)
+        x0 = x0_all[idx]
+        cls = ty[idx].clone()
+        cls[torch.rand(args.batch, generator=g) < args.drop] = 10
+        sigma = torch.sigmoid(torch.randn(args.batch, generator=g))
+        noise = torch.randn(x0.shape, generator=g)
+        s = sigma[:, None, None, None]
+        xt = s * noise + (1 - s) * x0
+        ctx_emb = embed_context(net, ctx)
+        out = velocity(net, xt, sigma, ctx_emb[cls], pooled[cls])
+        loss = F.mse_loss(out, noise - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), net.parameters(), strict=True):
+                pe.lerp_(p, 1 - decay)
+        losses.append(loss.item())
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", refresh=False)
+    sd = {k: v.detach().half().contiguous() for k, v in ema.state_dict().items()}
+    MODEL_DIR.mkdir(parents=True, exist_ok=True)
+    save_file(sd, args.out)
+    n = len(losses)
+    info = {"steps": args.steps, "batch": args.batch, "depth": args.depth,
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "loss_first_50": round(sum(losses[:50]) / 50, 4),
+            "loss_last_100": round(sum(losses[n - 100:]) / 100, 4),
+            "seconds": round(time.time() - t0, 1)}
+    print(json.dumps(info))
+
+
+if __name__ == "__main__":
+    main()
