@@ -196,22 +196,21 @@ def test_noise_is_comfyuis_noise_and_rollouts_match_comfyui_sampling(env):
     same sigmas, and batched rollouts with different schedules equal single runs."""
     import comfy.sample
 
-    from learned_schedules.training.comfy.backend import (
-        ComfyBackend,
-        PromptContexts,
-        noise_for_seed,
-    )
+    from learned_schedules.training.comfy.backend import ComfyBackend, PromptContexts
     from learned_schedules.training.comfy.models import load_models
 
     latent = torch.zeros(1, 16, 8, 8)
-    for seed in (0, 12345, 2**31 - 2):
-        torch.testing.assert_close(noise_for_seed(seed, latent.shape),
-                                   comfy.sample.prepare_noise(latent, seed))
     models = load_models(diffusion_model="sd3_trainer.safetensors",
                          text_encoders=["clip_l.safetensors"], vae="tiny_vae.safetensors")
     backend = ComfyBackend(models, train_prompts=PROMPTS[:3], eval_prompts=PROMPTS[3:5],
                            reward=None, reward_name="reference", width=64, height=64, cfg=2.0,
                            cache_dir=None)
+    seeds = (0, 12345, 2**31 - 2)
+    state = torch.get_rng_state()
+    noise = backend.noise(PromptContexts(torch.zeros(3, dtype=torch.long), torch.tensor(seeds)))
+    assert torch.equal(torch.get_rng_state(), state)  # the trainer's random stream is untouched
+    for i, seed in enumerate(seeds):
+        torch.testing.assert_close(noise[i:i + 1], comfy.sample.prepare_noise(latent, seed))
     ctx = PromptContexts(torch.tensor([0, 1, 2]), torch.tensor([5, 6, 7]))
     sigmas = torch.tensor([[1.0, 0.8, 0.5, 0.0], [1.0, 0.6, 0.2, 0.0], [1.0, 0.9, 0.3, 0.0]])
     ncs = env["cui"].ncs

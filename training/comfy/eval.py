@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
+from ...plots import image_grid
 from ...policies.policy_file import LoadedPolicy, load_policy
 from ..rl.config import TrainConfig
 from ..testbed.eval import EvalReport
@@ -63,78 +62,6 @@ def summarize(rewards: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         rows.append({"name": name, "reward_mean": mean, "reward_se": se, "diff_mean": dmean,
                      "diff_se": dse, "win_rate": float((r > base).double().mean())})
     return rows
-
-
-def _plot_inset(img: Image.Image, sigmas: torch.Tensor, colour: tuple[int, int, int]) -> None:
-    """Draw the schedule (sigma against step) in the image's lower-left corner."""
-    w, h = img.size
-    box_w, box_h = max(40, w // 3), max(30, h // 4)
-    x0, y0 = 4, h - box_h - 4
-    draw = ImageDraw.Draw(img, "RGBA")
-    draw.rectangle([x0, y0, x0 + box_w, y0 + box_h], fill=(255, 255, 255, 200),
-                   outline=(0, 0, 0, 255))
-    s = sigmas.double().cpu()
-    top = float(s.max()) or 1.0
-    pts = [(x0 + 3 + (box_w - 6) * i / max(len(s) - 1, 1),
-            y0 + 3 + (box_h - 6) * (1 - float(v) / top)) for i, v in enumerate(s)]
-    draw.line(pts, fill=(*colour, 255), width=2)
-    for x, y in pts:
-        draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(*colour, 255))
-
-
-def _to_pil(image: torch.Tensor) -> Image.Image:
-    arr = (image.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
-    return Image.fromarray(arr)
-
-
-def image_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], max_side: int = 256
-               ) -> Image.Image:
-    """Rows of images ``[N, H, W, 3]`` with their sigmas ``[N, L+1]`` plotted in the corner;
-    each row gets a label on its left."""
-    colours = [(90, 90, 90), (220, 60, 40), (40, 110, 220), (40, 160, 80)]
-    n = rows[0][1].shape[0]
-    h, w = rows[0][1].shape[1:3]
-    scale = min(1.0, max_side / max(h, w))
-    cw, ch = max(1, int(w * scale)), max(1, int(h * scale))
-    label_w = 110
-    grid = Image.new("RGB", (label_w + n * (cw + 4), len(rows) * (ch + 4)), "white")
-    draw = ImageDraw.Draw(grid)
-    for r, (label, images, sigmas) in enumerate(rows):
-        y = r * (ch + 4)
-        draw.text((4, y + ch // 2 - 6), label[:18], fill=(0, 0, 0))
-        for i in range(n):
-            tile = _to_pil(images[i]).resize((cw, ch), Image.Resampling.BICUBIC)
-            _plot_inset(tile, sigmas[i] if sigmas.ndim == 2 else sigmas,
-                        colours[r % len(colours)])
-            grid.paste(tile, (label_w + i * (cw + 4), y))
-    return grid
-
-
-@torch.inference_mode()
-def policy_sigmas(backend: Any, policy: torch.nn.Module, contexts: Any) -> torch.Tensor:
-    """The policy's mean schedules for contexts, in the model's sigma space ``[N, L+1]``."""
-    from ..rl.engine import policy_features
-
-    flow = policy.schedule(mode="mean", **policy_features(policy, backend, contexts))
-    return backend.model_sigmas(flow.cpu())
-
-
-def write_sample_grid(backend: Any, policy: torch.nn.Module, path: Path, n: int = 4,
-                      seed: int = 10_000) -> Path:
-    """Training samples: default vs learned schedule on ``n`` held-out contexts -> PNG."""
-    was_training = policy.training
-    policy.eval()
-    try:
-        ctx = backend.held_out_contexts(n, seed)
-        learned = policy_sigmas(backend, policy, ctx)
-        default = backend.default_sigmas(learned.shape[1] - 1)
-        grid = image_grid([("default", backend.images(ctx, default), default),
-                           ("learned", backend.images(ctx, learned), learned)])
-    finally:
-        policy.train(was_training)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
 
 
 def _policy_path(path: Path) -> Path:
@@ -192,7 +119,7 @@ def evaluate_comfy_policy(policy_path: str | Path, *, overrides: dict[str, Any] 
     for name in schedulers:
         sig = backend.default_sigmas(steps, name)
         sigmas[name] = sig.expand(len(ctx), -1)
-    sigmas["learned"] = policy_sigmas(backend, policy, ctx)
+    sigmas["learned"] = backend.policy_sigmas(policy, ctx)
     for name, sig in sigmas.items():
         imgs = backend.images(ctx, sig)
         rewards[name] = backend.score(ctx, imgs)
