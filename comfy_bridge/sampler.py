@@ -120,7 +120,7 @@ class ActorSampler:
         d_2 = _to_d(x_2, s_2, denoised_2)
         d_prime = (d + d_2) / 2
         x_heun = x + d_prime * dt
-        return torch.where(_items(last, x), x_2, x_heun) if bool(last.any()) else x_heun
+        return torch.where(_items(last, x), x_2, x_heun)
 
     @staticmethod
     def _dpmpp_2m(x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
@@ -144,9 +144,7 @@ class ActorSampler:
         r = h_last / h
         denoised_d = (_items(1 + 1 / (2 * r), x) * denoised
                       - _items(1 / (2 * r), x) * old_denoised)
-        first = sigma_next == 0
-        if bool(first.any()):
-            denoised_d = torch.where(_items(first, x), denoised, denoised_d)
+        denoised_d = torch.where(_items(sigma_next == 0, x), denoised, denoised_d)
         return ratio * x - coeff * denoised_d
 
 

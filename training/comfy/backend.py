@@ -319,13 +319,17 @@ class ComfyBackend(Backend):
     @torch.inference_mode()
     def sample_latents(self, contexts: PromptContexts, sigmas: torch.Tensor) -> torch.Tensor:
         """Denoised latents ``[N, ...]`` for N contexts, each with its own sigmas
-        ``[N, L+1]`` (or one schedule ``[L+1]`` for all), in the model's sigma space."""
+        ``[N, L+1]`` (or one schedule ``[L+1]`` for all), in the model's sigma space.
+
+        One schedule for all: ComfyUI's own batched sampler (what ``SamplerCustom`` does).
+        Several: the step-wise sampler for ``euler`` / ``heun`` / ``dpmpp_2m``, ComfyUI's
+        sampler in lockstep threads for the others."""
         from .sampling import sample_rollouts
 
         n = len(contexts)
         if sigmas.ndim == 1:
             sigmas = sigmas.expand(n, -1)
-        if self.sampler in RULES:
+        if self.sampler in RULES and n > 1 and not bool((sigmas == sigmas[:1]).all()):
             actor = FixedScheduleActor(model_to_flow(sampling_of(self.model), sigmas.cpu()))
             return self._sample_actor(contexts, actor, sigmas.shape[1] - 1).final
         prompts = self.prompt_texts(contexts)
