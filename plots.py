@@ -1,4 +1,8 @@
-"""Schedule plots in the paper's style: step on x, timestep on y, a KDE of timesteps on y."""
+"""Plot rendering, in one place for the nodes and the trainer (matplotlib / PIL, no ComfyUI).
+
+Schedule plots in the paper's style (step on x, timestep on y, a KDE of timesteps on the
+right), and image grids with each image's schedule drawn in its corner (the paper's Fig. 1).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 
 def timestep_kde(values: np.ndarray, grid: np.ndarray, bandwidth: float | None = None
@@ -164,3 +169,49 @@ def render_sigma_comparison(curves: dict[str, torch.Tensor], *, x_axis: str = "f
         ax.set_title(title, fontsize=10)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def plot_inset(img: Image.Image, sigmas: torch.Tensor, colour: tuple[int, int, int]) -> None:
+    """Draw the schedule (sigma against step) in the image's lower-left corner."""
+    w, h = img.size
+    box_w, box_h = max(40, w // 3), max(30, h // 4)
+    x0, y0 = 4, h - box_h - 4
+    draw = ImageDraw.Draw(img, "RGBA")
+    draw.rectangle([x0, y0, x0 + box_w, y0 + box_h], fill=(255, 255, 255, 200),
+                   outline=(0, 0, 0, 255))
+    s = sigmas.double().cpu()
+    top = float(s.max()) or 1.0
+    pts = [(x0 + 3 + (box_w - 6) * i / max(len(s) - 1, 1),
+            y0 + 3 + (box_h - 6) * (1 - float(v) / top)) for i, v in enumerate(s)]
+    draw.line(pts, fill=(*colour, 255), width=2)
+    for x, y in pts:
+        draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(*colour, 255))
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """One ComfyUI IMAGE ``[H, W, 3]`` in [0, 1] -> a PIL image."""
+    arr = (image.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def image_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], max_side: int = 256
+               ) -> Image.Image:
+    """Rows of images ``[N, H, W, 3]`` with their sigmas ``[N, L+1]`` (or one ``[L+1]``)
+    plotted in the corner; each row gets a label on its left."""
+    colours = [(90, 90, 90), (220, 60, 40), (40, 110, 220), (40, 160, 80)]
+    n = rows[0][1].shape[0]
+    h, w = rows[0][1].shape[1:3]
+    scale = min(1.0, max_side / max(h, w))
+    cw, ch = max(1, int(w * scale)), max(1, int(h * scale))
+    label_w = 110
+    grid = Image.new("RGB", (label_w + n * (cw + 4), len(rows) * (ch + 4)), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, (label, images, sigmas) in enumerate(rows):
+        y = r * (ch + 4)
+        draw.text((4, y + ch // 2 - 6), label[:18], fill=(0, 0, 0))
+        for i in range(n):
+            tile = to_pil(images[i]).resize((cw, ch), Image.Resampling.BICUBIC)
+            plot_inset(tile, sigmas[i] if sigmas.ndim == 2 else sigmas,
+                       colours[r % len(colours)])
+            grid.paste(tile, (label_w + i * (cw + 4), y))
+    return grid

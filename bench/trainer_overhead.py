@@ -5,7 +5,7 @@ For B contexts x K schedules, in one process, medians after warm-up, interleaved
 * ``plain``: what ComfyUI itself costs for those B*K images: one batched ``CFGGuider`` run
   with one schedule (``SamplerCustom``'s path), the VAE decode and the reward;
 * ``trainer``: one full training iteration (features, policy, B*K rollouts each with its own
-  schedule through the lockstep sampler, decode, reward, baseline, backward, AdamW step).
+  schedule through the step-wise sampler, decode, reward, baseline, backward, AdamW step).
 
 Peak memory of each arm: on CUDA ``max_memory_allocated`` (reset between arms); on the CPU
 the peak resident set of a fresh process running only that arm. Then rollouts per second for
@@ -203,6 +203,7 @@ def main() -> None:
     res["plain_peak_mib"], res["trainer_peak_mib"] = peaks["plain"], peaks["trainer"]
     res["memory_ratio"] = peaks["trainer"] / peaks["plain"]
     # rollouts per second: distinct schedules per rollout (the trainer's path) vs one schedule
+    # (both through the back-end's sampler: the step-wise one for euler/heun/dpmpp_2m)
     rates = []
     for n in (int(x) for x in a.sizes.split(",")):
         ctx = s.backend.draw_contexts(n, torch.Generator().manual_seed(n))

@@ -1,47 +1,59 @@
-"""Policy features from ComfyUI data: model family, initial noise, text tokens, default sigmas.
+"""Policy features from ComfyUI data: model family, initial noise x_T, text features.
 
-This is the only place (with the nodes) that knows ComfyUI's data layouts:
+The only place (with :mod:`.sigmas`) that knows ComfyUI's data layouts, used by the node and
+by the trainer alike:
 
 * CONDITIONING is a list of ``[tokens [B, T, D], {"pooled_output": [B, P], ...}]`` entries;
   Flux's are T5 tokens + CLIP-L pooled, SD3's are the joint CLIP-L/G + T5 tokens + pooled.
 * NOISE (from ``RandomNoise``) has ``generate_noise(latent_dict)`` and a ``seed``;
   ``SamplerCustomAdvanced`` calls it on the latent after ``fix_empty_latent_channels``, and for
-  flow models with sigma_max = 1 and an empty latent that noise *is* x_T.
+  flow models with sigma_max = 1 and an empty latent that noise *is* x_T. The trainer draws
+  its x_T through the same object (``Noise_RandomNoise(seed)``, what ``RandomNoise`` and
+  ``SamplerCustom`` use).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from ..policies.families import Family, family_for_config_class
+from .sigmas import is_flow_sampling, sampling_of
+
 log = logging.getLogger("learned_schedules")
 
-#: ComfyUI model-config class name -> our model family name
-FAMILY_BY_CONFIG = {"Flux": "flux-dev", "FluxSchnell": "flux-schnell", "SD3": "sd3",
-                    "SDXL": "sdxl", "SD15": "sd1"}
 
-
-def model_family(model) -> str:
-    """Our family name for a ComfyUI MODEL (``ValueError`` for an unsupported model)."""
+def model_family_info(model: Any) -> Family:
+    """The family row (:mod:`policies.families`) of a ComfyUI MODEL; ``ValueError`` (a plain
+    sentence) for a model the pack does not support (SDXL, SD 1.5, anything unknown)."""
     config = getattr(getattr(model, "model", None), "model_config", None)
-    name = type(config).__name__ if config is not None else "unknown"
-    if name not in FAMILY_BY_CONFIG:
-        raise ValueError(f"Learned Schedules does not support this model ({name}); supported: "
-                         "Flux dev, Flux schnell, SD3.")
-    return FAMILY_BY_CONFIG[name]
+    return family_for_config_class(type(config).__name__ if config is not None else "unknown")
 
 
-def is_flow_model(model) -> bool:
+def model_family(model: Any) -> str:
+    """Our family name (``flux-dev``, ``sd3``...) of a ComfyUI MODEL (``ValueError`` for an
+    unsupported model)."""
+    return model_family_info(model).name
+
+
+def is_flow_model(model: Any) -> bool:
     """True for rectified-flow models (sigma in [0, 1], sigma = t)."""
-    import comfy.model_sampling as ms
-
-    sampling = model.get_model_object("model_sampling")
-    return isinstance(sampling, (ms.ModelSamplingDiscreteFlow, ms.ModelSamplingFlux))
+    return is_flow_sampling(sampling_of(model))
 
 
-def initial_noise(model, noise, latent: dict) -> torch.Tensor:
-    """Rebuild exactly the x_T that ``SamplerCustomAdvanced`` will draw for this latent."""
+def _rng_devices() -> list[int]:
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def initial_noise(model: Any, noise: Any, latent: dict) -> torch.Tensor:
+    """Exactly the x_T that ``SamplerCustomAdvanced`` draws from ``noise`` for this latent.
+
+    ComfyUI's ``prepare_noise`` reseeds the global torch RNGs; they are restored afterwards,
+    so drawing x_T never changes anyone else's random stream.
+    """
     import comfy.sample
 
     samples = latent.get("samples") if isinstance(latent, dict) else None
@@ -52,38 +64,48 @@ def initial_noise(model, noise, latent: dict) -> torch.Tensor:
     if fixed.shape[1] != expected:
         raise ValueError(f"The latent has {fixed.shape[1]} channels but this model uses "
                          f"{expected}; use an empty latent made for this model.")
-    latent = {**latent, "samples": fixed}
-    return noise.generate_noise(latent)
+    with torch.random.fork_rng(devices=_rng_devices()):
+        return noise.generate_noise({**latent, "samples": fixed})
 
 
-def text_features(conditioning) -> dict[str, torch.Tensor | None]:
-    """Text tokens ``[1, T, D]`` and pooled output ``[1, P]`` (or None) of the first entry."""
+def seed_noise(model: Any, seeds: Sequence[int], shape: Sequence[int]) -> torch.Tensor:
+    """x_T ``[N, *shape]`` of an empty latent ``[1, *shape]`` per seed, through ComfyUI's own
+    ``Noise_RandomNoise`` (what ``RandomNoise`` / ``SamplerCustom`` draw for that seed)."""
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
+
+    empty = {"samples": torch.zeros(1, *shape)}
+    return torch.cat([initial_noise(model, Noise_RandomNoise(int(s)), empty) for s in seeds])
+
+
+def conditioning_features(entries: Sequence[tuple[torch.Tensor, dict]]
+                          ) -> dict[str, torch.Tensor]:
+    """Text features of N conditionings (one ``(tokens [B, T, D], extras)`` entry each; row 0
+    is used): ``tokens [N, T_max, D]`` (float32, zero-padded), ``token_mask [N, T_max]`` when
+    the token counts differ, and ``pooled [N, P]`` when every entry has a pooled output."""
+    lengths = [int(e[0].shape[1]) for e in entries]
+    t_max = max(lengths)
+    tokens = torch.zeros(len(entries), t_max, entries[0][0].shape[-1])
+    for i, (tok, _) in enumerate(entries):
+        tokens[i, :tok.shape[1]] = tok[0].float()
+    feats = {"tokens": tokens}
+    if len(set(lengths)) > 1:
+        feats["token_mask"] = torch.arange(t_max)[None, :] < torch.tensor(lengths)[:, None]
+    pooled = [e[1].get("pooled_output") if isinstance(e[1], dict) else None for e in entries]
+    if all(p is not None for p in pooled):
+        feats["pooled"] = torch.cat([p[:1].float() for p in pooled])
+    return feats
+
+
+def text_features(conditioning: Any) -> dict[str, torch.Tensor]:
+    """Text features ``tokens [1, T, D]`` (and ``pooled [1, P]`` when present) of a
+    CONDITIONING's first entry; ``ValueError`` for an empty one."""
     if not conditioning:
         raise ValueError("The positive conditioning is empty; connect a text encoder output.")
     tokens, extra = conditioning[0][0], conditioning[0][1]
     if not torch.is_tensor(tokens) or tokens.ndim != 3 or tokens.shape[1] == 0:
         raise ValueError("The positive conditioning has no text tokens.")
-    pooled = extra.get("pooled_output") if isinstance(extra, dict) else None
-    return {"tokens": tokens[:1].float(),
-            "pooled": None if pooled is None else pooled[:1].float()}
+    return conditioning_features([(tokens, extra)])
 
 
-def default_sigmas(model, steps: int, scheduler: str = "simple") -> torch.Tensor:
-    """The model's own schedule (``BasicScheduler``) for the same step count."""
-    import comfy.samplers
-
-    return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler,
-                                           steps).cpu()
-
-
-def flow_to_model_sigmas(model, flow: torch.Tensor) -> torch.Tensor:
-    """Policy schedules in flow time (``[..., L+1]`` from 1 to 0) -> the model's sigmas."""
-    from ..policies.schedule import flow_to_sigmas
-
-    lo, hi = sigma_range(model)
-    return flow * hi if is_flow_model(model) else flow_to_sigmas(flow, "loglinear", lo, hi)
-
-
-def sigma_range(model) -> tuple[float, float]:
-    sampling = model.get_model_object("model_sampling")
-    return float(sampling.sigma_min), float(sampling.sigma_max)
+__all__ = ["model_family_info", "model_family", "is_flow_model", "initial_noise", "seed_noise",
+           "conditioning_features", "text_features"]

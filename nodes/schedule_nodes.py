@@ -1,4 +1,5 @@
-"""The pack's ComfyUI nodes (V3 API). Thin: the maths lives in ``policies/``.
+"""The pack's ComfyUI nodes (V3 API). Thin: the maths lives in ``policies/``, the ComfyUI
+glue in ``comfy_bridge/``.
 
 Batches: a sampler takes ONE SIGMAS tensor for the whole batch, so for a batch of several
 latents the Learned Schedule node computes the schedule of the *first* batch item (its noise
@@ -14,9 +15,10 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..comfy_bridge import features as cf
+from ..comfy_bridge.service import node_sigmas
+from ..comfy_bridge.sigmas import step_counts
 from ..policies.policy_file import read_metadata
-from ..policies.schedule import resample_schedule, validate_schedule
+from ..policies.schedule import validate_schedule
 from .policy_cache import get_policy
 from .policy_choice import missing_policy_message, policy_options, policy_tooltip
 
@@ -50,70 +52,17 @@ def _check_policy_file(name: str) -> str | bool:
     return True
 
 
-def _check_features(meta: dict, feats: dict[str, torch.Tensor | None], name: str) -> None:
-    dims = meta.get("feature_dims", {})
-    noise = feats["noise"]
-    if "noise" in dims and dims["noise"][0] != noise.shape[1]:
-        raise ValueError(f"{name} expects a {dims['noise'][0]}-channel latent; this model's "
-                         f"latent has {noise.shape[1]} channels.")
-    if "tokens" in dims and dims["tokens"][-1] != feats["tokens"].shape[-1]:
-        raise ValueError(f"{name} expects text tokens of width {dims['tokens'][-1]}; the "
-                         f"conditioning has width {feats['tokens'].shape[-1]} (another text "
-                         "encoder?).")
-    if "pooled" in dims:
-        pooled = feats.get("pooled")
-        if pooled is None:
-            raise ValueError(f"{name} needs a pooled text embedding; the conditioning has "
-                             "none.")
-        if dims["pooled"][-1] != pooled.shape[-1]:
-            raise ValueError(f"{name} expects a pooled embedding of width {dims['pooled'][-1]}"
-                             f"; the conditioning has width {pooled.shape[-1]}.")
-
-
 def learned_sigmas(model, positive, noise, latent_image, policy_name: str, steps: int,
                    mode: str, denoise: float) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Learned sigmas (model's sigma space), the default sigmas, and the policy metadata."""
+    """Learned sigmas (model's sigma space), the default sigmas, and the policy metadata
+    (the bridge's :func:`comfy_bridge.service.node_sigmas` on the named policy file)."""
     if not 0 <= steps <= MAX_STEPS:
         raise ValueError(f"steps must be between 1 and {MAX_STEPS} (0 uses the policy's own "
                          f"step count), got {steps}.")
-    if mode not in ("mean", "sample"):
-        raise ValueError(f"mode must be 'mean' or 'sample', got {mode!r}.")
-    if not 0.0 < denoise <= 1.0:
-        raise ValueError(f"denoise must be in (0, 1], got {denoise}.")
     loaded = get_policy(_policy_path(policy_name))
-    meta = loaded.metadata
-    family = cf.model_family(model)
-    if meta["model_family"] != family:
-        raise ValueError(f"{policy_name} was trained for {meta['model_family']}, but the model "
-                         f"is {family}; choose a policy trained for this model family.")
-    x_t = cf.initial_noise(model, noise, latent_image)
-    if x_t.shape[0] > 1:
-        log.info("Learned Schedule: batch of %d; using the schedule of the first item",
-                 x_t.shape[0])
-    feats = {"noise": x_t[:1].float(), **cf.text_features(positive)}
-    _check_features(meta, feats, policy_name)
-    if feats.get("pooled") is None or "pooled" not in meta.get("feature_dims", {}):
-        feats.pop("pooled", None)
-    with torch.inference_mode():
-        if mode == "sample":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(getattr(noise, "seed", 0)) % (2**63))
-                flow = loaded.policy.schedule(mode="sample", **feats)[0]
-            flow = flow.double()
-        else:
-            flow = loaded.policy.schedule(mode="mean", **feats)[0].double()
-    policy_steps = int(meta["steps"])
-    steps = steps or policy_steps
-    total = steps if denoise >= 1.0 else max(steps, int(round(steps / denoise)))
-    if total != policy_steps:
-        log.info("Learned Schedule: %s was trained for %d steps; resampling its schedule to %d",
-                 policy_name, policy_steps, total)
-        flow = resample_schedule(flow, total)
-    full = cf.flow_to_model_sigmas(model, flow)
-    sigmas = full[-(steps + 1):].float()
-    validate_schedule(sigmas, sigma_max=float(sigmas[0]))
-    default = cf.default_sigmas(model, total)[-(steps + 1):].float()
-    return sigmas, default, meta
+    sigmas, default = node_sigmas(model, positive, noise, latent_image, loaded, policy_name,
+                                  steps, mode, denoise)
+    return sigmas, default, loaded.metadata
 
 
 class LearnedSchedule(io.ComfyNode):
@@ -169,8 +118,7 @@ class LearnedSchedule(io.ComfyNode):
                                                steps, mode, denoise)
         used = int(sigmas.numel() - 1)
         trained = int(meta["steps"])
-        wanted = steps or trained  # the schedule length before denoise keeps its tail
-        total = wanted if denoise >= 1.0 else max(wanted, int(round(wanted / denoise)))
+        total = step_counts(steps or trained, denoise)  # the length before denoise's cut
         payload = {"sigmas": sigmas.tolist(), "default_sigmas": default.tolist(),
                    "label": os.path.splitext(policy)[0],
                    "default_label": "simple (the model's default)",

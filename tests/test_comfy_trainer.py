@@ -196,22 +196,21 @@ def test_noise_is_comfyuis_noise_and_rollouts_match_comfyui_sampling(env):
     same sigmas, and batched rollouts with different schedules equal single runs."""
     import comfy.sample
 
-    from learned_schedules.training.comfy.backend import (
-        ComfyBackend,
-        PromptContexts,
-        noise_for_seed,
-    )
+    from learned_schedules.training.comfy.backend import ComfyBackend, PromptContexts
     from learned_schedules.training.comfy.models import load_models
 
     latent = torch.zeros(1, 16, 8, 8)
-    for seed in (0, 12345, 2**31 - 2):
-        torch.testing.assert_close(noise_for_seed(seed, latent.shape),
-                                   comfy.sample.prepare_noise(latent, seed))
     models = load_models(diffusion_model="sd3_trainer.safetensors",
                          text_encoders=["clip_l.safetensors"], vae="tiny_vae.safetensors")
     backend = ComfyBackend(models, train_prompts=PROMPTS[:3], eval_prompts=PROMPTS[3:5],
                            reward=None, reward_name="reference", width=64, height=64, cfg=2.0,
                            cache_dir=None)
+    seeds = (0, 12345, 2**31 - 2)
+    state = torch.get_rng_state()
+    noise = backend.noise(PromptContexts(torch.zeros(3, dtype=torch.long), torch.tensor(seeds)))
+    assert torch.equal(torch.get_rng_state(), state)  # the trainer's random stream is untouched
+    for i, seed in enumerate(seeds):
+        torch.testing.assert_close(noise[i:i + 1], comfy.sample.prepare_noise(latent, seed))
     ctx = PromptContexts(torch.tensor([0, 1, 2]), torch.tensor([5, 6, 7]))
     sigmas = torch.tensor([[1.0, 0.8, 0.5, 0.0], [1.0, 0.6, 0.2, 0.0], [1.0, 0.9, 0.3, 0.0]])
     ncs = env["cui"].ncs
@@ -235,14 +234,14 @@ def test_learning_improves_held_out_reward_over_the_default_schedule(env, family
     8-step sample of the same prompt and seed) beat ComfyUI's default schedule on held-out
     prompts x seeds, by more than 3 standard errors of the paired difference. The policy
     starts AT the default schedule, so the gain is learned."""
-    from learned_schedules.training.comfy.eval import evaluate_comfy_policy
+    from learned_schedules.training.eval import evaluate_policy_file
 
     make = sd3_args if family == "sd3" else flux_args
     assert cli.main(make(env, run_name=f"learn_{family}", iterations=40, batch=4, steps=3,
                          sample_every=0, eval_every=0, checkpoint_every=0,
                          pool_size=128)) == 0
     run = env["tmp"] / "runs" / f"learn_{family}"
-    report = evaluate_comfy_policy(run, seeds=6, out=run / "eval")
+    report = evaluate_policy_file(run, seeds=6, out=run / "eval")
     default, learned = report.rows
     assert default["name"] == "simple" and learned["name"] == "learned"
     assert learned["diff_mean"] > 3 * learned["diff_se"] > 0, report.markdown()
@@ -262,7 +261,8 @@ def test_learning_improves_held_out_reward_over_the_default_schedule(env, family
     table = (run / "eval_cli" / "eval.md").read_text()
     assert "| simple |" in table and "| beta |" in table and "| learned |" in table
     with pytest.raises(ValueError, match="Unknown scheduler"):
-        evaluate_comfy_policy(run, schedulers=("not_a_scheduler",), out=run / "eval_bad")
+        evaluate_policy_file(run, options={"schedulers": ("not_a_scheduler",)},
+                             out=run / "eval_bad")
 
 
 def test_clear_errors_for_bad_inputs(env, tmp_path):

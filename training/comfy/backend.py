@@ -2,9 +2,12 @@
 
 A context is a (prompt, seed) pair. Its policy features are the exact initial noise x_T that
 ComfyUI draws for that seed and the prompt's text conditioning (computed once per prompt and
-cached on disk). A rollout samples the context with one schedule through ``CFGGuider`` and the
-chosen ComfyUI sampler (all B*K rollouts batched, see :mod:`training.comfy.sampling`), decodes
-with the VAE and scores the image with the reward. No gradient flows through the model.
+cached on disk), both through the ComfyUI bridge (:mod:`comfy_bridge`) the node uses too. A
+rollout samples the context through ``CFGGuider`` with the step-wise sampler of
+:mod:`comfy_bridge.sampler` (``euler``, ``heun``, ``dpmpp_2m``: every rollout its own sigmas,
+one batched model call per step) or, for other samplers, ComfyUI's own sampler in lockstep
+(:mod:`training.comfy.sampling`); then it decodes with the VAE and scores the image with the
+reward. No gradient flows through the model.
 """
 
 from __future__ import annotations
@@ -18,6 +21,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ...comfy_bridge import features as cf
+from ...comfy_bridge import service
+from ...comfy_bridge.sampler import RULES, actor_ksampler
+from ...comfy_bridge.sigmas import (
+    default_flow,
+    default_sigmas,
+    flow_to_model,
+    model_to_flow,
+    sampling_of,
+)
+from ...plots import image_grid
+from ...policies.actors import Actor, FixedScheduleActor, Trajectory
 from ...policies.latent_encoder import PRESETS, LatentTextEncoder
 from ..rl.backend import Backend
 from .cond_cache import ConditioningCache, default_cache_dir, file_identity
@@ -29,10 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("learned_schedules.training")
 
 RewardFn = Callable[[torch.Tensor, list[str]], torch.Tensor]
-#: per-family defaults a user can override
-FAMILY_DEFAULTS = {"flux-dev": {"cfg": 1.0, "guidance": 3.5},
-                   "flux-schnell": {"cfg": 1.0, "guidance": None},
-                   "sd3": {"cfg": 4.5, "guidance": None}}
 
 
 @dataclass
@@ -55,13 +66,6 @@ class PromptContexts:
                               self.seeds.repeat_interleave(k))
 
 
-def noise_for_seed(seed: int, shape: Sequence[int]) -> torch.Tensor:
-    """x_T for one seed: exactly ``comfy.sample.prepare_noise`` on an empty latent (without
-    touching the global RNG)."""
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(list(shape), generator=g)
-
-
 class ComfyBackend(Backend):
     """Rollouts on a ComfyUI model (see the module docstring)."""
 
@@ -73,8 +77,9 @@ class ComfyBackend(Backend):
                  guidance: float | None = None, negative_prompt: str = "",
                  rollout_batch: int = 0, cache_dir: str | Path | None = None,
                  pool_size: int = 16384, pool_seed: int = 0, encoder_preset: str = "auto",
-                 reference_steps: int = 40, reference_scheduler: str = "simple"):
-        from ...comfy_bridge import features as cf
+                 reference_steps: int = 40, reference_scheduler: str = "simple",
+                 comparator_schedulers: Sequence[str] = ("simple",)):
+
         from .sampling import check_sampler_name
 
         check_sampler_name(sampler)
@@ -83,13 +88,14 @@ class ComfyBackend(Backend):
                              f"{width}x{height}.")
         if not train_prompts or not eval_prompts:
             raise ValueError("Need at least one training and one held-out prompt.")
+        check_scheduler_names(comparator_schedulers)
         self.models = models
         self.model, self.clip, self.vae = models.model, models.clip, models.vae
-        self.model_family = models.family
-        defaults = FAMILY_DEFAULTS[self.model_family]
-        self.cfg = defaults["cfg"] if cfg is None else float(cfg)
-        self.guidance = defaults["guidance"] if guidance is None else guidance
-        if self.model_family != "flux-dev":
+        self.family = cf.model_family_info(self.model)  # ValueError for SDXL, SD 1.5...
+        self.model_family = self.family.name
+        self.cfg = self.family.cfg if cfg is None else float(cfg)
+        self.guidance = self.family.guidance if guidance is None else guidance
+        if self.family.guidance is None:
             self.guidance = None  # only Flux dev has a distilled-guidance input
         self.prompts = list(train_prompts) + list(eval_prompts)
         self.n_train = len(train_prompts)
@@ -100,6 +106,7 @@ class ComfyBackend(Backend):
         self.pool_size, self.pool_seed = pool_size, pool_seed
         self.encoder_preset = encoder_preset
         self.reference_steps, self.reference_scheduler = reference_steps, reference_scheduler
+        self.comparator_schedulers = tuple(comparator_schedulers)
         latent_format = self.model.get_model_object("latent_format")
         ratio = int(getattr(self.vae, "downscale_ratio", 8))
         self.latent_shape = (latent_format.latent_channels, height // ratio, width // ratio)
@@ -107,7 +114,6 @@ class ComfyBackend(Backend):
         self.cond_cache = ConditioningCache(
             default_cache_dir() if cache_dir is None else cache_dir,
             identity=f"{self.model_family}|{identity}")
-        self._cf = cf
         self._pool: PromptContexts | None = None
         self._references: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -197,31 +203,19 @@ class ComfyBackend(Backend):
         return self.cond_cache.get(prompt, self._encode)
 
     def noise(self, contexts: PromptContexts) -> torch.Tensor:
-        """x_T ``[B, C, h, w]`` of every context."""
-        return torch.cat([noise_for_seed(int(s), (1, *self.latent_shape))
-                          for s in contexts.seeds])
+        """x_T ``[B, C, h, w]`` of every context (ComfyUI's ``RandomNoise`` for its seed)."""
+        return cf.seed_noise(self.model, [int(s) for s in contexts.seeds], self.latent_shape)
 
     def features(self, contexts: PromptContexts) -> dict[str, torch.Tensor]:
         conds = [self.conditioning(p) for p in self.prompt_texts(contexts)]
-        lengths = [c[0].shape[1] for c in conds]
-        t_max = max(lengths)
-        tokens = torch.zeros(len(conds), t_max, conds[0][0].shape[-1])
-        for i, (tok, _) in enumerate(conds):
-            tokens[i, :tok.shape[1]] = tok[0].float()
-        feats = {"noise": self.noise(contexts), "tokens": tokens}
-        if len(set(lengths)) > 1:
-            feats["token_mask"] = torch.arange(t_max)[None, :] < torch.tensor(lengths)[:, None]
-        pooled = [c[1].get("pooled_output") for c in conds]
-        if all(p is not None for p in pooled):
-            feats["pooled"] = torch.cat([p.float() for p in pooled])
-        return feats
+        return {"noise": self.noise(contexts), **cf.conditioning_features(conds)}
 
     def build_encoder(self, hidden: int, depth: int) -> nn.Module:
         """The paper's latent + text encoder, sized by a family preset and the real features."""
         probe = self.features(self.held_out_contexts(1, 0))
         preset = self.encoder_preset
         if preset == "auto":
-            preset = "flux" if self.model_family.startswith("flux") else "sd3"
+            preset = self.family.encoder_preset
         if preset not in PRESETS:
             raise ValueError(f"encoder_preset must be 'auto' or one of {sorted(PRESETS)}.")
         return LatentTextEncoder.for_family(
@@ -232,27 +226,76 @@ class ComfyBackend(Backend):
     # -- rollouts -------------------------------------------------------------------------------
     def model_sigmas(self, flow: torch.Tensor) -> torch.Tensor:
         """Policy schedules (flow time) -> this model's sigmas."""
-        return self._cf.flow_to_model_sigmas(self.model, flow.double()).float()
+        return flow_to_model(sampling_of(self.model), flow.double()).float()
 
     def default_sigmas(self, steps: int, scheduler: str = "simple") -> torch.Tensor:
         """ComfyUI's ``BasicScheduler`` sigmas for this model."""
-        return self._cf.default_sigmas(self.model, steps, scheduler).float()
+        return default_sigmas(self.model, steps, scheduler).float()
 
     def default_segments(self, steps: int) -> torch.Tensor:
         """Segments ``[L+1]`` whose schedule is the model's default one (the policy's start)."""
         from ...policies.schedule import schedule_to_increments
 
-        _, hi = self._cf.sigma_range(self.model)
-        flow = self.default_sigmas(steps).double()
-        if not self._cf.is_flow_model(self.model):
+        if not cf.is_flow_model(self.model):
             raise ValueError("Only flow models (Flux, SD3) are supported.")
-        return schedule_to_increments(flow / hi).float()
+        return schedule_to_increments(default_flow(self.model, steps)).float()
 
-    def write_samples(self, policy: nn.Module, path: Path) -> Path:
-        """Sample images (default above, learned below) of a few held-out contexts."""
-        from .eval import write_sample_grid
+    def comparators(self, steps: int, contexts: Any = None, *,
+                    schedulers: Sequence[str] | None = None, **_: Any
+                    ) -> dict[str, torch.Tensor]:
+        """ComfyUI's schedulers (``schedulers``, default the back-end's
+        ``comparator_schedulers``: ``simple``) for ``steps`` steps: name -> flow-time schedule
+        ``[L+1]`` (the same for every context)."""
+        names = tuple(schedulers) if schedulers else self.comparator_schedulers
+        check_scheduler_names(names)
+        return {name: default_flow(self.model, steps, name).float() for name in names}
 
-        return write_sample_grid(self, policy, path)
+    def held_out_count(self) -> int:
+        """The number of held-out prompts (``eval`` samples each with several seeds)."""
+        return len(self.prompts) - self.n_train
+
+    def describe_contexts(self, contexts: PromptContexts) -> list[dict[str, Any]]:
+        return [{"prompt": p, "seed": int(s)}
+                for p, s in zip(self.prompt_texts(contexts), contexts.seeds, strict=True)]
+
+    def write_eval_artifacts(self, out_dir: Path, contexts: PromptContexts,
+                             schedules: dict[str, torch.Tensor],
+                             rewards: dict[str, torch.Tensor], *, grid_columns: int = 6,
+                             **_: Any) -> list[Path]:
+        """``grid.png``: the first ``grid_columns`` contexts, one row per schedule (each image
+        with its schedule drawn in the corner, as in the paper's Figure 1)."""
+        show = max(1, min(grid_columns, len(contexts)))
+        ctx = contexts.select(torch.arange(show))
+        rows = []
+        for name, flow in schedules.items():
+            sigmas = self.model_sigmas(flow[:show])
+            rows.append((name, self.images(ctx, sigmas), sigmas))
+        path = out_dir / "grid.png"
+        image_grid(rows).save(path)
+        return [path]
+
+    def policy_sigmas(self, policy: nn.Module, contexts: PromptContexts) -> torch.Tensor:
+        """The policy's mean schedules for contexts, in the model's sigma space ``[N, L+1]``
+        (the bridge's service, as in the node)."""
+        return service.policy_sigmas(self.model, policy, self.features(contexts), mode="mean")
+
+    def write_samples(self, policy: nn.Module, path: Path, n: int = 4, seed: int = 10_000
+                      ) -> Path:
+        """Sample images of ``n`` held-out contexts (default schedule above, learned below,
+        each with its schedule in the corner) -> PNG."""
+        was_training = policy.training
+        policy.eval()
+        try:
+            ctx = self.held_out_contexts(n, seed)
+            learned = self.policy_sigmas(policy, ctx)
+            default = self.default_sigmas(learned.shape[1] - 1)
+            grid = image_grid([("default", self.images(ctx, default), default),
+                               ("learned", self.images(ctx, learned), learned)])
+        finally:
+            policy.train(was_training)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        grid.save(path)
+        return path
 
     def _batched_cond(self, prompts: list[str]) -> list:
         conds = [self.conditioning(p) for p in prompts]
@@ -287,31 +330,85 @@ class ComfyBackend(Backend):
         free = mm.get_free_memory(device) - self.model.model_size()
         return max(1, min(n, int(0.8 * free / max(per, 1))))
 
+    def _batches(self, prompts: list[str]):
+        """Index tensors of the rollouts that share one batched sampler run: rollouts whose
+        token counts match, in chunks that fit in memory."""
+        lengths = torch.tensor([self.conditioning(p)[0].shape[1] for p in prompts])
+        chunk = self._chunk(len(prompts))
+        for length in lengths.unique():
+            rows = torch.nonzero(lengths == length).flatten()
+            for start in range(0, len(rows), chunk):
+                yield rows[start:start + chunk]
+
     @torch.inference_mode()
     def sample_latents(self, contexts: PromptContexts, sigmas: torch.Tensor) -> torch.Tensor:
         """Denoised latents ``[N, ...]`` for N contexts, each with its own sigmas
-        ``[N, L+1]`` (or one schedule ``[L+1]`` for all)."""
+        ``[N, L+1]`` (or one schedule ``[L+1]`` for all), in the model's sigma space.
+
+        One schedule for all: ComfyUI's own batched sampler (what ``SamplerCustom`` does).
+        Several: the step-wise sampler for ``euler`` / ``heun`` / ``dpmpp_2m``, ComfyUI's
+        sampler in lockstep threads for the others."""
         from .sampling import sample_rollouts
 
         n = len(contexts)
         if sigmas.ndim == 1:
             sigmas = sigmas.expand(n, -1)
+        if self.sampler in RULES and n > 1 and not bool((sigmas == sigmas[:1]).all()):
+            actor = FixedScheduleActor(model_to_flow(sampling_of(self.model), sigmas.cpu()))
+            return self._sample_actor(contexts, actor, sigmas.shape[1] - 1).final
         prompts = self.prompt_texts(contexts)
         noise = self.noise(contexts)
-        lengths = torch.tensor([self.conditioning(p)[0].shape[1] for p in prompts])
         out = torch.empty(n, *self.latent_shape)
-        chunk = self._chunk(n)
-        for length in lengths.unique():  # rollouts whose token counts match share a batch
-            rows = torch.nonzero(lengths == length).flatten()
-            for start in range(0, len(rows), chunk):
-                idx = rows[start:start + chunk]
-                sub_prompts = [prompts[int(i)] for i in idx]
-                latents = sample_rollouts(
-                    self.model, self._batched_cond(sub_prompts), self._negative(len(idx)),
-                    noise[idx], sigmas[idx].cpu(), [int(s) for s in contexts.seeds[idx]],
-                    self.sampler, self.cfg)
-                out[idx] = latents.float().cpu()
+        for idx in self._batches(prompts):
+            latents = sample_rollouts(
+                self.model, self._batched_cond([prompts[int(i)] for i in idx]),
+                self._negative(len(idx)), noise[idx], sigmas[idx].cpu(),
+                [int(s) for s in contexts.seeds[idx]], self.sampler, self.cfg)
+            out[idx] = latents.float().cpu()
         return out
+
+    def _sample_actor(self, contexts: PromptContexts, actor: Actor, steps: int) -> Trajectory:
+        """Sample every context with the step-wise sampler, the actor choosing each next
+        sigma; the trajectory's ``final`` holds the latents (CPU)."""
+        from .sampling import make_guider
+
+        n = len(contexts)
+        prompts = self.prompt_texts(contexts)
+        noise = self.noise(contexts)
+        sampling = sampling_of(self.model)
+        out = torch.empty(n, *self.latent_shape)
+        flow = torch.empty(n, steps + 1)
+        info: dict[str, torch.Tensor] = {}
+        for idx in self._batches(prompts):
+            sub, first = _actor_rows(actor, idx, steps)
+            ksampler = actor_ksampler(sub, self.sampler)
+            latents = make_guider(self.model, self._batched_cond([prompts[int(i)] for i in idx]),
+                                  self._negative(len(idx)), self.cfg).sample(
+                noise[idx], torch.zeros_like(noise[idx]), ksampler,
+                flow_to_model(sampling, first), disable_pbar=True,
+                seed=int(contexts.seeds[idx[0]]))
+            out[idx] = latents.float().cpu()
+            traj = ksampler.sampler_function.trajectory
+            flow[idx] = traj.sigmas.float().cpu()
+            for key, value in traj.info.items():
+                if key not in info:
+                    info[key] = value.new_empty((n, *value.shape[1:]), device="cpu")
+                info[key][idx] = value.cpu()
+        return Trajectory(sigmas=flow, final=out, info=info)
+
+    def rollout(self, contexts: PromptContexts, actor: Actor, steps: int) -> Trajectory:
+        """Sample every context once, ``actor`` choosing the next sigma at every step (flow
+        time); the trajectory carries the final latents and the rewards."""
+        if self.sampler not in RULES:
+            raise ValueError(f"Step-wise rollouts use the samplers {', '.join(RULES)}; the "
+                             f"back-end's sampler is {self.sampler}.")
+        with torch.inference_mode():
+            traj = self._sample_actor(contexts, actor, steps)
+            reward = self.score(contexts, self.decode(traj.final))
+        # clones outside inference mode: an algorithm may use them with autograd
+        return Trajectory(sigmas=traj.sigmas.clone(), final=traj.final.clone(),
+                          info={k: v.clone() for k, v in traj.info.items()},
+                          reward=reward.clone())
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -335,8 +432,11 @@ class ComfyBackend(Backend):
     @torch.inference_mode()
     def rewards(self, contexts: PromptContexts, schedules: torch.Tensor) -> torch.Tensor:
         """``schedules [B, K, L+1]`` (flow time) -> rewards ``[B, K]`` (all B*K at once)."""
-        b, k, _ = schedules.shape
+        b, k, n1 = schedules.shape
         flat = contexts.repeat(k)
+        if self.sampler in RULES:
+            actor = FixedScheduleActor(schedules.reshape(b * k, -1).cpu())
+            return self.rollout(flat, actor, n1 - 1).reward.reshape(b, k)
         sigmas = self.model_sigmas(schedules.reshape(b * k, -1))
         return self.score(flat, self.images(flat, sigmas)).reshape(b, k)
 
@@ -355,6 +455,16 @@ class ComfyBackend(Backend):
         return torch.stack([self._references[key] for key in keys])
 
 
+def check_scheduler_names(names: Sequence[str]) -> None:
+    """``ValueError`` naming ComfyUI's schedulers unless ``names`` are some of them."""
+    import comfy.samplers
+
+    unknown = [n for n in names if n not in comfy.samplers.SCHEDULER_NAMES]
+    if unknown or not names:
+        raise ValueError(f"Unknown scheduler(s) {', '.join(unknown) or '(none given)'}; "
+                         f"ComfyUI's are: {', '.join(comfy.samplers.SCHEDULER_NAMES)}.")
+
+
 def _split_list(value: str | None) -> list[str] | None:
     if not value:
         return None
@@ -371,3 +481,18 @@ def _split_pairs(value: str | None) -> dict[str, str]:
         out[k.strip()] = v.strip()
     return out
 
+
+
+def _actor_rows(actor: Actor, idx: torch.Tensor, steps: int) -> tuple[Actor, torch.Tensor]:
+    """The actor for rollouts ``idx`` of a batch, and the flow schedule ``[L+1]`` whose start,
+    end and length the sampler is given: a fixed-schedule actor's rows (their first one; all
+    must start at the same time), otherwise the actor itself from t = 1."""
+    if isinstance(actor, FixedScheduleActor):
+        if actor.steps != steps:
+            raise ValueError(f"{actor.steps}-step schedules for a {steps}-step rollout.")
+        rows = actor.schedules[idx] if actor.schedules.ndim == 2 else actor.schedules[None]
+        if bool((rows[:, 0] != rows[0, 0]).any()):
+            raise ValueError("Schedules sampled in one batch must start at the same sigma.")
+        return FixedScheduleActor(rows if actor.schedules.ndim == 2 else actor.schedules), \
+            rows[0]
+    return actor, torch.linspace(1.0, 0.0, steps + 1)

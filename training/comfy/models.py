@@ -21,8 +21,6 @@ log = logging.getLogger("learned_schedules.training")
 
 WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
 CLIP_TYPES = ("auto", "flux", "sd3")
-#: our model family -> ComfyUI CLIP type of its text encoders
-FAMILY_CLIP_TYPE = {"flux-dev": "flux", "flux-schnell": "flux", "sd3": "sd3"}
 
 
 @dataclass
@@ -169,7 +167,7 @@ def load_models(*, checkpoint: str | None = None, diffusion_model: str | None = 
     import comfy.sd
     import folder_paths
 
-    from ...comfy_bridge.features import model_family
+    from ...comfy_bridge.features import model_family_info
 
     if clip_type not in CLIP_TYPES:
         raise ValueError(f"clip_type must be one of {CLIP_TYPES}, got {clip_type!r}.")
@@ -196,10 +194,10 @@ def load_models(*, checkpoint: str | None = None, diffusion_model: str | None = 
         path = resolve_file(diffusion_model, ("diffusion_models",), "Diffusion model")
         files["model"] = [path]
         model = load_diffusion_model(path, weight_dtype, unet_config)
-    family = model_family(model)
+    family = model_family_info(model)  # ValueError for an unsupported model (SDXL...)
     if text_encoders:
         paths = [resolve_file(n, ("text_encoders",), "Text encoder") for n in text_encoders]
-        ctype = FAMILY_CLIP_TYPE[family] if clip_type == "auto" else clip_type
+        ctype = family.clip_type if clip_type == "auto" else clip_type
         clip = load_text_encoders(paths, ctype, text_encoder_options)
         files["text_encoders"] = paths
     if vae:
@@ -211,5 +209,5 @@ def load_models(*, checkpoint: str | None = None, diffusion_model: str | None = 
                          "t5xxl_fp16.safetensors for Flux).")
     if vae_obj is None:
         raise ValueError("No VAE: pass --vae (e.g. ae.safetensors for Flux).")
-    log.info("loaded %s model %s", family, Path(files["model"][0]).name)
-    return LoadedModels(model=model, clip=clip, vae=vae_obj, family=family, files=files)
+    log.info("loaded %s model %s", family.name, Path(files["model"][0]).name)
+    return LoadedModels(model=model, clip=clip, vae=vae_obj, family=family.name, files=files)

@@ -1,4 +1,8 @@
-"""Batched rollouts with per-rollout schedules through ComfyUI's own samplers.
+"""Batched rollouts with per-rollout schedules through ComfyUI's own multi-stage samplers.
+
+The ComfyUI back-end samples ``euler``, ``heun`` and ``dpmpp_2m`` with the step-wise sampler
+of :mod:`comfy_bridge.sampler` (one batched model call per step, per-item sigmas); this module
+is the path for every other ComfyUI sampler.
 
 A ComfyUI sampler takes ONE sigma schedule for the whole batch, but every RL rollout has its
 own. :class:`LockstepSampler` is a ComfyUI ``Sampler`` (the object ``CFGGuider.sample`` drives)
@@ -203,6 +207,16 @@ def lockstep_sampler(name: str, sigmas: torch.Tensor, seeds: Sequence[int]):
     return _SAMPLER_CLASS[0](name, sigmas, seeds)
 
 
+def make_guider(model: Any, positive: list, negative: list | None, cfg: float) -> Any:
+    """ComfyUI's ``CFGGuider`` for these conditionings (no negative: ``cfg`` must be 1)."""
+    import comfy.samplers
+
+    g = comfy.samplers.CFGGuider(model)
+    g.set_conds(positive, negative if negative is not None else [])
+    g.set_cfg(cfg)
+    return g
+
+
 def sample_rollouts(model: Any, positive: list, negative: list | None, noise: torch.Tensor,
                     sigmas: torch.Tensor, seeds: Sequence[int], sampler_name: str = "euler",
                     cfg: float = 1.0, latent_image: torch.Tensor | None = None) -> torch.Tensor:
@@ -221,10 +235,7 @@ def sample_rollouts(model: Any, positive: list, negative: list | None, noise: to
     latent = torch.zeros_like(noise) if latent_image is None else latent_image
 
     def guider(pos: list, neg: list | None):
-        g = comfy.samplers.CFGGuider(model)
-        g.set_conds(pos, neg if neg is not None else [])
-        g.set_cfg(cfg)
-        return g
+        return make_guider(model, pos, neg, cfg)
 
     same = bool((sigmas == sigmas[:1]).all())
     if n == 1 or (same and not draws_noise(sampler_name)):
