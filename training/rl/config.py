@@ -104,8 +104,10 @@ WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
 CLIP_TYPES = ("auto", "flux", "sd3")
 
 
-def check_device(device: str) -> None:
-    """``ValueError`` for a device name torch does not know, or one this machine lacks."""
+def check_device(device: str, available: bool = True) -> None:
+    """``ValueError`` for a device name torch does not know, or (``available``) one this
+    machine lacks (the trainer checks that before it starts; a config file naming ``cuda``
+    is still valid on a machine without one)."""
     import torch
 
     try:
@@ -113,7 +115,9 @@ def check_device(device: str) -> None:
     except (RuntimeError, TypeError, ValueError):
         raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got "
                          f"{device!r}.") from None
-    if dev.type == "cpu":
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'mps', got {device!r}.")
+    if dev.type == "cpu" or not available:
         return
     if dev.type == "cuda":
         if not torch.cuda.is_available():
@@ -168,7 +172,7 @@ class PPOConfig(ReinforceConfig):
     def check(self, prefix: str) -> None:
         super().check(prefix)
         if not 1 <= self.epochs <= 1000:
-            raise ValueError(f"{prefix}epochs must be between 1 and 1000, got {self.epochs}.")
+            raise ValueError(f"{prefix}epochs must be >= 1 (and <= 1000), got {self.epochs}.")
         check_number(prefix + "clip", self.clip, low=0, high=1, low_open=True, high_open=True)
 
     def validate(self, config: TrainConfig) -> None:
@@ -344,7 +348,7 @@ class TrainConfig:
         if self.clip_type not in CLIP_TYPES:
             raise ValueError(f"clip_type must be one of {CLIP_TYPES}, got {self.clip_type!r}.")
         self._check_paths()
-        check_device(self.device)
+        check_device(self.device, available=False)
 
     def _check_ranges(self) -> None:
         """Every number finite and in range, named by its field."""

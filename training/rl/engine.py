@@ -47,7 +47,7 @@ from ...policies.policy_file import save_policy
 from .algorithms import Algorithm, make_algorithm
 from .backend import Backend, make_backend, policy_features
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, check_device
 from .distributed import Dist, current, isolated_rng
 
 log = logging.getLogger("learned_schedules.training")
@@ -206,6 +206,7 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
     """
     # everything that can fail on a user's input fails here, before anything is written
     config.validate()
+    check_device(config.device)
     dist = dist or current(config.device)
     device = dist.policy_device(config.device)
     start = 0
