@@ -319,13 +319,9 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` with a plain sentence naming the field, for a configuration of
         the wrong types, out-of-range or non-finite numbers, or impossible settings."""
-        check_fields(self)
-        for name, section_cls in SECTIONS.items():
-            section = getattr(self, name)
-            if not isinstance(section, section_cls):
-                raise ValueError(f"{name} must be a JSON object of {name} options, got "
-                                 f"{section!r}.")
-            section.check(f"{name}.")
+        self.check_types()
+        for name in SECTIONS:
+            getattr(self, name).check(f"{name}.")
         if self.steps < 1 or self.steps > 1000:
             raise ValueError(f"steps must be between 1 and 1000, got {self.steps}.")
         if self.algo not in ALGOS:
@@ -349,6 +345,16 @@ class TrainConfig:
             raise ValueError(f"clip_type must be one of {CLIP_TYPES}, got {self.clip_type!r}.")
         self._check_paths()
         check_device(self.device, available=False)
+
+    def check_types(self) -> None:
+        """Every field (and every section's field) of its declared JSON type."""
+        check_fields(self)
+        for name, section_cls in SECTIONS.items():
+            section = getattr(self, name)
+            if not isinstance(section, section_cls):
+                raise ValueError(f"{name} must be a JSON object of {name} options, got "
+                                 f"{section!r}.")
+            check_fields(section, f"{name}.")
 
     def _check_ranges(self) -> None:
         """Every number finite and in range, named by its field."""
@@ -440,7 +446,9 @@ class TrainConfig:
         path = Path(path)
         data = read_json(path, "Config file")
         try:
-            return cls.from_dict(data)
+            config = cls.from_dict(data)
+            config.check_types()  # a wrong type is the file's mistake (ranges: validate)
+            return config
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Config file {path}: {exc}") from None
 

@@ -22,7 +22,6 @@ embedding". All maths runs in float64.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
