@@ -242,10 +242,6 @@ def _check_architecture(meta: dict[str, Any], header: dict[str, Any], name: str)
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
         raise ValueError(f"{name} describes an architecture this version cannot build: "
                          f"{' '.join(str(exc).split())}") from None
-    dims = skeleton.feature_dims()
-    if dims != meta["feature_dims"]:
-        raise ValueError(f"{name}: feature_dims {json.dumps(meta['feature_dims'])} do not match "
-                         f"its architecture, which reads {json.dumps(dims)}.")
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     stored = _header_shapes(header, name)
     missing = sorted(set(expected) - set(stored))
@@ -260,6 +256,10 @@ def _check_architecture(meta: dict[str, Any], header: dict[str, Any], name: str)
         if stored[k][1] not in _FLOAT_DTYPES:
             raise ValueError(f"{name}: weight {k} is stored as {stored[k][1]}, not floating "
                              "point.")
+    dims = skeleton.feature_dims()
+    if dims != meta["feature_dims"]:
+        raise ValueError(f"{name}: feature_dims {json.dumps(meta['feature_dims'])} do not match "
+                         f"its architecture, which reads {json.dumps(dims)}.")
 
 
 _FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
