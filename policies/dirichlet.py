@@ -9,6 +9,7 @@ is registered as kind ``dirichlet``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 from torch.distributions import Dirichlet
 
 from .contract import Features, build_policy, features_argument, register_policy
-from .encoders import build_encoder
+from .encoders import build_encoder, check_sizes
 from .schedule import DEFAULT_MIN_STEP, clamp_increments, increments_to_schedule, resample_schedule
 
 ALPHA_FLOOR = 1e-3
@@ -47,8 +48,18 @@ class DirichletPolicy(nn.Module):
                  init_concentration: float | None = None,
                  min_segment: float = DEFAULT_MIN_STEP):
         super().__init__()
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}.")
+        check_sizes("DirichletPolicy", steps=steps, head_hidden=head_hidden)
+        if not hasattr(encoder, "out_dim"):
+            raise ValueError("DirichletPolicy needs an encoder from policies.encoders.")
+        for name, value in (("init_concentration", init_concentration),
+                            ("min_segment", min_segment)):
+            if value is not None and (isinstance(value, bool) or not isinstance(
+                    value, (int, float)) or not math.isfinite(value) or value < 0):
+                raise ValueError(f"DirichletPolicy: {name} must be a finite number >= 0, got "
+                                 f"{value!r}.")
+        if min_segment * (steps + 1) >= 1:
+            raise ValueError(f"DirichletPolicy: min_segment {min_segment} leaves no room for "
+                             f"{steps + 1} segments.")
         self.encoder = encoder
         self.steps = steps
         self.head_hidden = head_hidden
@@ -151,6 +162,8 @@ class DirichletPolicy(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DirichletPolicy:
+        if not isinstance(config, dict):
+            raise ValueError(f"A {cls.kind} policy config must be an object.")
         cfg = dict(config)
         if cfg.pop("policy", cls.kind) != cls.kind:
             raise ValueError(f"Not a {cls.kind} policy config.")

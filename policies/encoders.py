@@ -17,6 +17,14 @@ import torch
 from torch import nn
 
 
+def check_sizes(owner: str, minimum: int = 1, **sizes: Any) -> None:
+    """``ValueError`` naming the first size that is not an integer >= ``minimum`` (a bool, a
+    string or a float from a hand-made file is refused, not coerced)."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}.")
+
+
 class VectorEncoder(nn.Module):
     """Noise-and-prompt encoder for vector contexts, with multiplicative (FiLM) conditioning.
 
@@ -31,8 +39,8 @@ class VectorEncoder(nn.Module):
 
     def __init__(self, noise_dim: int, cond_dim: int, hidden: int = 128, depth: int = 2):
         super().__init__()
-        if noise_dim < 1 or cond_dim < 1 or hidden < 1 or depth < 1:
-            raise ValueError("VectorEncoder dimensions must be positive.")
+        check_sizes("VectorEncoder", noise_dim=noise_dim, cond_dim=cond_dim, hidden=hidden,
+                    depth=depth)
         self.noise_dim, self.cond_dim, self.hidden, self.depth = noise_dim, cond_dim, hidden, depth
         self.noise_in = nn.Linear(noise_dim, hidden)
         self.cond_in = nn.Linear(cond_dim, hidden)
@@ -66,6 +74,8 @@ class VectorEncoder(nn.Module):
 
 def build_encoder(config: dict[str, Any]) -> nn.Module:
     """Rebuild an encoder from its ``config()``; ``ValueError`` for an unknown type."""
+    if not isinstance(config, dict):
+        raise ValueError(f"An encoder config must be an object, got {config!r}.")
     cfg = dict(config)
     kind = cfg.pop("type", None)
     if kind == VectorEncoder.kind:

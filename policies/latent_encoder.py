@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .encoders import check_sizes
+
 PRESETS: dict[str, dict[str, Any]] = {
     # Flux: 16-channel latent, T5-XXL tokens (4096), CLIP-L pooled (768)
     "flux": {"latent_channels": 16, "token_dim": 4096, "pooled_dim": 768, "width": 384,
@@ -43,8 +45,12 @@ class LatentTextEncoder(nn.Module):
     def __init__(self, latent_channels: int = 16, token_dim: int = 4096, pooled_dim: int = 0,
                  width: int = 256, levels: int = 3, heads: int = 4, grid: int = 4):
         super().__init__()
-        if min(latent_channels, token_dim, width, levels, heads, grid) < 1 or pooled_dim < 0:
-            raise ValueError("LatentTextEncoder sizes must be positive.")
+        check_sizes("LatentTextEncoder", latent_channels=latent_channels, token_dim=token_dim,
+                    width=width, levels=levels, heads=heads, grid=grid)
+        check_sizes("LatentTextEncoder", 0, pooled_dim=pooled_dim)
+        if levels > 12 or grid > 64:
+            raise ValueError(f"LatentTextEncoder: levels (<= 12) or grid (<= 64) too large: "
+                             f"{levels}, {grid}.")
         if width % heads:
             raise ValueError(f"width {width} must be divisible by heads {heads}.")
         self.latent_channels, self.token_dim, self.pooled_dim = latent_channels, token_dim, \
@@ -57,6 +63,7 @@ class LatentTextEncoder(nn.Module):
             blocks += [nn.GroupNorm(_groups(chans[i]), chans[i]), nn.SiLU(),
                        nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1)]
         self.pyramid = nn.Sequential(*blocks)
+        self._per_group = [chans[i] // _groups(chans[i]) for i in range(levels)]
         self.pool = nn.AdaptiveAvgPool2d(grid)
         self.pos = nn.Parameter(torch.zeros(1, grid * grid, width))
         self.text_proj = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, width))
@@ -76,6 +83,12 @@ class LatentTextEncoder(nn.Module):
         if tokens.ndim != 3 or tokens.shape[-1] != self.token_dim:
             raise ValueError(f"Expected text tokens [B, T, {self.token_dim}], got "
                              f"{tuple(tokens.shape)}.")
+        h_in, w_in = int(noise.shape[2]), int(noise.shape[3])
+        if not self.fits(h_in, w_in):
+            side = self.min_latent_size()
+            raise ValueError(f"The latent is {h_in}x{w_in}, too small for this policy's encoder: "
+                             f"it needs at least {side}x{side} latent pixels ({8 * side}x"
+                             f"{8 * side} image pixels with an 8x VAE such as Flux's or SD3's).")
         h = self.pool(self.pyramid(self.stem(noise)))  # [B, width, g, g]
         q = h.flatten(2).transpose(1, 2) + self.pos  # [B, g*g, width]
         if self.pooled_proj is not None:
@@ -88,6 +101,25 @@ class LatentTextEncoder(nn.Module):
         q = q + att
         q = q + self.mlp(q)
         return torch.cat([q.mean(1), q.amax(1)], dim=-1)
+
+    def fits(self, height: int, width: int) -> bool:
+        """Whether a ``height x width`` latent passes the pyramid: the stem needs 2x2, and every
+        GroupNorm more than one value per group."""
+        h, w = height // 2, width // 2  # the stride-2 patchifying stem
+        if h < 1 or w < 1:
+            return False
+        for per_group in self._per_group:
+            if per_group * h * w <= 1:
+                return False
+            h, w = (h + 1) // 2, (w + 1) // 2  # a 3x3 stride-2 conv with padding 1
+        return True
+
+    def min_latent_size(self) -> int:
+        """The smallest square latent side this encoder accepts."""
+        side = 2
+        while not self.fits(side, side):
+            side += 1
+        return side
 
     def config(self) -> dict[str, Any]:
         return {"type": self.kind, "latent_channels": self.latent_channels,

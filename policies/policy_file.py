@@ -141,7 +141,11 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if path.suffix != ".safetensors":
         raise ValueError(f"{path.name} is not a .safetensors policy file.")
     header = _read_header(path)
-    raw = (header.get("__metadata__") or {}).get(META_KEY)
+    strings = header.get("__metadata__") or {}
+    if not isinstance(strings, dict) or not all(isinstance(v, str) for v in strings.values()):
+        raise ValueError(f"{path.name} has a corrupt safetensors header (its __metadata__ must "
+                         "map names to strings).")
+    raw = strings.get(META_KEY)
     if raw is None:
         raise ValueError(f"{path.name} has no Learned Schedules metadata; it is not a policy "
                          "file.")
@@ -154,11 +158,31 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+_FIELD_TYPES: dict[str, tuple[type, str]] = {
+    "format_version": (int, "an integer"), "method": (str, "a string"),
+    "model_family": (str, "a string"), "steps": (int, "an integer"),
+    "feature_dims": (dict, "an object"), "architecture": (dict, "an object"),
+    "training": (dict, "an object"), "reward": (str, "a string"),
+    "created": (str, "a string"), "package_version": (str, "a string"),
+    "global_schedule": (list, "a list of numbers")}
+"""The JSON type of every known metadata field (``reward`` may also be null)."""
+
+
 def validate_metadata(meta: dict[str, Any], name: str = "policy file") -> None:
-    """Raise ``ValueError`` naming the first problem in a metadata dict."""
+    """Raise ``ValueError`` naming the first problem in a metadata dict (missing fields, wrong
+    JSON types, feature sizes, an encoder that does not fit the model family)."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"{name} has unreadable policy metadata.")
     missing = [k for k in REQUIRED_FIELDS if k not in meta]
     if missing:
         raise ValueError(f"{name} is missing metadata fields: {', '.join(missing)}.")
+    for key, (kind, words) in _FIELD_TYPES.items():
+        value = meta.get(key)
+        if key not in meta or (value is None and key not in REQUIRED_FIELDS):
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{name}: metadata field {key!r} must be {words}, got "
+                             f"{json.dumps(value)[:60]}.")
     if meta["format_version"] != FORMAT_VERSION:
         raise ValueError(f"{name} has format version {meta['format_version']!r}; this version "
                          f"of Learned Schedules reads version {FORMAT_VERSION}.")
@@ -172,6 +196,73 @@ def validate_metadata(meta: dict[str, Any], name: str = "policy file") -> None:
     if arch.get("steps") != meta["steps"]:
         raise ValueError(f"{name} says steps={meta['steps']} but its architecture has "
                          f"steps={arch.get('steps')}.")
+    if not 1 <= meta["steps"] <= 1000:
+        raise ValueError(f"{name} has steps={meta['steps']}; policies have 1 to 1000 steps.")
+    for feature, dims in meta["feature_dims"].items():
+        if not (isinstance(dims, list) and dims and all(
+                isinstance(d, int) and not isinstance(d, bool) and (d >= 1 or d == -1)
+                for d in dims)):
+            raise ValueError(f"{name}: feature_dims[{feature!r}] must be a list of sizes (positive "
+                             f"integers, or -1 for a free size), got {json.dumps(dims)[:60]}.")
+    gs = meta.get("global_schedule")
+    if gs is not None and (len(gs) != meta["steps"] + 1 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+            for v in gs)):
+        raise ValueError(f"{name}: global_schedule must be {meta['steps'] + 1} numbers in [0, 1].")
+    encoder = arch.get("encoder")
+    if isinstance(encoder, dict) and encoder.get("type") == "vector" \
+            and meta["model_family"] != "testbed":
+        raise ValueError(f"{name} has a vector (testbed) encoder but is labelled for model "
+                         f"family {meta['model_family']!r}, which needs an image-latent "
+                         "encoder; the file is inconsistent.")
+
+
+def _header_shapes(header: dict[str, Any], name: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Tensor name -> (shape, dtype) as the safetensors header declares them."""
+    out = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        shape, dtype = info.get("shape") if isinstance(info, dict) else None, \
+            info.get("dtype") if isinstance(info, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape) \
+                or not isinstance(dtype, str):
+            raise ValueError(f"{name} has a corrupt safetensors header (entry {key!r}).")
+        out[key] = (tuple(shape), dtype)
+    return out
+
+
+def _check_architecture(meta: dict[str, Any], header: dict[str, Any], name: str) -> None:
+    """Build the declared architecture on the ``meta`` device (no memory is allocated) and
+    compare its parameter names, shapes and feature sizes with the file's before anything
+    real is built."""
+    try:
+        with torch.device("meta"):
+            skeleton = build_policy(meta["architecture"])
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
+        raise ValueError(f"{name} describes an architecture this version cannot build: "
+                         f"{' '.join(str(exc).split())}") from None
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    stored = _header_shapes(header, name)
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{name} does not match its architecture: missing "
+                         f"{missing[:3]}, unexpected {unexpected[:3]}.")
+    for k, shape in expected.items():
+        if stored[k][0] != shape:
+            raise ValueError(f"{name}: weight {k} has shape {stored[k][0]}, the architecture "
+                             f"needs {shape}.")
+        if stored[k][1] not in _FLOAT_DTYPES:
+            raise ValueError(f"{name}: weight {k} is stored as {stored[k][1]}, not floating "
+                             "point.")
+    dims = skeleton.feature_dims()
+    if dims != meta["feature_dims"]:
+        raise ValueError(f"{name}: feature_dims {json.dumps(meta['feature_dims'])} do not match "
+                         f"its architecture, which reads {json.dumps(dims)}.")
+
+
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 
 
 def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedPolicy:
@@ -179,9 +270,10 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> L
     path = Path(path)
     meta = read_metadata(path)
     validate_metadata(meta, path.name)
+    _check_architecture(meta, _read_header(path), path.name)
     try:
         policy = build_policy(meta["architecture"])
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
         raise ValueError(f"{path.name} describes an architecture this version cannot build: "
                          f"{exc}") from exc
     try:

@@ -164,7 +164,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         run = Path(args.resume)
+        if args.config:
+            raise ValueError("--config and --resume cannot be combined: a resumed run keeps its "
+                             "config.json; pass the flags to change instead.")
+        if not run.exists():
+            raise ValueError(f"--resume: {run} does not exist.")
         run_dir = run if run.is_dir() else run.parent.parent
+        if not (run_dir / "config.json").is_file():
+            raise ValueError(f"--resume: {run_dir} is not a run folder (it has no config.json).")
         base = TrainConfig.load(run_dir / "config.json")
         config = _config_from_args(args, base)
         result = train(config, resume=run)
@@ -184,6 +191,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval import evaluate_policy_file
 
+    for flag, value, low in (("--contexts", args.contexts, 1), ("--seeds", args.seeds, 1),
+                             ("--train-contexts", args.train_contexts, 1),
+                             ("--fit-iters", args.fit_iters, 0),
+                             ("--grid-columns", args.grid_columns, 1)):
+        if value < low:
+            raise ValueError(f"eval {flag} must be >= {low}, got {value}.")
+    if not any(s.strip() for s in args.schedulers.split(",")):
+        raise ValueError("eval --schedulers needs at least one scheduler name.")
     overrides = {name: getattr(args, name, None) for name in COMFY_EVAL_FIELDS}
     overrides["testbed_config"] = args.testbed_config
     options = {"train_contexts": args.train_contexts, "fit_iters": args.fit_iters,
@@ -224,8 +239,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}[args.command](args)
-    except ValueError as exc:
-        log.error("%s", exc)
+    except ValueError as exc:  # a user mistake: one line, no traceback
+        log.error("%s", " ".join(str(exc).split()))
+        return 2
+    except OSError as exc:  # a path that cannot be written or read
+        where = f" {exc.filename}" if exc.filename else ""
+        log.error("Cannot use%s: %s.", where, exc.strerror or exc)
         return 2
 
 

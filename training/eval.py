@@ -130,7 +130,9 @@ def backend_for_policy(loaded: LoadedPolicy, overrides: dict[str, Any] | None = 
     training.setdefault("backend", "testbed" if family == "testbed" else "comfy")
     known = {f.name for f in dataclasses.fields(TrainConfig)} | set(LEGACY_KEYS)
     data = {k: v for k, v in training.items() if k in known}
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None and k in known})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None and k in known}
+    TrainConfig.from_dict(given).validate()  # the overrides' types and ranges, named
+    data.update(given)
     config = TrainConfig.from_dict(data)
     backend = make_backend(config)
     if backend.model_family != family:
@@ -161,6 +163,12 @@ def evaluate_policy_file(policy_path: str | Path, *, overrides: dict[str, Any] |
     if contexts < 1 or seeds < 1:
         raise ValueError("eval needs at least one held-out context (--contexts) and one seed "
                          "(--seeds).")
+    if out is not None:
+        for parent in (Path(out), *Path(out).parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ValueError(f"eval --out must be a folder, but {parent} is a file.")
+                break
     path = policy_file_of(policy_path)
     loaded = load_policy(path)
     backend = backend or backend_for_policy(loaded, overrides)

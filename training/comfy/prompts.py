@@ -25,16 +25,24 @@ def load_prompts(path: str | Path) -> list[str]:
     if not path.is_file():
         raise ValueError(f"Prompt file not found: {path}.")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8-sig")
+    if suffix not in (".txt", ".jsonl", ".csv"):
+        raise ValueError(f"Unsupported prompt file {path.name}: use .txt, .jsonl or .csv.")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"Prompt file {path} is not UTF-8 text (undecodable byte at offset "
+                         f"{exc.start}; is it a binary file?).") from None
+    except OSError as exc:
+        raise ValueError(f"Prompt file {path} cannot be read: {exc.strerror}.") from None
+    if "\x00" in text:
+        raise ValueError(f"Prompt file {path} holds NUL bytes: it is not a text file.")
     if suffix == ".txt":
         raw = [line.strip() for line in text.splitlines() if not line.lstrip().startswith("#")]
     elif suffix == ".jsonl":
         raw = [_jsonl_prompt(line, i + 1, path) for i, line in enumerate(text.splitlines())
                if line.strip()]
-    elif suffix == ".csv":
-        raw = _csv_prompts(text, path)
     else:
-        raise ValueError(f"Unsupported prompt file {path.name}: use .txt, .jsonl or .csv.")
+        raw = _csv_prompts(text, path)
     seen: set[str] = set()
     prompts = []
     for p in raw:
@@ -58,11 +66,15 @@ def _jsonl_prompt(line: str, lineno: int, path: Path) -> str:
         for key in PROMPT_KEYS:
             if isinstance(item.get(key), str):
                 return item[key]
-    raise ValueError(f"{path}:{lineno} has no 'prompt' field.")
+    raise ValueError(f"{path}:{lineno} has no 'prompt' field (a JSON object with a string "
+                     "'prompt', or a JSON string, per line).")
 
 
 def _csv_prompts(text: str, path: Path) -> list[str]:
-    rows = list(csv.reader(text.splitlines()))
+    try:
+        rows = list(csv.reader(text.splitlines()))
+    except csv.Error as exc:
+        raise ValueError(f"Prompt file {path} is not a readable CSV file ({exc}).") from None
     if not rows:
         return []
     header = [h.strip().lower() for h in rows[0]]

@@ -40,27 +40,56 @@ def save_checkpoint(path: str | Path, *, policy: torch.nn.Module,
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path, *, policy: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, torch.Tensor],
-                                                               dict[str, Any]]:
-    """Restore policy and optimiser in place; return ``(iteration, rng_states, info)``."""
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every tensor and the metadata of a checkpoint; ``ValueError`` (one sentence naming the
+    file) if it is missing, truncated or not a training checkpoint."""
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             raw_meta = (f.metadata() or {}).get(_META_KEY)
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises several types for bad files
-        raise ValueError(f"Cannot read checkpoint {path}: {exc}") from exc
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"Cannot read checkpoint {path} (truncated or damaged?): "
+                         f"{reason}") from None
     if raw_meta is None:
         raise ValueError(f"{path} is not a Learned Schedules training checkpoint.")
-    meta = json.loads(raw_meta)
-    policy.load_state_dict({k[len("policy."):]: v for k, v in tensors.items()
-                            if k.startswith("policy.")})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    try:
+        meta = json.loads(raw_meta)
+        int(meta["iteration"])
+        meta["param_groups"]  # noqa: B018
+    except (ValueError, TypeError, KeyError):
+        raise ValueError(f"Checkpoint {path} has damaged metadata.") from None
+    return tensors, meta
+
+
+def load_checkpoint(path: str | Path, *, policy: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, torch.Tensor],
+                                                               dict[str, Any]]:
+    """Restore policy and optimiser in place; return ``(iteration, rng_states, info)``.
+    ``ValueError`` for an unreadable checkpoint or one that does not fit ``policy``."""
+    path = Path(path)
+    tensors, meta = read_checkpoint(path)
+    weights = {k[len("policy."):]: v for k, v in tensors.items() if k.startswith("policy.")}
+    expected = policy.state_dict()
+    for k, v in expected.items():
+        if k not in weights or tuple(weights[k].shape) != tuple(v.shape):
+            got = tuple(weights[k].shape) if k in weights else "nothing"
+            raise ValueError(f"Checkpoint {path} does not fit this run's policy (weight {k}: "
+                             f"{got}, the policy needs {tuple(v.shape)}); was the architecture "
+                             "or the back-end's features changed?")
+    try:
+        policy.load_state_dict(weights)
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, idx, name = k.split(".", 2)
+                state.setdefault(int(idx), {})[name] = v
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise ValueError(f"Checkpoint {path} does not fit this run: {reason}") from None
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
+    if set(rng) != {"torch", "contexts"}:
+        raise ValueError(f"Checkpoint {path} lacks its random-number states.")
     return int(meta["iteration"]), rng, meta.get("info", {})

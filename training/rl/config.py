@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,119 @@ LEGACY_KEYS: dict[str, tuple[str | None, str]] = {
 """Flat keys of configs written before the algorithm sections -> (section, field); section
 ``None`` is the active algorithm's (``algo``). :meth:`TrainConfig.from_dict` maps them."""
 
+RESUME_FIXED = ("backend", "algo", "steps", "hidden", "depth", "encoder_preset",
+                "init_schedule", "init_concentration", "seed", "pool_size")
+"""Fields a ``--resume`` may not change: they fix the policy's architecture, its algorithm or
+the training stream (every other field, e.g. iterations, lr, eval cadence, may change)."""
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string",
+               "bool": "true or false", "dict": "a JSON object"}
+
+
+def _json_type(value: Any) -> str:
+    """How JSON (or Python) calls ``value``'s type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def check_type(name: str, value: Any, annotation: str) -> None:
+    """``ValueError`` naming ``name`` unless ``value`` fits the field's ``annotation`` (a string
+    such as ``"int"`` or ``"float | None"``; ints pass as floats, booleans never as numbers)."""
+    allowed = [t.strip() for t in str(annotation).split("|")]
+    if value is None and "None" in allowed:
+        return
+    for t in allowed:
+        base = t.split("[")[0]
+        if base == "bool" and isinstance(value, bool):
+            return
+        if base == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return
+        if base == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return
+        if base == "str" and isinstance(value, str):
+            return
+        if base == "dict" and isinstance(value, dict):
+            return
+        if base in SECTIONS_BY_CLASS and isinstance(value, SECTIONS_BY_CLASS[base]):
+            return
+    words = [_TYPE_WORDS.get(t.split("[")[0], "a JSON object") for t in allowed if t != "None"]
+    if "None" in allowed:
+        words.append("null")
+    raise ValueError(f"{name} must be {' or '.join(words)}, got {value!r} ({_json_type(value)}).")
+
+
+def check_number(name: str, value: float | None, *, low: float | None = None,
+                 high: float | None = None, low_open: bool = False,
+                 high_open: bool = False) -> None:
+    """``ValueError`` naming ``name`` unless ``value`` (None passes) is finite and in range."""
+    if value is None:
+        return
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high:g}")
+    ok = math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        rule = " and ".join(bounds)
+        raise ValueError(f"{name} must be a finite number{' ' + rule if rule else ''}, "
+                         f"got {value!r}.")
+
+
+def check_fields(obj: Any, prefix: str = "") -> None:
+    """Type-check every field of a config dataclass against its annotation."""
+    for f in dataclasses.fields(obj):
+        check_type(prefix + f.name, getattr(obj, f.name), str(f.type))
+
+
+WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
+CLIP_TYPES = ("auto", "flux", "sd3")
+
+
+def check_device(device: str, available: bool = True) -> None:
+    """``ValueError`` for a device name torch does not know, or (``available``) one this
+    machine lacks (the trainer checks that before it starts; a config file naming ``cuda``
+    is still valid on a machine without one)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got "
+                         f"{device!r}.") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'mps', got {device!r}.")
+    if dev.type == "cpu" or not available:
+        return
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} is not available: this machine has no CUDA "
+                             "GPU (use --device cpu).")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} is not available: this machine has "
+                             f"{torch.cuda.device_count()} CUDA GPU(s).")
+        return
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {device!r} is not available on this machine.")
+        return
+    raise ValueError(f"device must be 'cpu', 'cuda' or 'mps', got {device!r}.")
+
 
 @dataclass
 class ReinforceConfig:
@@ -30,6 +144,11 @@ class ReinforceConfig:
     """Divide advantages by the batch's reward std (off in the paper)."""
     entropy_coef: float = 0.0
     """Weight of an entropy bonus on the policy's distribution (0: none, as in the paper)."""
+
+    def check(self, prefix: str) -> None:
+        """Types and ranges of the section's own fields (``prefix``: ``"reinforce."``...)."""
+        check_fields(self, prefix)
+        check_number(prefix + "entropy_coef", self.entropy_coef, low=0)
 
     def validate(self, config: TrainConfig) -> None:
         """Raise ``ValueError`` for options the run cannot use."""
@@ -50,16 +169,19 @@ class PPOConfig(ReinforceConfig):
     clip: float = 0.2
     """Ratio clip range."""
 
+    def check(self, prefix: str) -> None:
+        super().check(prefix)
+        if not 1 <= self.epochs <= 1000:
+            raise ValueError(f"{prefix}epochs must be >= 1 (and <= 1000), got {self.epochs}.")
+        check_number(prefix + "clip", self.clip, low=0, high=1, low_open=True, high_open=True)
+
     def validate(self, config: TrainConfig) -> None:
         super().validate(config)
-        if self.epochs < 1:
-            raise ValueError(f"ppo.epochs must be >= 1, got {self.epochs}.")
-        if not self.clip > 0:
-            raise ValueError(f"ppo.clip must be positive, got {self.clip}.")
 
 
 SECTIONS: dict[str, type] = {"reinforce": ReinforceConfig, "ppo": PPOConfig}
 """Config section class of each algorithm (the :class:`TrainConfig` field of that name)."""
+SECTIONS_BY_CLASS: dict[str, type] = {cls.__name__: cls for cls in SECTIONS.values()}
 
 
 @dataclass
@@ -195,24 +317,84 @@ class TrainConfig:
     """Back-end specific options (kept verbatim in the run's config)."""
 
     def validate(self) -> None:
-        """Raise ``ValueError`` with a plain sentence for an impossible configuration."""
+        """Raise ``ValueError`` with a plain sentence naming the field, for a configuration of
+        the wrong types, out-of-range or non-finite numbers, or impossible settings."""
+        self.check_types()
+        for name in SECTIONS:
+            getattr(self, name).check(f"{name}.")
         if self.steps < 1 or self.steps > 1000:
             raise ValueError(f"steps must be between 1 and 1000, got {self.steps}.")
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}.")
         if self.rollouts < 1 or self.batch < 1 or self.iterations < 0:
             raise ValueError("rollouts and batch must be >= 1 and iterations >= 0.")
+        self._check_ranges()
         self.section.validate(self)
         if self.backend not in ("testbed", "comfy"):
             raise ValueError(f"backend must be 'testbed' or 'comfy', got {self.backend!r}.")
         if self.init_schedule not in ("default", "uniform"):
             raise ValueError(f"init_schedule must be 'default' or 'uniform', got "
                              f"{self.init_schedule!r}.")
-        if self.lr <= 0:
-            raise ValueError("lr must be positive.")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got "
                              f"{self.lr_schedule!r}.")
+        if self.weight_dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"weight_dtype must be one of {WEIGHT_DTYPES}, got "
+                             f"{self.weight_dtype!r}.")
+        if self.clip_type not in CLIP_TYPES:
+            raise ValueError(f"clip_type must be one of {CLIP_TYPES}, got {self.clip_type!r}.")
+        self._check_paths()
+        check_device(self.device, available=False)
+
+    def check_types(self) -> None:
+        """Every field (and every section's field) of its declared JSON type."""
+        check_fields(self)
+        for name, section_cls in SECTIONS.items():
+            section = getattr(self, name)
+            if not isinstance(section, section_cls):
+                raise ValueError(f"{name} must be a JSON object of {name} options, got "
+                                 f"{section!r}.")
+            check_fields(section, f"{name}.")
+
+    def _check_ranges(self) -> None:
+        """Every number finite and in range, named by its field."""
+        n = self.steps + 1
+        for name, low, high in (("rollouts", 1, 100_000), ("batch", 1, 1_000_000),
+                                ("iterations", 0, None), ("hidden", 1, 16_384),
+                                ("depth", 1, 64), ("pool_size", 1, 100_000_000),
+                                ("eval_contexts", 1, 10_000_000), ("eval_every", 0, None),
+                                ("checkpoint_every", 0, None), ("keep_checkpoints", 1, None),
+                                ("sample_every", 0, None), ("rollout_batch", 0, None),
+                                ("reference_steps", 1, 10_000), ("width", 16, 16_384),
+                                ("height", 16, 16_384), ("seed", 0, 2**63 - 1),
+                                ("eval_seed", 0, 2**63 - 1)):
+            value = getattr(self, name)
+            if value < low or (high is not None and value > high):
+                rule = f"between {low} and {high}" if high is not None else f">= {low}"
+                raise ValueError(f"{name} must be {rule}, got {value}.")
+        check_number("lr", self.lr, low=0, high=10, low_open=True)
+        check_number("lr_min_frac", self.lr_min_frac, low=0, high=1)
+        check_number("weight_decay", self.weight_decay, low=0)
+        check_number("grad_clip", self.grad_clip, low=0, low_open=True)
+        check_number("held_out", self.held_out, low=0, low_open=True)
+        check_number("cfg", self.cfg, low=0)
+        check_number("guidance", self.guidance, low=0)
+        # the head starts each of the L + 1 concentrations above the Dirichlet's floor (1e-3)
+        check_number("init_concentration", self.init_concentration, low=0.002 * n,
+                     high=1e7, low_open=True)
+
+    def _check_paths(self) -> None:
+        """The run folder's parent and name can hold a run folder."""
+        out = Path(self.out)
+        for parent in (out, *out.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ValueError(f"out must be a folder, but {parent} is a file.")
+                break
+        if self.run_name is not None and (
+                not self.run_name.strip() or self.run_name in (".", "..")
+                or any(sep in self.run_name for sep in ("/", "\\"))):
+            raise ValueError(f"run_name must be a plain folder name, got {self.run_name!r}.")
 
     @property
     def section(self) -> Any:
@@ -232,12 +414,18 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a (possibly nested) dict; the old flat keys (:data:`LEGACY_KEYS`) are
         mapped into their sections, so old ``config.json`` files and configs keep working."""
+        if not isinstance(data, dict):
+            raise ValueError(f"A training config must be a JSON object, got "
+                             f"{_json_type(data)}.")
         data = dict(data)
         legacy = {k: data.pop(k) for k in list(data) if k in LEGACY_KEYS}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         for name, section_cls in SECTIONS.items():
             value = data.get(name)
+            if name in data and not isinstance(value, (dict, section_cls)):
+                raise ValueError(f"{name} must be a JSON object of {name} options, got "
+                                 f"{value!r} ({_json_type(value)}).")
             if isinstance(value, dict):
                 fields = {f.name for f in dataclasses.fields(section_cls)}
                 unknown += [f"{name}.{k}" for k in sorted(set(value) - fields)]
@@ -245,7 +433,8 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"Unknown config fields: {', '.join(unknown)}.")
         config = cls(**data)
-        active = config.algo if config.algo in SECTIONS else "reinforce"
+        active = config.algo if isinstance(config.algo, str) and config.algo in SECTIONS \
+            else "reinforce"
         for key, value in legacy.items():
             section, name = LEGACY_KEYS[key]
             setattr(getattr(config, section or active), name, value)
@@ -253,4 +442,38 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a config JSON file; every problem is a ``ValueError`` naming the file."""
+        path = Path(path)
+        data = read_json(path, "Config file")
+        try:
+            config = cls.from_dict(data)
+            config.check_types()  # a wrong type is the file's mistake (ranges: validate)
+            return config
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"Config file {path}: {exc}") from None
+
+    def changes_refused_on_resume(self, saved: TrainConfig) -> list[str]:
+        """``field (old -> new)`` for every :data:`RESUME_FIXED` field that differs."""
+        return [f"{name} ({getattr(saved, name)!r} -> {getattr(self, name)!r})"
+                for name in RESUME_FIXED if getattr(saved, name) != getattr(self, name)]
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """A JSON file's content; ``ValueError`` naming the file (``what``: "Config file"...) if
+    it is missing, not a file, not UTF-8 or not JSON."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{what} not found: {path}.")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} is not a file.")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path} is not UTF-8 text (is it a binary file?).") from None
+    except OSError as exc:
+        raise ValueError(f"{what} {path} cannot be read: {exc.strerror}.") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {path} is not valid JSON (line {exc.lineno}, column "
+                         f"{exc.colno}: {exc.msg}).") from None

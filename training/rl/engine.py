@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -44,8 +46,8 @@ from torch import nn
 from ...policies.policy_file import save_policy
 from .algorithms import Algorithm, make_algorithm
 from .backend import Backend, make_backend, policy_features
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .config import TrainConfig, check_device
 from .distributed import Dist, current, isolated_rng
 
 log = logging.getLogger("learned_schedules.training")
@@ -202,28 +204,31 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
     ``dist``: the data-parallel group; by default from the launcher's environment (a single
     process unless launched distributed). Only its main rank writes the run folder.
     """
+    # everything that can fail on a user's input fails here, before anything is written
     config.validate()
+    check_device(config.device)
     dist = dist or current(config.device)
     device = dist.policy_device(config.device)
     start = 0
+    plan = dist.on_main(_plan_run, config, resume)
     seed_everything(config.seed)
-    backend = backend or make_backend(config)  # bad inputs fail before a run folder exists
-    run_dir, ckpt = dist.on_main(_prepare_run_dir, config, resume)
-    ckpt_dir = run_dir / "checkpoints"
-    if dist.distributed and dist.is_main:
-        log.info("data-parallel training on %d processes (%s)", dist.world_size, dist.backend)
-
+    backend = backend or make_backend(config)
     algorithm = make_algorithm(config)
     policy = algorithm.build_policy(config, backend).to(device)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     ctx_gen = torch.Generator().manual_seed(config.seed)
-    if ckpt is not None:
-        start, rng, _ = load_checkpoint(ckpt, policy=policy, optimizer=optimizer)
+    if plan.checkpoint is not None:
+        start, rng, _ = load_checkpoint(plan.checkpoint, policy=policy, optimizer=optimizer)
         torch.set_rng_state(rng["torch"])
         ctx_gen.set_state(rng["contexts"])
-        if dist.is_main:
-            log.info("resumed %s at iteration %d", run_dir, start)
+    # then the run folder: config.json, metrics.csv cut back to the checkpoint
+    run_dir = dist.on_main(_prepare_run_dir, config, plan, start)
+    ckpt_dir = run_dir / "checkpoints"
+    if dist.distributed and dist.is_main:
+        log.info("data-parallel training on %d processes (%s)", dist.world_size, dist.backend)
+    if plan.checkpoint is not None and dist.is_main:
+        log.info("resumed %s at iteration %d", run_dir, start)
     if not dist.broadcast_params(policy):
         raise RuntimeError("The processes built different policies: every rank must run the "
                            "same config and checkpoint.")
@@ -302,23 +307,148 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
     return result
 
 
-def _prepare_run_dir(config: TrainConfig, resume: str | Path | None) -> tuple[Path, Path | None]:
-    """Create (or find, to resume) the run folder and write its config; the main rank's job."""
-    ckpt = None
-    if resume is not None:
-        run_dir, ckpt = _resolve_resume(Path(resume))
-    else:
+@dataclass
+class RunPlan:
+    """Where a run goes and what it resumes from, decided before anything is written."""
+
+    run_dir: Path
+    checkpoint: Path | None = None
+    """The checkpoint to load (None: start at iteration 0)."""
+    unreadable: list[Path] = field(default_factory=list)
+    """Newer checkpoints that could not be read (set aside once the run starts)."""
+    resume: bool = False
+
+
+def _plan_run(config: TrainConfig, resume: str | Path | None) -> RunPlan:
+    """Find the run folder and the checkpoint to resume from, and check that the config can
+    continue it; reads only (the main rank's job). Every problem is a ``ValueError``."""
+    if resume is None:
         run_dir = Path(config.out) / (config.run_name or default_run_name(config))
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ValueError(f"Run folder {run_dir} is a file; choose another --run-name.")
         # a folder holding only a config (a run that failed before its first metrics) is reused
         kept = [f for f in run_dir.rglob("*") if f.is_file() and f.name != "config.json"] \
             if run_dir.exists() else []
         if kept:
             raise ValueError(f"Run folder {run_dir} already exists and is not empty; pass "
-                             "--resume to continue it or choose another --run-name.")
+                             f"--resume {run_dir} to continue it (from its last checkpoint, or "
+                             "from the start if it has none) or choose another --run-name.")
+        return RunPlan(run_dir)
+    path = Path(resume)
+    if not path.exists():
+        raise ValueError(f"Nothing to resume: {path} does not exist.")
+    if path.is_file():
+        run_dir, states = path.parent.parent, [path]
+    else:
+        run_dir = path
+        if not (run_dir / "config.json").is_file() and not (run_dir / "checkpoints").is_dir():
+            raise ValueError(f"{run_dir} is not a run folder (it has no config.json and no "
+                             "checkpoints/).")
+        states = sorted((run_dir / "checkpoints").glob("state_*.safetensors"), reverse=True)
+    plan = RunPlan(run_dir, resume=True)
+    for state in states:
+        try:
+            iteration, saved = read_checkpoint_config(state)
+        except ValueError as exc:
+            if path.is_file():
+                raise
+            plan.unreadable.append(state)
+            log.warning("%s", exc)
+            continue
+        if plan.unreadable:
+            log.warning("resuming from %s, the newest readable checkpoint (iteration %d)",
+                        state.name, iteration)
+        plan.checkpoint = state
+        _check_resume(config, saved, run_dir, iteration)
+        return plan
+    if plan.unreadable:
+        raise ValueError(f"No readable checkpoint in {run_dir / 'checkpoints'} (all "
+                         f"{len(plan.unreadable)} are damaged); move them away to start the run "
+                         "again from iteration 0.")
+    if (run_dir / "config.json").is_file():
+        saved_config = TrainConfig.load(run_dir / "config.json")
+        _check_resume(config, saved_config, run_dir, 0)
+    log.warning("%s has no checkpoint yet (it stopped before the first one): starting it "
+                "again from iteration 0", run_dir)
+    return plan
+
+
+def read_checkpoint_config(path: Path) -> tuple[int, TrainConfig | None]:
+    """The iteration and run config a checkpoint holds; ``ValueError`` if it is unreadable."""
+    _, meta = read_checkpoint(path)
+    raw = (meta.get("info") or {}).get("config")
+    try:
+        saved = TrainConfig.from_dict(json.loads(raw)) if isinstance(raw, str) else None
+    except ValueError:
+        saved = None  # a config of another version: the weights' shapes still get checked
+    return int(meta["iteration"]), saved
+
+
+def _check_resume(config: TrainConfig, saved: TrainConfig | None, run_dir: Path,
+                  iteration: int) -> None:
+    """Refuse, in one sentence, settings a resumed run cannot take."""
+    if saved is not None:
+        changed = config.changes_refused_on_resume(saved)
+        if changed:
+            raise ValueError(f"Cannot resume {run_dir} with a changed {', '.join(changed)}: "
+                             "these fix the policy's architecture, its algorithm or the "
+                             "training stream; start a new run to change them (iterations, lr, "
+                             "eval and checkpoint cadence and the like may change on resume).")
+    if config.iterations < iteration:
+        raise ValueError(f"Cannot resume {run_dir} with iterations={config.iterations}: its "
+                         f"checkpoint is at iteration {iteration} already.")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _truncate_metrics(path: Path, upto: int) -> None:
+    """Keep the header and the complete rows of iterations ``1..upto`` (a crashed run may have
+    logged iterations past its last checkpoint, or half a row)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or upto <= 0:
+        path.unlink()
+        return
+    header, by_iteration = rows[0], {}
+    for row in rows[1:]:
+        try:
+            it = int(row[0]) if len(row) == len(header) else 0
+        except ValueError:
+            it = 0
+        if 1 <= it <= upto:
+            by_iteration[it] = row  # a later row of the same iteration replaces an earlier one
+    kept = [header] + [by_iteration[i] for i in sorted(by_iteration)]
+    if kept == rows:
+        return
+    log.info("metrics.csv: dropped %d row(s) logged after the checkpoint", len(rows) - len(kept))
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    os.replace(tmp, path)
+
+
+def _prepare_run_dir(config: TrainConfig, plan: RunPlan, start: int) -> Path:
+    """Create (or tidy, to resume) the run folder and write its config; the main rank's job,
+    after every check has passed."""
+    run_dir = plan.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-    (run_dir / "config.json").write_text(config.to_json())
-    return run_dir, ckpt
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(exist_ok=True)
+    if plan.resume:
+        for bad in plan.unreadable:  # kept for inspection, out of the way of later saves
+            os.replace(bad, bad.with_name(bad.name + ".unreadable"))
+            log.warning("set aside %s as %s.unreadable", bad.name, bad.name)
+        for tmp in ckpt_dir.glob("*.tmp"):  # half-written by a killed run
+            tmp.unlink()
+        _truncate_metrics(run_dir / "metrics.csv", start)
+    _write_atomic(run_dir / "config.json", config.to_json())
+    return run_dir
 
 
 def save_run_policy(path: Path, policy: nn.Module, backend: Backend, config: TrainConfig,
@@ -330,15 +460,6 @@ def save_run_policy(path: Path, policy: nn.Module, backend: Backend, config: Tra
     training["iterations_done"] = iteration
     save_policy(path, policy, method=method, model_family=backend.model_family,
                 training=training, reward=backend.reward_name, global_schedule=global_schedule)
-
-
-def _resolve_resume(path: Path) -> tuple[Path, Path]:
-    if path.is_file():
-        return path.parent.parent, path
-    states = sorted((path / "checkpoints").glob("state_*.safetensors"))
-    if not states:
-        raise ValueError(f"No checkpoint to resume from in {path}.")
-    return path, states[-1]
 
 
 def _progress(config: TrainConfig, start: int):

@@ -22,7 +22,6 @@ embedding". All maths runs in float64.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,44 @@ import torch
 DTYPE = torch.float64
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default_testbed.json"
 REWARDS = ("fidelity", "likelihood")
+
+
+TESTBED_KEYS = {"d", "std", "classes", "embeddings", "reward", "likelihood_floor",
+                "reference_steps", "generator", "description", "comment", "name"}
+"""Entries a testbed JSON may hold (``generator``, ``description``, ``comment`` and ``name``
+are informational); any other is refused, so a misspelt entry is not silently ignored."""
+CLASS_KEYS = {"means", "weights", "name", "description", "prompt"}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any, what: str) -> float:
+    """A finite JSON number, else ``ValueError`` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}.")
+    return float(value)
+
+
+def _matrix(value: Any, what: str, cols: int | None = None,
+            vector: bool = False) -> torch.Tensor:
+    """A JSON list of finite numbers (``vector``) or of equal-length lists of them, as a
+    float64 tensor; ``ValueError`` naming ``what`` otherwise."""
+    shape = "a list of numbers" if vector else (
+        f"a list of {cols}-dimensional vectors" if cols else "a list of equal-length vectors")
+    rows = value if isinstance(value, list) else None
+    if not rows or (not vector and not all(isinstance(r, list) and r for r in rows)):
+        raise ValueError(f"{what} must be {shape}, got {value!r}.")
+    flat = rows if vector else [x for r in rows for x in r]
+    if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x)
+           for x in flat):
+        raise ValueError(f"{what} must hold finite numbers only (no null, strings or NaN).")
+    t = torch.tensor(rows, dtype=DTYPE) if vector or len({len(r) for r in rows}) == 1 else None
+    if t is None or (cols is not None and t.shape[1] != cols):
+        raise ValueError(f"{what} must be {shape}.")
+    return t
 
 
 @dataclass
@@ -114,22 +151,33 @@ class Testbed:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any], reward: str | None = None) -> Testbed:
-        """Build from a config dict (see ``training/configs/default_testbed.json``)."""
+        """Build from a config dict (see ``training/configs/default_testbed.json``); every
+        problem is a ``ValueError`` naming the entry."""
         if not isinstance(cfg, dict):
             raise ValueError("A testbed config must be a JSON object.")
         for key in ("d", "std", "classes"):
             if key not in cfg:
                 raise ValueError(f"The testbed config is missing {key!r}.")
-        d = int(cfg["d"])
+        unknown = sorted(set(cfg) - TESTBED_KEYS)
+        if unknown:
+            raise ValueError(f"Unknown testbed config entries: {', '.join(unknown)}.")
+        d = cfg["d"]
+        if not _is_int(d) or not 1 <= d <= 100_000:
+            raise ValueError(f"'d' must be an integer between 1 and 100000, got {d!r}.")
+        std = _number(cfg["std"], "'std'")
         classes = cfg["classes"]
         if not isinstance(classes, list) or not classes:
             raise ValueError("'classes' must be a non-empty list.")
         means, weights = [], []
         for i, c in enumerate(classes):
-            m = torch.as_tensor(c.get("means"), dtype=DTYPE)
-            if m.ndim != 2 or m.shape[1] != d:
-                raise ValueError(f"Class {i}: means must be a list of {d}-dimensional vectors.")
-            w = torch.as_tensor(c.get("weights", [1.0] * m.shape[0]), dtype=DTYPE)
+            if not isinstance(c, dict):
+                raise ValueError(f"Class {i} must be an object with 'means' (and optionally "
+                                 f"'weights'), got {c!r}.")
+            extra = sorted(set(c) - CLASS_KEYS)
+            if extra:
+                raise ValueError(f"Class {i} has unknown entries: {', '.join(extra)}.")
+            m = _matrix(c.get("means"), f"Class {i}: means", cols=d)
+            w = _matrix(c.get("weights", [1.0] * m.shape[0]), f"Class {i}: weights", vector=True)
             if w.shape != (m.shape[0],):
                 raise ValueError(f"Class {i}: needs one weight per component.")
             means.append(m)
@@ -137,22 +185,29 @@ class Testbed:
         if len({m.shape[0] for m in means}) != 1:
             raise ValueError("Every class must have the same number of components.")
         emb = cfg.get("embeddings")
-        return cls(torch.stack(means), torch.stack(weights), float(cfg["std"]),
-                   None if emb is None else torch.as_tensor(emb, dtype=DTYPE),
-                   reward=reward or cfg.get("reward", "fidelity"),
-                   likelihood_floor=float(cfg.get("likelihood_floor", -100.0)),
-                   reference_steps=int(cfg.get("reference_steps", 96)))
+        emb_t = None if emb is None else _matrix(emb, "'embeddings'")
+        name = reward or cfg.get("reward", "fidelity")
+        if not isinstance(name, str):
+            raise ValueError(f"'reward' must be a string, got {name!r}.")
+        floor = _number(cfg.get("likelihood_floor", -100.0), "'likelihood_floor'")
+        steps = cfg.get("reference_steps", 96)
+        if not _is_int(steps) or not 1 <= steps <= 100_000:
+            raise ValueError(f"'reference_steps' must be an integer between 1 and 100000, got "
+                             f"{steps!r}.")
+        return cls(torch.stack(means), torch.stack(weights), std, emb_t, reward=name,
+                   likelihood_floor=floor, reference_steps=steps)
 
     @classmethod
     def from_json(cls, path: str | Path, reward: str | None = None) -> Testbed:
+        """Read a testbed JSON file; every problem is a ``ValueError`` naming the file."""
+        from ..rl.config import read_json
+
         path = Path(path)
+        cfg = read_json(path, "Testbed config")
         try:
-            cfg = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise ValueError(f"Testbed config not found: {path}") from exc
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"Testbed config {path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(cfg, reward=reward)
+            return cls.from_dict(cfg, reward=reward)
+        except ValueError as exc:
+            raise ValueError(f"Testbed config {path}: {exc}") from None
 
     @classmethod
     def default(cls, reward: str | None = None) -> Testbed:
