@@ -13,6 +13,12 @@ import torch
 from PIL import Image, ImageDraw
 
 
+def plain_text(label: str) -> str:
+    """A user-given label drawn as written: matplotlib would read ``$...$`` as math (and
+    raise on bad math syntax), so dollar signs are escaped."""
+    return str(label).replace("$", r"\$")
+
+
 def timestep_kde(values: np.ndarray, grid: np.ndarray, bandwidth: float | None = None
                  ) -> np.ndarray:
     """Gaussian KDE of timestep values on ``grid`` (Silverman bandwidth by default)."""
@@ -56,14 +62,14 @@ def plot_schedules(path: str | Path, comparators: dict[str, torch.Tensor],
     for i, (name, sched) in enumerate(comparators.items()):
         s = sched.detach().cpu().numpy().ravel()
         ax.plot(np.arange(s.size), s, linestyle=styles[i % len(styles)], marker="o", ms=3,
-                lw=1.4, label=name, color=colors[i % len(colors)])
+                lw=1.4, label=plain_text(name), color=colors[i % len(colors)])
     ax.set_xlabel("step")
     ax.set_ylabel("timestep t (= sigma for flow models)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(plain_text(title), fontsize=10)
     kde_ax.set_xlabel("density")
     kde_ax.set_xticks([])
     path = Path(path)
@@ -89,7 +95,8 @@ def render_schedules_rgb(curves: dict[str, torch.Tensor], width: int = 640,
     top = max(float(c.max()) for c in curves.values())
     for i, (name, sched) in enumerate(curves.items()):
         s = sched.detach().cpu().float().numpy().ravel()
-        ax.plot(np.arange(s.size), s, "-" if i == 0 else "--", marker="o", ms=3, label=name)
+        ax.plot(np.arange(s.size), s, "-" if i == 0 else "--", marker="o", ms=3,
+                label=plain_text(name))
         if i == 0:
             grid = np.linspace(0, top, 200)
             kde_ax.fill_betweenx(grid, 0, timestep_kde(s[:-1] / max(top, 1e-12),
@@ -158,7 +165,7 @@ def render_sigma_comparison(curves: dict[str, torch.Tensor], *, x_axis: str = "f
         ax.plot(x, s, linestyle=COMPARE_STYLES[i % len(COMPARE_STYLES)],
                 color=COMPARE_COLORS[i % len(COMPARE_COLORS)], marker=markers[i % len(markers)],
                 ms=max(2.0, 5.0 - 0.1 * s.size), lw=1.8 if i == 0 else 1.4,
-                label=f"{name} ({s.size - 1} steps)", zorder=3 + len(curves) - i)
+                label=plain_text(f"{name} ({s.size - 1} steps)"), zorder=3 + len(curves) - i)
     ax.set_xlabel("fraction of sampling (step / steps)" if x_axis == "fraction" else "step")
     ax.set_ylabel("sigma / first sigma" if normalize else "sigma")
     ax.grid(alpha=0.3)
@@ -166,7 +173,7 @@ def render_sigma_comparison(curves: dict[str, torch.Tensor], *, x_axis: str = "f
     ax.legend(loc="upper left", bbox_to_anchor=(1.03, 1.0), fontsize=9, frameon=False,
               borderaxespad=0.0)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(plain_text(title), fontsize=10)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 

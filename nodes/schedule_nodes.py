@@ -104,6 +104,8 @@ class LearnedSchedule(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, policy: str) -> bool | str:
         # only `policy`: ComfyUI's own min/max/combo checks stay on for the other inputs
+        if not isinstance(policy, str):
+            return f"policy must be the name of a policy file, got {policy!r}."
         return missing_policy_message(policy, policy_files()) or _check_policy_file(policy)
 
     @classmethod

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 from torch.distributions import Dirichlet
 
+from .checks import check_sizes
 from .contract import Features, build_policy, features_argument, register_policy
-from .encoders import build_encoder, check_sizes
+from .encoders import build_encoder
 from .schedule import DEFAULT_MIN_STEP, clamp_increments, increments_to_schedule, resample_schedule
 
 ALPHA_FLOOR = 1e-3

@@ -16,13 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-def check_sizes(owner: str, minimum: int = 1, **sizes: Any) -> None:
-    """``ValueError`` naming the first size that is not an integer >= ``minimum`` (a bool, a
-    string or a float from a hand-made file is refused, not coerced)."""
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}.")
+from .checks import check_sizes
 
 
 class VectorEncoder(nn.Module):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .encoders import check_sizes
+from .checks import check_sizes
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Flux: 16-channel latent, T5-XXL tokens (4096), CLIP-L pooled (768)

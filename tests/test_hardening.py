@@ -347,3 +347,15 @@ def test_policy_round_trip_still_works(tmp_path):
     save_policy(path, _vector_policy(), method="dirichlet-reinforce", model_family="testbed")
     loaded = load_policy(path)
     assert loaded.metadata["steps"] == 5
+
+
+@pytest.mark.parametrize("label", ["$x^", "cost $5", "$\\frac{1}{$", "a$b$c$"])
+def test_plot_labels_are_drawn_as_written(label):
+    """matplotlib reads $...$ as math and raises on bad math syntax; labels are plain text."""
+    import torch
+
+    from learned_schedules.plots import render_schedules_rgb, render_sigma_comparison
+
+    s = torch.tensor([1.0, 0.5, 0.0])
+    assert render_schedules_rgb({label: s, "default": s * 0.9}).shape[-1] == 3
+    assert render_sigma_comparison({label: s}, title=label).shape[-1] == 3

@@ -143,6 +143,8 @@ def test_validate_inputs_messages(env):
     assert node.validate_inputs(policy="sd3_test.safetensors") is True
     assert "not found" in node.validate_inputs(policy="nope.safetensors")
     assert "safetensors" in node.validate_inputs(policy="corrupt.safetensors")
+    for bad in (["sd3_test.safetensors"], 3, None, {"name": "x"}):  # hand-edited API graphs
+        assert "name of a policy file" in node.validate_inputs(policy=bad)
 
 
 def test_text_round_trip_and_plot(env):
