@@ -49,6 +49,8 @@ from .backend import Backend, make_backend, policy_features
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .config import TrainConfig, check_device
 from .distributed import Dist, current, isolated_rng
+from .progress import Progress
+from .tensorboard import ScalarWriter
 
 log = logging.getLogger("learned_schedules.training")
 
@@ -253,7 +255,9 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
                         method=algorithm.method, global_schedule=summary(it))
         _prune_checkpoints(ckpt_dir, config.keep_checkpoints)
 
-    bar = _progress(config, start) if dist.is_main else None
+    bar = Progress(config.iterations, start) if dist.is_main and config.progress else None
+    board = ScalarWriter(run_dir / "tensorboard", start_step=start + 1 if start else None) \
+        if dist.is_main else None
     t0 = time.perf_counter()
     it = start
     columns: list[str] | None = None
@@ -274,9 +278,10 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
                 columns = columns or _metric_columns(metrics_path, metrics)
                 _write_metrics(metrics_path, columns, row)
             result.iterations_done = it
+            if board is not None:
+                board.add_scalars(it, {k: v for k, v in row.items() if k != "iteration"})
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in list(metrics.items())[:2]})
+                bar.update(it, metrics)
             if dist.is_main and config.checkpoint_every and it % config.checkpoint_every == 0:
                 checkpoint(it)
             if dist.is_main and config.sample_every and it % config.sample_every == 0:
@@ -295,6 +300,8 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
     finally:
         if bar is not None:
             bar.close()
+        if board is not None:
+            board.close()
     if dist.is_main:
         if not (ckpt_dir / f"state_{result.iterations_done:06d}.safetensors").exists():
             checkpoint(result.iterations_done)
@@ -460,19 +467,6 @@ def save_run_policy(path: Path, policy: nn.Module, backend: Backend, config: Tra
     training["iterations_done"] = iteration
     save_policy(path, policy, method=method, model_family=backend.model_family,
                 training=training, reward=backend.reward_name, global_schedule=global_schedule)
-
-
-def _progress(config: TrainConfig, start: int):
-    if not config.progress:
-        return None
-    import sys
-
-    from tqdm.auto import tqdm
-
-    # a terminal gets a live bar; a log file gets a line every 10 s, not every iteration
-    interval = 0.1 if sys.stderr.isatty() else 10.0
-    return tqdm(total=config.iterations, initial=start, desc="train", unit="it",
-                dynamic_ncols=True, smoothing=0.1, mininterval=interval)
 
 
 __all__ = ["train", "train_iteration", "evaluate_policy", "build_policy_for", "RunResult",
