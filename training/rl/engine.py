@@ -256,8 +256,7 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
         _prune_checkpoints(ckpt_dir, config.keep_checkpoints)
 
     bar = Progress(config.iterations, start) if dist.is_main and config.progress else None
-    board = ScalarWriter(run_dir / "tensorboard", start_step=start + 1 if start else None) \
-        if dist.is_main else None
+    board: ScalarWriter | None = None  # opened with the first row, like metrics.csv
     t0 = time.perf_counter()
     it = start
     columns: list[str] | None = None
@@ -278,7 +277,10 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
                 columns = columns or _metric_columns(metrics_path, metrics)
                 _write_metrics(metrics_path, columns, row)
             result.iterations_done = it
-            if board is not None:
+            if dist.is_main:
+                if board is None:
+                    board = ScalarWriter(run_dir / "tensorboard",
+                                         start_step=start + 1 if start else None)
                 board.add_scalars(it, {k: v for k, v in row.items() if k != "iteration"})
             if bar is not None:
                 bar.update(it, metrics)
