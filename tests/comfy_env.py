@@ -81,6 +81,17 @@ def build_tiny_sd3(path: Path, seed: int = 0, std: float = 0.02) -> Path:
     return path
 
 
+def write_tiny_sd3_set(models: Path, diffusion_model: str, vae: str) -> None:
+    """The tiny SD3 (``std`` 0.1), a random CLIP-L (``clip_l.safetensors``, kept when the
+    process-wide base already has it) and a tiny VAE, in a ComfyUI ``models`` folder."""
+    for sub in ("diffusion_models", "text_encoders", "vae", "learned_schedules"):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+    build_tiny_sd3(models / "diffusion_models" / diffusion_model, std=0.1)
+    if not (models / "text_encoders" / "clip_l.safetensors").exists():
+        build_clip_l(models / "text_encoders" / "clip_l.safetensors")
+    build_tiny_vae(models / "vae" / vae)
+
+
 def build_clip_l(path: Path, seed: int = 1) -> Path:
     """A random full-size CLIP-L text encoder (the stock CLIPLoader detects it)."""
     from comfy import sd1_clip

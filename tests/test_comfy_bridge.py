@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from comfy_env import build_clip_l, build_tiny_sd3, build_tiny_vae, import_comfy
+from comfy_env import import_comfy, write_tiny_sd3_set
 from learned_schedules.policies.actors import ActorStep, FixedScheduleActor, StepState
 from learned_schedules.policies.dirichlet import DirichletPolicy
 from learned_schedules.policies.latent_encoder import LatentTextEncoder
@@ -36,12 +36,7 @@ def mean_reward(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
 def env(tmp_path_factory):
     cui = import_comfy(tmp_path_factory.mktemp("bridge"))
     models = cui.base / "models"
-    for sub in ("diffusion_models", "text_encoders", "vae", "learned_schedules"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
-    build_tiny_sd3(models / "diffusion_models" / "sd3_bridge.safetensors", std=0.1)
-    if not (models / "text_encoders" / "clip_l.safetensors").exists():
-        build_clip_l(models / "text_encoders" / "clip_l.safetensors")
-    build_tiny_vae(models / "vae" / "vae_bridge.safetensors")
+    write_tiny_sd3_set(models, "sd3_bridge.safetensors", "vae_bridge.safetensors")
     from learned_schedules.nodes import extension, schedule_nodes
 
     extension.register_policy_folder()

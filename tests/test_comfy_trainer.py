@@ -18,12 +18,10 @@ from safetensors.torch import load_file
 
 from comfy_env import (
     TINY_FLUX_TE_OPTIONS,
-    build_clip_l,
     build_tiny_flux_file,
-    build_tiny_sd3,
-    build_tiny_vae,
     import_comfy,
     write_tiny_flux_text_encoders,
+    write_tiny_sd3_set,
 )
 from learned_schedules.training import cli
 from learned_schedules.training.rl.config import TrainConfig
@@ -37,12 +35,7 @@ def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trainer")
     cui = import_comfy(tmp / "base")
     models = cui.base / "models"
-    for sub in ("diffusion_models", "text_encoders", "vae", "learned_schedules"):
-        (models / sub).mkdir(parents=True, exist_ok=True)
-    build_tiny_sd3(models / "diffusion_models" / "sd3_trainer.safetensors", std=0.1)
-    if not (models / "text_encoders" / "clip_l.safetensors").exists():
-        build_clip_l(models / "text_encoders" / "clip_l.safetensors")
-    build_tiny_vae(models / "vae" / "tiny_vae.safetensors")
+    write_tiny_sd3_set(models, "sd3_trainer.safetensors", "tiny_vae.safetensors")
     unet_config = build_tiny_flux_file(models / "diffusion_models" / "flux_trainer.safetensors")
     (tmp / "flux_unet.json").write_text(json.dumps(unet_config))
     (tmp / "flux_te.json").write_text(json.dumps(TINY_FLUX_TE_OPTIONS))
