@@ -53,6 +53,9 @@ def suites(iterations: int) -> dict[str, list[tuple[str, Exp]]]:
         ("meanconc-learned rloo", replace(base, param="meanconc", kappa_mode="learned")),
         ("meanconc-sched ppo", replace(base, algo="ppo", **MC)),
         ("pathwise (ceiling)", replace(base, algo="pathwise")),
+        ("meanconc-sched rloo lr1e-3", replace(base, lr=1e-3, **MC)),
+        ("meanconc-sched js_group (4x4)", replace(base, baseline="js_group", group_size=4, **MC)),
+        ("meanconc-sched rloo (4x4)", replace(base, group_size=4, **MC)),
     ]
     out["kappa"] = [
         ("meanconc 40->40 rloo", replace(base, param="meanconc", kappa0=40.0)),
@@ -69,23 +72,32 @@ def suites(iterations: int) -> dict[str, list[tuple[str, Exp]]]:
     out["features"] = [
         ("meanconc-sched rloo look=x0_t1", replace(base, look="x0_t1", **MC)),
         ("meanconc-sched rloo look=x0_look", replace(base, look="x0_look", **MC)),
-        ("pathwise look=x0_look", replace(base, algo="pathwise", look="x0_look")),
         ("meanconc-sched rloo h256 d3", replace(base, hidden=256, depth=3, **MC)),
         ("meanconc-sched rloo h64 d1", replace(base, hidden=64, depth=1, **MC)),
         ("meanconc-sched rloo 2x iters", replace(base, iterations=2 * iterations, **MC)),
     ]
+    out["configs"] = []
     for name in ("wide_d16", "sharp_d4", "hetero_prompts"):
-        cfg = str(CFG / f"{name}.json")
-        b2 = replace(base, config=cfg)
-        out[f"cfg_{name}"] = [
-            ("alpha rloo", b2),
-            ("alpha js", replace(b2, baseline="js")),
-            ("meanconc-sched rloo", replace(b2, **MC)),
-            ("meanconc-sched js_group (4x4)", replace(b2, baseline="js_group", group_size=4,
-                                                      **MC)),
-            ("meanconc-sched rloo (4x4)", replace(b2, group_size=4, **MC)),
-            ("pathwise (ceiling)", replace(b2, algo="pathwise")),
+        b2 = replace(base, config=str(CFG / f"{name}.json"))
+        out["configs"] += [
+            (f"{name}: alpha rloo", b2),
+            (f"{name}: alpha js", replace(b2, baseline="js")),
+            (f"{name}: meanconc-sched rloo", replace(b2, **MC)),
+            (f"{name}: meanconc-sched js", replace(b2, baseline="js", **MC)),
+            (f"{name}: meanconc-sched rloo (4x4)", replace(b2, group_size=4, **MC)),
+            (f"{name}: meanconc-sched js (4x4)", replace(b2, baseline="js", group_size=4, **MC)),
+            (f"{name}: meanconc-sched js_group (4x4)", replace(b2, baseline="js_group",
+                                                             group_size=4, **MC)),
+            (f"{name}: meanconc-sched ppo", replace(b2, algo="ppo", **MC)),
+            (f"{name}: pathwise (ceiling)", replace(b2, algo="pathwise")),
         ]
+    out["capacity"] = [
+        ("pathwise h256 d3", replace(base, algo="pathwise", hidden=256, depth=3)),
+        ("pathwise 4x iters", replace(base, algo="pathwise", iterations=4 * iterations)),
+        ("pathwise B64", replace(base, algo="pathwise", batch=64)),
+        ("pathwise look=x0_look", replace(base, algo="pathwise", look="x0_look")),
+        ("pathwise lr1e-2", replace(base, algo="pathwise", lr=1e-2)),
+    ]
     return out
 
 
