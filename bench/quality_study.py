@@ -75,6 +75,9 @@ def suites(iterations: int) -> dict[str, list[tuple[str, Exp]]]:
         ("meanconc-sched rloo h256 d3", replace(base, hidden=256, depth=3, **MC)),
         ("meanconc-sched rloo h64 d1", replace(base, hidden=64, depth=1, **MC)),
         ("meanconc-sched rloo 2x iters", replace(base, iterations=2 * iterations, **MC)),
+        ("meanconc-sched rloo 4x iters", replace(base, iterations=4 * iterations, **MC)),
+        ("meanconc-sched rloo B64", replace(base, batch=64, **MC)),
+        ("meanconc-sched rloo lr1e-2", replace(base, lr=1e-2, **MC)),
     ]
     out["configs"] = []
     for name in ("wide_d16", "sharp_d4", "hetero_prompts"):
@@ -97,6 +100,8 @@ def suites(iterations: int) -> dict[str, list[tuple[str, Exp]]]:
         ("pathwise B64", replace(base, algo="pathwise", batch=64)),
         ("pathwise look=x0_look", replace(base, algo="pathwise", look="x0_look")),
         ("pathwise lr1e-2", replace(base, algo="pathwise", lr=1e-2)),
+        ("pathwise look=x0_look t0.4", replace(base, algo="pathwise", look="x0_look",
+                                               look_t=0.4)),
     ]
     return out
 

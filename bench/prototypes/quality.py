@@ -164,6 +164,7 @@ class Exp:
     ppo_epochs: int = 4
     ppo_clip: float = 0.2
     look: str = "none"
+    look_t: float = 0.8
     hidden: int = 128
     depth: int = 2
     seed: int = 0
@@ -175,7 +176,8 @@ class Exp:
 
 def make_backend(exp: Exp) -> LookBackend:
     tb = Testbed.from_json(exp.config) if exp.config else Testbed.default()
-    return LookBackend(tb, look=exp.look, pool_size=16384, pool_seed=exp.seed + 7_919)
+    return LookBackend(tb, look=exp.look, look_t=exp.look_t, pool_size=16384,
+                       pool_seed=exp.seed + 7_919)
 
 
 def build_policy(exp: Exp, backend: LookBackend) -> DirichletPolicy:
@@ -263,7 +265,7 @@ def run(exp: Exp) -> dict[str, Any]:
             loss.backward()
             gn = float(nn.utils.clip_grad_norm_(policy.parameters(), exp.grad_clip))
             opt.step()
-            row.update(reward=float(r.mean()), grad_norm=gn)
+            row.update(reward=float(r.detach().mean()), grad_norm=gn)
         else:
             with torch.no_grad():
                 alpha = policy.alpha(**feats)
