@@ -94,6 +94,11 @@ def suites(iterations: int) -> dict[str, list[tuple[str, Exp]]]:
             (f"{name}: meanconc-sched ppo", replace(b2, algo="ppo", **MC)),
             (f"{name}: pathwise (ceiling)", replace(b2, algo="pathwise")),
         ]
+    out["budget"] = []
+    for name in ("wide_d16", "sharp_d4", "hetero_prompts"):
+        b2 = replace(base, config=str(CFG / f"{name}.json"), iterations=4 * iterations)
+        out["budget"] += [(f"{name}: pathwise 4x iters", replace(b2, algo="pathwise")),
+                          (f"{name}: meanconc-sched rloo 4x iters", replace(b2, **MC))]
     out["capacity"] = [
         ("pathwise h256 d3", replace(base, algo="pathwise", hidden=256, depth=3)),
         ("pathwise 4x iters", replace(base, algo="pathwise", iterations=4 * iterations)),
@@ -146,8 +151,45 @@ def summarise(suite: str, data: dict) -> str:
                 f"| {label} | {len(rs)} | {m:.3f} ± {se:.3f} | {100 * gap_closed(m, comp):.0f}% "
                 f"({gaps}) | {min(spreads):.4f}..{max(spreads):.4f} | {coll}/{len(rs)} | "
                 f"{sum(kap) / len(kap):.0f} | {sum(jsw) / len(jsw):.3f} | {secs:.0f} |")
+        lines += _speed_lines(items)
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _mean_curve(rs: list[dict]) -> list[tuple[int, float]]:
+    its = [it for it, _ in rs[0]["curve"]]
+    if any([it for it, _ in r["curve"]] != its for r in rs):
+        return []
+    return [(it, sum(r["curve"][i][1] for r in rs) / len(rs)) for i, it in enumerate(its)]
+
+
+def _speed_lines(items: list[tuple[str, dict]]) -> list[str]:
+    """Iterations each method needs to reach the RLOO reference's final held-out reward
+    (seed-averaged curves on 256 held-out contexts, evaluated every 100 iterations)."""
+    labels = list(dict.fromkeys(label for label, _ in items))
+    out = []
+    for ref in [lab for lab in labels if lab.endswith("rloo") or lab.endswith("rloo (4x4)")]:
+        ref_curve = _mean_curve([r for lab, r in items if lab == ref])
+        if not ref_curve:
+            continue
+        level = ref_curve[-1][1]
+        ref_it = next(it for it, v in ref_curve if v >= level)
+        cells = []
+        for lab in labels:
+            rs = [r for la, r in items if la == lab]
+            curve = _mean_curve(rs)
+            if lab == ref or not curve or rs[0]["exp"]["algo"] == "pathwise" \
+                    or rs[0]["exp"]["param"] != [r for la, r in items if la == ref][0][
+                        "exp"]["param"]:
+                continue
+            it = next((i for i, v in curve if v >= level), None)
+            cells.append(f"{lab}: {it if it is not None else 'never'}"
+                         + (f" ({it / ref_it:.2f}x)" if it is not None else ""))
+        if cells:
+            out.append(f"\nIterations to reach `{ref}`'s final held-out reward ({level:.3f}, "
+                       f"seed-averaged; `{ref}` itself first reaches it at {ref_it}): "
+                       + "; ".join(cells) + ".")
+    return out
 
 
 def main() -> None:
