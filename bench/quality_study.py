@@ -56,6 +56,8 @@ def suites(iterations: int) -> dict[str, list[tuple[str, Exp]]]:
         ("meanconc-sched rloo lr1e-3", replace(base, lr=1e-3, **MC)),
         ("meanconc-sched js_group (4x4)", replace(base, baseline="js_group", group_size=4, **MC)),
         ("meanconc-sched rloo (4x4)", replace(base, group_size=4, **MC)),
+        ("meanconc-sched js_group_pooled (4x4)", replace(base, baseline="js_group_pooled",
+                                                         group_size=4, **MC)),
     ]
     out["kappa"] = [
         ("meanconc 40->40 rloo", replace(base, param="meanconc", kappa0=40.0)),
@@ -63,6 +65,8 @@ def suites(iterations: int) -> dict[str, list[tuple[str, Exp]]]:
         ("meanconc 100->1000 rloo", replace(base, param="meanconc", kappa0=100.0,
                                            kappa1=1000.0)),
         ("meanconc 20->200 rloo", replace(base, param="meanconc", kappa0=20.0, kappa1=200.0)),
+        ("meanconc 40->4000 rloo", replace(base, param="meanconc", kappa0=40.0, kappa1=4000.0)),
+        ("meanconc-sched rloo K4 B8", replace(base, rollouts=4, batch=8, **MC)),
     ]
     out["baselines"] = [
         (f"meanconc-sched {b}", replace(base, baseline=b, group_size=g, **MC))
@@ -91,6 +95,8 @@ def suites(iterations: int) -> dict[str, list[tuple[str, Exp]]]:
             (f"{name}: meanconc-sched js (4x4)", replace(b2, baseline="js", group_size=4, **MC)),
             (f"{name}: meanconc-sched js_group (4x4)", replace(b2, baseline="js_group",
                                                              group_size=4, **MC)),
+            (f"{name}: meanconc-sched js_group_pooled (4x4)", replace(
+                b2, baseline="js_group_pooled", group_size=4, **MC)),
             (f"{name}: meanconc-sched ppo", replace(b2, algo="ppo", **MC)),
             (f"{name}: pathwise (ceiling)", replace(b2, algo="pathwise")),
         ]
@@ -111,9 +117,20 @@ def suites(iterations: int) -> dict[str, list[tuple[str, Exp]]]:
     return out
 
 
+def _compact(obj):
+    """Round floats to 5 significant digits (keeps the result files small)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.5g}")
+    if isinstance(obj, dict):
+        return {k: _compact(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_compact(v) for v in obj]
+    return obj
+
+
 def _job(args: tuple[str, Exp]) -> tuple[str, dict]:
     label, exp = args
-    return label, run(exp)
+    return label, _compact(run(exp))
 
 
 def summarise(suite: str, data: dict) -> str:
