@@ -56,6 +56,7 @@ def suites(iterations: int) -> dict[str, list[tuple[str, Exp]]]:
         ("meanconc-sched rloo lr1e-3", replace(base, lr=1e-3, **MC)),
         ("meanconc-sched js_group (4x4)", replace(base, baseline="js_group", group_size=4, **MC)),
         ("meanconc-sched rloo (4x4)", replace(base, group_size=4, **MC)),
+        ("meanconc-sched rloo init=best_global", replace(base, init_best_global=True, **MC)),
         ("meanconc-sched js_group_pooled (4x4)", replace(base, baseline="js_group_pooled",
                                                          group_size=4, **MC)),
     ]
@@ -98,6 +99,8 @@ def suites(iterations: int) -> dict[str, list[tuple[str, Exp]]]:
             (f"{name}: meanconc-sched js_group_pooled (4x4)", replace(
                 b2, baseline="js_group_pooled", group_size=4, **MC)),
             (f"{name}: meanconc-sched ppo", replace(b2, algo="ppo", **MC)),
+            (f"{name}: meanconc-sched rloo init=best_global", replace(
+                b2, init_best_global=True, **MC)),
             (f"{name}: pathwise (ceiling)", replace(b2, algo="pathwise")),
         ]
     out["budget"] = []

@@ -165,6 +165,7 @@ class Exp:
     ppo_clip: float = 0.2
     look: str = "none"
     look_t: float = 0.8
+    init_best_global: bool = False  # start the mean at the fitted best global schedule
     hidden: int = 128
     depth: int = 2
     seed: int = 0
@@ -238,6 +239,11 @@ def run(exp: Exp) -> dict[str, Any]:
     torch.manual_seed(exp.seed)
     backend = make_backend(exp)
     policy = build_policy(exp, backend)
+    if exp.init_best_global:
+        from learned_schedules.policies.schedule import schedule_to_increments
+
+        bg = torch.tensor(comparators(exp.config, exp.steps)["best_global_schedule"])
+        policy.init_mean(schedule_to_increments(bg.to(DTYPE)).float())
     opt = torch.optim.AdamW(policy.parameters(), lr=exp.lr, weight_decay=exp.weight_decay)
     gen = torch.Generator().manual_seed(exp.seed)
     by_class = [torch.nonzero(backend.pool.classes == c).flatten()
