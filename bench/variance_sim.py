@@ -26,11 +26,23 @@ baseline sees the very same rewards, so the ratios are precise).
     part proportional to the baseline's MSE, so the JS/RLOO ratio of gradient variances is
     diluted toward 1 compared with the baseline-MSE ratio, and bounded below by oracle/RLOO.
 
+(c) Grouped batches (issue 11): ``P`` prompts x ``S`` seeds (B = P S = 16), rewards
+    ``r[p, s, i] = m_p + u_{p,s} + eps`` with prompt offsets ``m_p ~ N(0, sd_prompt^2)``, seed
+    offsets ``u ~ N(0, sd_seed^2)`` and ``eps ~ N(0, 1)``, optionally heavy-tailed (with
+    probability 5% a rollout lands in another mixture component: ``eps - 8``, as on the
+    testbed where 5% of rollouts score about 7.7 below the median). For none of the kinds
+    is the grouping hidden: every kind sees the same rewards; the grouped ones also get the
+    prompt of each context. Baseline MSE against the true context mean (including the
+    contamination's expected shift) and the REINFORCE gradient variance of (b) with these
+    offsets, for rloo / js / js_winsor / js_rank / js_group / js_group_pooled; each cell names
+    the winner.
+
 Targets (the paper's claims): JS below RLOO at every K; JS at most 0.7 x RLOO at K = 2. Both are
 checked for each spread and each metric, and the misses are listed.
 
 Run ``python bench/variance_sim.py [--out DIR]``; writes ``DIR/variance_sim.md`` and
-``DIR/variance_sim.json`` (default ``bench/results/``). About 10 s on 2 CPU cores.
+``DIR/variance_sim.json`` (default ``bench/results/``), and ``variance_sim_grouped.md``/
+``.json`` for (c) (``--grouped-only`` runs (c) alone). About 10 s + 60 s on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -108,6 +120,105 @@ def gradient_variance(k: int, spread: float, sets: int, inner: int,
                                                                     - out["var_oracle"])
     out["mse_ratio_js_rloo"] = out["mse_js"] / out["mse_rloo"]
     return out
+
+
+GROUP_KINDS = ("rloo", "js", "js_winsor", "js_rank", "js_group", "js_group_pooled")
+GROUP_SHAPES = ((4, 4), (8, 2), (2, 8))  # (prompts P, seeds S), B = 16
+GROUP_SPREADS = ((0.0, 0.5), (1.0, 0.5), (3.0, 0.5), (3.0, 0.1), (3.0, 2.0), (0.5, 0.5))
+CONTAMINATION = (0.05, 8.0)  # probability, size of the drop
+
+
+def _grouped_offsets(sets: int, p: int, s: int, sd_prompt: float, sd_seed: float,
+                     gen: torch.Generator) -> torch.Tensor:
+    dt = torch.float64
+    m = torch.randn(sets, p, 1, generator=gen, dtype=dt) * sd_prompt
+    u = torch.randn(sets, p, s, generator=gen, dtype=dt) * sd_seed
+    return (m + u).reshape(sets, 1, p * s, 1)  # [sets, 1, B, 1]
+
+
+def _noise(shape: tuple[int, ...], heavy: bool, gen: torch.Generator) -> torch.Tensor:
+    eps = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    if heavy:
+        prob, drop = CONTAMINATION
+        eps = eps - drop * (torch.rand(*shape, generator=gen, dtype=torch.float64) < prob)
+    return eps
+
+
+def grouped_cell(p: int, s: int, k: int, sd_prompt: float, sd_seed: float, heavy: bool,
+                 sets: int, inner: int, gen: torch.Generator) -> dict[str, Any]:
+    """Experiment (c), one cell: baseline MSE and gradient variance per kind."""
+    groups = torch.arange(p).repeat_interleave(s)
+    mu = _grouped_offsets(sets, p, s, sd_prompt, sd_seed, gen)
+    shift = -CONTAMINATION[0] * CONTAMINATION[1] if heavy else 0.0
+    # (a) baseline MSE against the true context mean (its expected reward)
+    r = mu + _noise((sets, inner, p * s, k), heavy, gen)
+    out: dict[str, Any] = {"P": p, "S": s, "K": k, "sd_prompt": sd_prompt, "sd_seed": sd_seed,
+                           "heavy": heavy}
+    for kind in GROUP_KINDS:
+        res = compute_baseline(r, kind, groups=groups)
+        out[f"mse_{kind}"] = float((res.baseline - (mu + shift)).pow(2).mean())
+        out[f"weight_{kind}"] = float(res.js_weight.mean())
+    # (b)-style gradient variance: per-context Gaussian policy, optimum a*_c ~ N(0, 0.5^2)
+    a_star = torch.randn(sets, 1, p * s, 1, generator=gen, dtype=torch.float64) * 0.5
+    score = torch.randn(sets, inner, p * s, k, generator=gen, dtype=torch.float64)
+    r = mu - 0.5 * (score - a_star).pow(2) + 0.5 * _noise((sets, inner, p * s, k), heavy, gen)
+    for kind in GROUP_KINDS:
+        base = compute_baseline(r, kind, groups=groups).baseline
+        g = ((r - base) * score).mean(-1)  # [sets, inner, B]
+        out[f"var_{kind}"] = float(g.var(1, correction=1).mean())
+    out["best_mse"] = min(GROUP_KINDS, key=lambda kd: out[f"mse_{kd}"])
+    out["best_var"] = min(GROUP_KINDS, key=lambda kd: out[f"var_{kd}"])
+    return out
+
+
+def run_grouped(seed: int = 1, sets: int = 40, inner: int = 100) -> dict[str, Any]:
+    """Experiment (c) over every (shape, spreads, K, tails) cell."""
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    rows = [grouped_cell(p, s, k, sp, ss, heavy, sets, inner, gen)
+            for heavy in (False, True) for k in (2, 4) for p, s in GROUP_SHAPES
+            for sp, ss in GROUP_SPREADS]
+    return {"config": {"B": 16, "kinds": list(GROUP_KINDS), "seed": seed, "sets": sets,
+                       "inner": inner, "contamination": list(CONTAMINATION)},
+            "cells": rows, "seconds": time.perf_counter() - start}
+
+
+def grouped_markdown(result: dict[str, Any]) -> str:
+    """Tables of (c): each metric divided by RLOO's, winner per cell."""
+    cfg = result["config"]
+    lines = ["# Grouped batches: P prompts x S seeds (B = 16)", "",
+             f"Rewards ``m_p + u_ps + eps`` (noise sd 1; heavy: 5% of rollouts drop by "
+             f"{cfg['contamination'][1]}); {cfg['sets']} draws of the offsets x {cfg['inner']} "
+             f"repetitions per cell, seed {cfg['seed']}. Each kind's value divided by RLOO's "
+             f"(below 1: better than RLOO); the winner per cell in bold. Runtime "
+             f"{result['seconds']:.0f} s.", ""]
+    short = {"js": "JS", "js_winsor": "JS-winsor", "js_rank": "JS-rank", "js_group": "grouped",
+             "js_group_pooled": "grouped-pooled"}
+    for metric, title in (("mse", "baseline MSE"), ("var", "gradient variance")):
+        lines += [f"## {title} ÷ RLOO", "",
+                  "| tails | K | P x S | sd prompt | sd seed | " + " | ".join(short.values())
+                  + " | winner |", "|" + "---|" * (6 + len(short))]
+        for row in result["cells"]:
+            best = row[f"best_{metric}"]
+            vals = []
+            for kind in short:
+                q = row[f"{metric}_{kind}"] / row[f"{metric}_rloo"]
+                vals.append(f"**{q:.2f}**" if kind == best else f"{q:.2f}")
+            lines.append(f"| {'heavy' if row['heavy'] else 'normal'} | {row['K']} | "
+                         f"{row['P']} x {row['S']} | {row['sd_prompt']} | {row['sd_seed']} | "
+                         + " | ".join(vals) + f" | {short.get(best, best)} |")
+        lines.append("")
+    wins: dict[str, dict[str, int]] = {}
+    for row in result["cells"]:
+        for metric in ("mse", "var"):
+            wins.setdefault(metric, {}).setdefault(row[f"best_{metric}"], 0)
+            wins[metric][row[f"best_{metric}"]] += 1
+    lines += ["## Wins (cells)", ""]
+    for metric, counts in wins.items():
+        lines.append(f"- {metric}: " + ", ".join(f"{short.get(k, k)} {v}"
+                                                for k, v in sorted(counts.items(),
+                                                                   key=lambda kv: -kv[1])))
+    return "\n".join(lines) + "\n"
 
 
 def check_targets(part_a: list[dict[str, Any]], part_b: list[dict[str, Any]]) -> dict[str, Any]:
@@ -213,12 +324,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=20_000, help="(a) repetitions per cell")
     parser.add_argument("--context-sets", type=int, default=50, help="(b) context draws per cell")
     parser.add_argument("--inner", type=int, default=400, help="(b) repetitions per context draw")
+    parser.add_argument("--grouped-only", action="store_true", help="run (c) only")
+    parser.add_argument("--skip-grouped", action="store_true", help="run (a) and (b) only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = run(args.seed, args.reps, args.context_sets, args.inner)
-    md = to_markdown(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not args.skip_grouped:
+        grouped = run_grouped(args.seed + 1)
+        gmd = grouped_markdown(grouped)
+        (out / "variance_sim_grouped.md").write_text(gmd)
+        (out / "variance_sim_grouped.json").write_text(json.dumps(grouped, indent=1) + "\n")
+        print(gmd)
+        if args.grouped_only:
+            return 0
+    result = run(args.seed, args.reps, args.context_sets, args.inner)
+    md = to_markdown(result)
     (out / "variance_sim.md").write_text(md)
     (out / "variance_sim.json").write_text(json.dumps(result, indent=2) + "\n")
     print(md)

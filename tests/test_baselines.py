@@ -285,3 +285,158 @@ def test_advantages_sum_to_zero(rows):
     # RLOO advantages sum to zero within every context; XCTX over the whole batch.
     assert advantages(r, "rloo").sum(-1).abs().max() <= tol
     assert advantages(r, "xctx").sum().abs() <= tol
+
+
+# --- Robust and grouped James-Stein variants (issue 11) ---------------------------------------
+
+from learned_schedules.training.rl.baselines import (  # noqa: E402
+    EXTRA_BASELINE_KINDS,
+    grouped_js_baseline,
+    normal_scores,
+    winsorize,
+)
+
+
+def _grouped_loop_reference(rows: list[list[float]], groups: list[int],
+                            pooled: bool) -> tuple[list[list[float]], list[float]]:
+    """Plain-Python grouped James-Stein: per-context weights and baselines."""
+    b, k = len(rows), len(rows[0])
+    means = [sum(row) / k for row in rows]
+    s2 = sum(sum((x - m) ** 2 for x in row) / (k - 1)
+             for row, m in zip(rows, means, strict=True)) / b
+    v = s2 / (k - 1)
+    members: dict[int, list[int]] = {}
+    for c, g in enumerate(groups):
+        members.setdefault(g, []).append(c)
+    gmean = {g: sum(means[c] for c in cs) / len(cs) for g, cs in members.items()}
+    dev = {g: sum((means[c] - gmean[g]) ** 2 for c in cs) for g, cs in members.items()}
+
+    def weight(d2: float) -> float:
+        return 1.0 if v + d2 == 0 else v / (v + d2)
+
+    if pooled:
+        dof = sum(len(cs) - 1 for cs in members.values())
+        a_pool = weight(max(0.0, sum(dev.values()) / dof - s2 / k)) if dof else 0.0
+        a_g = {g: a_pool for g in members}
+    else:
+        a_g = {g: weight(max(0.0, dev[g] / (len(cs) - 1) - s2 / k)) if len(cs) > 1 else 0.0
+               for g, cs in members.items()}
+    out, weights = [], []
+    for c, row in enumerate(rows):
+        g = groups[c]
+        total = sum(sum(rows[j]) for j in members[g])
+        n = len(members[g]) * k
+        a = a_g[g]
+        weights.append(a)
+        out.append([(1 - a) * (sum(row) - row[i]) / (k - 1) + a * (total - row[i]) / (n - 1)
+                    for i in range(k)])
+    return out, weights
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+@pytest.mark.parametrize("groups", [[0, 0, 1, 1], [0, 1, 0, 1, 2, 2, 2, 5], [3, 3, 3, 3, 3, 7],
+                                    [0, 1, 2, 3], [0, 0, 0, 1, 1, 2]])
+def test_grouped_js_matches_loop_reference(pooled, groups):
+    g = torch.Generator().manual_seed(len(groups) * 7 + pooled)
+    b = len(groups)
+    means = torch.randn(b, 1, generator=g, dtype=F64) * 2
+    r = means + torch.randn(b, 3, generator=g, dtype=F64)
+    expected, weights = _grouped_loop_reference(r.tolist(), groups, pooled)
+    kind = "js_group_pooled" if pooled else "js_group"
+    res = compute_baseline(r, kind, groups=torch.tensor(groups))
+    _close(res.baseline, expected, tol=1e-10)
+    assert float(res.js_weight) == pytest.approx(sum(weights) / b, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["js_group", "js_group_pooled"])
+def test_grouped_js_without_groups_is_js(kind):
+    g = torch.Generator().manual_seed(3)
+    r = torch.randn(4, 16, 2, generator=g, dtype=F64) + torch.randn(16, 1, generator=g,
+                                                                     dtype=F64)
+    res, js = compute_baseline(r, kind), compute_baseline(r, "js")
+    torch.testing.assert_close(res.baseline, js.baseline, rtol=0, atol=1e-12)
+    torch.testing.assert_close(res.js_weight, js.js_weight, rtol=0, atol=1e-12)
+
+
+def test_grouped_js_shrinks_toward_own_group():
+    # Four prompts with very different reward levels; the seeds of one prompt are alike.
+    g = torch.Generator().manual_seed(4)
+    level = torch.tensor([-10.0, 0.0, 10.0, 20.0], dtype=F64).repeat_interleave(4)[:, None]
+    r = level + torch.randn(16, 2, generator=g, dtype=F64)
+    groups = torch.arange(4).repeat_interleave(4)
+    js = compute_baseline(r, "js")
+    grouped = compute_baseline(r, "js_group_pooled", groups=groups)
+    assert float(js.js_weight) < 0.05  # across prompts the contexts look unrelated
+    assert float(grouped.js_weight) > 0.3  # within a prompt they are alike
+    # the grouped baseline is closer to the true context mean (the prompt's level)
+    mse_grouped = float((grouped.baseline - level).pow(2).mean())
+    mse_rloo = float((compute_baseline(r, "rloo").baseline - level).pow(2).mean())
+    assert mse_grouped < mse_rloo
+
+
+def test_grouped_js_singleton_group_is_rloo_and_groups_checked():
+    r = _t([[0.0, 2.0], [3.0, 5.0], [10.0, 12.0]])
+    res = compute_baseline(r, "js_group", groups=torch.tensor([0, 0, 1]))
+    _close(res.baseline[2:], [[12.0, 10.0]])  # alone in its group: leave-one-out in context
+    with pytest.raises(ValueError, match="one group id per context"):
+        grouped_js_baseline(r, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="K >= 2"):
+        compute_baseline(torch.zeros(4, 1), "js_group", groups=torch.arange(4))
+    # the paper's kinds ignore groups
+    _close(compute_baseline(r, "js", groups=torch.tensor([0, 0, 1])).baseline,
+           compute_baseline(r, "js").baseline.tolist())
+
+
+def test_winsorize_and_normal_scores():
+    r = _t([[1.0, 2.0], [3.0, 4.0], [5.0, 100.0]])
+    w = winsorize(r)
+    # median 3.5, MAD 1.5 -> half-width 3 * 1.4826 * 1.5 = 6.6717: 100 -> 10.1717
+    assert float(w[2, 1]) == pytest.approx(3.5 + 3 * 1.4826 * 1.5)
+    _close(w[:, 0:1], [[1.0], [3.0], [5.0]])
+    same = torch.full((3, 2), 2.0, dtype=F64)
+    _close(winsorize(same), same.tolist())  # MAD 0: nothing clipped
+    z = normal_scores(_t([[1.0, 1.0], [2.0, 3.0]]))
+    assert float(z[0, 0]) == float(z[0, 1])  # ties share a score
+    assert float(z[1, 0]) < float(z[1, 1])
+    z = normal_scores(_t([[0.3, -7.0], [2.0, 90.0]]))  # ranks 1, 0, 2, 3 of 4
+    q1, q3 = 0.31863936396437514, 1.1503493803760079  # Phi^-1(5/8), Phi^-1(7/8)
+    _close(z, [[-q1, -q3], [q1, q3]], tol=1e-12)
+
+
+def test_js_winsor_equals_js_without_outliers_and_robust_weights_resist_one():
+    g = torch.Generator().manual_seed(5)
+    r = torch.randn(16, 2, generator=g, dtype=F64) * 0.2 + 5.0  # within 3 MADs
+    assert torch.equal(winsorize(r), r)
+    _close(compute_baseline(r, "js_winsor").baseline, compute_baseline(r, "js").baseline.tolist())
+    # contexts that differ (sd 1) with little within-context noise (sd 0.2): a small weight;
+    # one rollout in another mixture component (-50) inflates s2 and drives js's weight to ~1
+    r = 5.0 + torch.randn(16, 1, generator=g, dtype=F64) \
+        + 0.2 * torch.randn(16, 2, generator=g, dtype=F64)
+    clean_a = float(compute_baseline(r, "js").js_weight)
+    r_out = r.clone()
+    r_out[3, 0] = -50.0
+    a_js = float(compute_baseline(r_out, "js").js_weight)
+    assert a_js > 0.9 > clean_a + 0.5
+    for kind in ("js_winsor", "js_rank"):
+        assert float(compute_baseline(r_out, kind).js_weight) < 0.5
+
+
+def test_js_rank_weight_is_invariant_to_monotone_transforms():
+    g = torch.Generator().manual_seed(6)
+    r = torch.randn(16, 2, generator=g, dtype=F64) + torch.randn(16, 1, generator=g, dtype=F64)
+    a = compute_baseline(r, "js_rank").js_weight
+    torch.testing.assert_close(compute_baseline(torch.exp(r), "js_rank").js_weight, a)
+    torch.testing.assert_close(compute_baseline(3 * r - 7, "js_rank").js_weight, a)
+
+
+@pytest.mark.parametrize("kind", EXTRA_BASELINE_KINDS)
+def test_extra_kinds_shapes_and_leading_dims(kind):
+    r = torch.randn(5, 16, 2, dtype=F64)
+    groups = torch.arange(16) // 4
+    res = compute_baseline(r, kind, groups=groups)
+    assert res.baseline.shape == r.shape and res.js_weight.shape == (5,)
+    assert bool(((res.js_weight >= 0) & (res.js_weight <= 1)).all())
+    for i in range(5):
+        one = compute_baseline(r[i], kind, groups=groups)
+        torch.testing.assert_close(res.baseline[i], one.baseline)
+    assert advantages(r[0], kind).shape == (16, 2)
