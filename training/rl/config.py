@@ -311,6 +311,10 @@ class TrainConfig:
     """Run folder name; default ``{backend}-{algo}-{baseline}-L{steps}__{seed}__{time}``."""
     device: str = "cpu"
     """Torch device for the policy and the testbed."""
+    threads: int = 0
+    """torch CPU threads while training (0: 1 on the testbed, whose small tensors only contend
+    for cores with more threads — 10-15x slower on a busy 2-core machine,
+    bench/thread_contention.py; torch's default on other back-ends)."""
     progress: bool = True
     """Show a progress bar."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -367,7 +371,7 @@ class TrainConfig:
                                 ("sample_every", 0, None), ("rollout_batch", 0, None),
                                 ("reference_steps", 1, 10_000), ("width", 16, 16_384),
                                 ("height", 16, 16_384), ("seed", 0, 2**63 - 1),
-                                ("eval_seed", 0, 2**63 - 1)):
+                                ("eval_seed", 0, 2**63 - 1), ("threads", 0, 4096)):
             value = getattr(self, name)
             if value < low or (high is not None and value > high):
                 rule = f"between {low} and {high}" if high is not None else f">= {low}"

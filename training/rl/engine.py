@@ -196,6 +196,23 @@ def train(config: TrainConfig, *, backend: Backend | None = None,
           resume: str | Path | None = None,
           callback: Callable[[int, dict[str, float]], None] | None = None,
           dist: Dist | None = None) -> RunResult:
+    """Train a policy; return the run folder and the trained policy (see :func:`_train`),
+    with torch's CPU threads set by ``config.threads`` for the run and restored after it."""
+    config.validate()
+    threads = config.threads or (1 if config.backend == "testbed" else 0)
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _train(config, backend=backend, resume=resume, callback=callback, dist=dist)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(config: TrainConfig, *, backend: Backend | None = None,
+           resume: str | Path | None = None,
+           callback: Callable[[int, dict[str, float]], None] | None = None,
+           dist: Dist | None = None) -> RunResult:
     """Train a policy; return the run folder and the trained policy.
 
     ``resume``: a run folder (its latest checkpoint) or a checkpoint file; the run continues
