@@ -70,5 +70,20 @@ def test_shipped_policy_beats_the_default_schedule_on_held_out_seeds(backend):
     diff = r_learned - r_default
     se = float(diff.std()) / math.sqrt(n)
     assert float(diff.mean()) > 3 * se, (float(diff.mean()), se)
-    # per-context schedules: the policy reads the noise and the prompt
-    assert float((learned - learned.mean(0)).abs().max()) > 1e-4
+
+
+def test_fixed_schedule_comparators(backend):
+    from learned_schedules.training.cli import parse_schedule_option
+
+    _, b = backend
+    name, values = parse_schedule_option("best_global=1,.716,.504,.217,0")
+    comps = b.comparators(4, None, schedulers=["simple"], fixed_schedules={name: values})
+    assert list(comps) == ["simple", "best_global"]
+    assert torch.allclose(b.model_sigmas(comps["best_global"]),
+                          torch.tensor([1, .716, .504, .217, 0]))
+    with pytest.raises(ValueError, match="needs 5"):
+        b.comparators(4, None, fixed_schedules={"x": [1, .5, 0]})
+    with pytest.raises(ValueError, match="increase"):
+        b.comparators(4, None, fixed_schedules={"x": [1, .4, .5, .2, 0]})
+    with pytest.raises(ValueError, match="NAME="):
+        parse_schedule_option("1,0.5,0")
