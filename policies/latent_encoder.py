@@ -5,7 +5,8 @@ stem, then ``levels`` stride-2 blocks with GroupNorm + SiLU), the final map is p
 ``grid x grid`` set of image tokens, which cross-attend to the projected text tokens
 ``[B, T, D]`` (T5 / joint tokens). An optional pooled text embedding (CLIP-L / CLIP-G pooled)
 is added to every image token. Mean and max pooling over image tokens give the output.
-Any latent size (``H, W >= 8``) and any token count work.
+Any latent size (``H, W >= 8``; ``>= 4`` for the one-level ``small`` preset) and any token
+count work.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # tests: real channel count, small everything else
     "tiny": {"latent_channels": 16, "token_dim": 32, "pooled_dim": 16, "width": 32,
              "levels": 2, "heads": 2, "grid": 2},
+    # tiny latents (the digits model: 16x4x4): one stride-2 level, works from 4x4 latent pixels
+    "small": {"latent_channels": 16, "token_dim": 32, "pooled_dim": 16, "width": 64,
+              "levels": 1, "heads": 4, "grid": 2},
 }
 
 
@@ -135,7 +139,8 @@ class LatentTextEncoder(nn.Module):
 
     @classmethod
     def for_family(cls, family: str, **overrides: Any) -> LatentTextEncoder:
-        """A preset sized for ``flux``, ``sd3`` or ``tiny`` (tests), with overrides."""
+        """A preset sized for ``flux``, ``sd3``, ``tiny`` (tests) or ``small`` (tiny latents),
+        with overrides."""
         if family not in PRESETS:
             raise ValueError(f"No encoder preset for {family!r}; choose from {sorted(PRESETS)}.")
         return cls(**{**PRESETS[family], **overrides})

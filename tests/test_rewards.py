@@ -254,7 +254,19 @@ FOLDERS = {"clip": "clip_dir", "pickscore": "pickscore_dir", "aesthetic": "aesth
 # every reward: shape, determinism, image and prompt dependence
 
 
-@pytest.mark.parametrize("kind", REWARD_KINDS)
+def test_digits_rewards_are_registered_and_need_no_folder() -> None:
+    """``digit`` and ``realism`` load from the shipped classifier (no search folder)."""
+    prompts = ["a handwritten digit 3", "a handwritten digit 7", "a handwritten digit 0"]
+    for kind in ("digit", "realism"):
+        reward = load_reward(kind)
+        assert reward.name == kind
+        a = reward(images(0), prompts)
+        assert a.shape == (3,) and a.dtype == torch.float32 and torch.isfinite(a).all()
+        assert not torch.allclose(a, reward(images(1), prompts)), "the score ignores the image"
+        assert not torch.allclose(a, reward(images(0), prompts[::-1]))
+
+
+@pytest.mark.parametrize("kind", [k for k in REWARD_KINDS if k in FOLDERS])
 def test_reward_scores(kind: str, root: Path, request: pytest.FixtureRequest) -> None:
     request.getfixturevalue(FOLDERS[kind])
     reward = load_reward(kind, search_dirs=[root], batch_size=2)  # 3 images: chunks of 2 + 1

@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     comfy.add_argument("--schedulers", default="simple",
                        help="comma-separated ComfyUI schedulers to compare with (default: "
                             "simple, the model's own)")
+    comfy.add_argument("--schedule", action="append", default=[], metavar="NAME=S0,S1,...",
+                       help="an extra fixed schedule to compare with, in the model's sigmas "
+                            "(L+1 values from high to 0), e.g. best_global=1,.716,.504,.217,0; "
+                            "repeatable")
     comfy.add_argument("--grid-columns", type=int, default=6, help="contexts in the image grid")
     _add_config_flags(comfy, only=COMFY_EVAL_FIELDS)
 
@@ -188,6 +192,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def parse_schedule_option(value: str) -> tuple[str, list[float]]:
+    """``"name=1,.7,.5,.2,0"`` -> ``("name", [1.0, 0.7, 0.5, 0.2, 0.0])`` (``ValueError`` with
+    the expected form otherwise)."""
+    name, sep, numbers = value.partition("=")
+    try:
+        values = [float(v) for v in numbers.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not sep or not name.strip() or len(values) < 2:
+        raise ValueError(f"eval --schedule looks like NAME=S0,S1,...,0 (at least two numbers), "
+                         f"got {value!r}.")
+    return name.strip(), values
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval import evaluate_policy_file
 
@@ -204,6 +222,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     options = {"train_contexts": args.train_contexts, "fit_iters": args.fit_iters,
                "oracle": not args.no_oracle, "grid_columns": args.grid_columns,
                "schedulers": tuple(s.strip() for s in args.schedulers.split(",") if s.strip())}
+    if args.schedule:
+        options["fixed_schedules"] = dict(parse_schedule_option(v) for v in args.schedule)
     report = evaluate_policy_file(args.policy, overrides=overrides, contexts=args.contexts,
                                   seeds=args.seeds, seed=args.seed, options=options,
                                   out=args.out)

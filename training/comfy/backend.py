@@ -78,15 +78,18 @@ class ComfyBackend(Backend):
                  rollout_batch: int = 0, cache_dir: str | Path | None = None,
                  pool_size: int = 16384, pool_seed: int = 0, encoder_preset: str = "auto",
                  reference_steps: int = 40, reference_scheduler: str = "simple",
-                 comparator_schedulers: Sequence[str] = ("simple",)):
+                 comparator_schedulers: Sequence[str] = ("simple",),
+                 held_out_seeds: bool = False):
 
         from .sampling import check_sampler_name
 
         check_sampler_name(sampler)
-        if width % 16 or height % 16 or min(width, height) < 64:
-            raise ValueError(f"width and height must be multiples of 16 and >= 64, got "
+        if width % 16 or height % 16 or min(width, height) < 16:
+            raise ValueError(f"width and height must be multiples of 16 and >= 16, got "
                              f"{width}x{height}.")
-        if not train_prompts or not eval_prompts:
+        if held_out_seeds:
+            eval_prompts = []  # every prompt trains and evaluates, on disjoint seed streams
+        if not train_prompts or (not eval_prompts and not held_out_seeds):
             raise ValueError("Need at least one training and one held-out prompt.")
         check_scheduler_names(comparator_schedulers)
         self.models = models
@@ -99,6 +102,7 @@ class ComfyBackend(Backend):
             self.guidance = None  # only Flux dev has a distilled-guidance input
         self.prompts = list(train_prompts) + list(eval_prompts)
         self.n_train = len(train_prompts)
+        self.held_out_seeds = held_out_seeds
         self.reward_fn, self.reward_name = reward, reward_name
         self.width, self.height, self.sampler = width, height, sampler
         self.negative_prompt = negative_prompt
@@ -133,6 +137,8 @@ class ComfyBackend(Backend):
             train_prompts = [p for p in prompts if p not in set(held)]
             if not train_prompts:
                 raise ValueError("Every training prompt is also in --eval-prompts.")
+        elif config.held_out == 0:
+            train_prompts, held = prompts, []  # held-out seeds, not prompts
         else:
             train_prompts, held = split_prompts(prompts, config.held_out, seed=config.seed)
         models = load_models(
@@ -164,17 +170,21 @@ class ComfyBackend(Backend):
                    negative_prompt=config.negative_prompt, rollout_batch=config.rollout_batch,
                    cache_dir=config.cache_dir, pool_size=config.pool_size,
                    pool_seed=config.seed + 7_919, encoder_preset=config.encoder_preset,
-                   reference_steps=config.reference_steps)
+                   reference_steps=config.reference_steps,
+                   held_out_seeds=config.held_out == 0 and not config.eval_prompts)
 
     # -- contexts -------------------------------------------------------------------------------
     @property
     def pool(self) -> PromptContexts:
-        """The training (prompt, seed) pairs: ``pool_size`` of them, from ``pool_seed``."""
+        """The training (prompt, seed) pairs: ``pool_size`` of them, from ``pool_seed``. With
+        held-out seeds, training seeds are drawn from ``[2**30, 2**31 - 1)``, disjoint from the
+        held-out seeds (below ``2**30``)."""
         if self._pool is None:
             g = torch.Generator().manual_seed(self.pool_seed)
+            low = HELD_OUT_SEED_LIMIT if self.held_out_seeds else 0
             self._pool = PromptContexts(torch.randint(self.n_train, (self.pool_size,),
                                                       generator=g),
-                                        torch.randint(2**31 - 1, (self.pool_size,),
+                                        torch.randint(low, 2**31 - 1, (self.pool_size,),
                                                       generator=g))
         return self._pool
 
@@ -183,7 +193,15 @@ class ComfyBackend(Backend):
 
     def held_out_contexts(self, n: int, seed: int) -> PromptContexts:
         """``n`` held-out contexts: the held-out prompts in turn, seeds ``seed, seed+1, ...``
-        per round over the prompts."""
+        per round over the prompts. With held-out seeds: every prompt in turn, with seeds
+        ``seed, seed+1, ...`` that must stay below ``2**30`` (training seeds lie above)."""
+        if self.held_out_seeds:
+            i = torch.arange(n)
+            seeds = seed + i // self.n_train
+            if n and int(seeds[-1]) >= HELD_OUT_SEED_LIMIT:
+                raise ValueError(f"Held-out seeds must stay below {HELD_OUT_SEED_LIMIT} "
+                                 f"(training seeds lie above); got seed {seed}.")
+            return PromptContexts(i % self.n_train, seeds)
         n_held = len(self.prompts) - self.n_train
         i = torch.arange(n)
         return PromptContexts(self.n_train + i % n_held, seed + i // n_held)
@@ -214,14 +232,19 @@ class ComfyBackend(Backend):
         """The paper's latent + text encoder, sized by a family preset and the real features."""
         probe = self.features(self.held_out_contexts(1, 0))
         preset = self.encoder_preset
-        if preset == "auto":
+        auto = preset == "auto"
+        if auto:
             preset = self.family.encoder_preset
         if preset not in PRESETS:
             raise ValueError(f"encoder_preset must be 'auto' or one of {sorted(PRESETS)}.")
-        return LatentTextEncoder.for_family(
-            preset, latent_channels=probe["noise"].shape[1],
-            token_dim=probe["tokens"].shape[-1],
-            pooled_dim=probe["pooled"].shape[-1] if "pooled" in probe else 0)
+        sizes = {"latent_channels": probe["noise"].shape[1],
+                 "token_dim": probe["tokens"].shape[-1],
+                 "pooled_dim": probe["pooled"].shape[-1] if "pooled" in probe else 0}
+        encoder = LatentTextEncoder.for_family(preset, **sizes)
+        h, w = self.latent_shape[1:]
+        if auto and not encoder.fits(h, w):  # tiny latents (e.g. the digits model's 4x4)
+            encoder = LatentTextEncoder.for_family("small", **sizes)
+        return encoder
 
     # -- rollouts -------------------------------------------------------------------------------
     def model_sigmas(self, flow: torch.Tensor) -> torch.Tensor:
@@ -241,17 +264,31 @@ class ComfyBackend(Backend):
         return schedule_to_increments(default_flow(self.model, steps)).float()
 
     def comparators(self, steps: int, contexts: Any = None, *,
-                    schedulers: Sequence[str] | None = None, **_: Any
+                    schedulers: Sequence[str] | None = None,
+                    fixed_schedules: dict[str, Sequence[float]] | None = None, **_: Any
                     ) -> dict[str, torch.Tensor]:
         """ComfyUI's schedulers (``schedulers``, default the back-end's
-        ``comparator_schedulers``: ``simple``) for ``steps`` steps: name -> flow-time schedule
-        ``[L+1]`` (the same for every context)."""
+        ``comparator_schedulers``: ``simple``) for ``steps`` steps, plus ``fixed_schedules``
+        (name -> L+1 model sigmas, e.g. a fitted best global schedule): name -> flow-time
+        schedule ``[L+1]`` (the same for every context)."""
         names = tuple(schedulers) if schedulers else self.comparator_schedulers
         check_scheduler_names(names)
-        return {name: default_flow(self.model, steps, name).float() for name in names}
+        out = {name: default_flow(self.model, steps, name).float() for name in names}
+        for name, values in (fixed_schedules or {}).items():
+            sig = torch.tensor([float(v) for v in values], dtype=torch.float64)
+            if sig.numel() != steps + 1:
+                raise ValueError(f"The schedule {name!r} has {sig.numel()} sigmas; a {steps}-step "
+                                 f"policy needs {steps + 1}.")
+            if bool((sig[1:] > sig[:-1]).any()) or float(sig[-1]) != 0.0:
+                raise ValueError(f"The schedule {name!r} must not increase and must end at 0.")
+            out[name] = model_to_flow(sampling_of(self.model), sig).float()
+        return out
 
     def held_out_count(self) -> int:
-        """The number of held-out prompts (``eval`` samples each with several seeds)."""
+        """The number of held-out prompts (``eval`` samples each with several seeds); with
+        held-out seeds, every prompt."""
+        if self.held_out_seeds:
+            return self.n_train
         return len(self.prompts) - self.n_train
 
     def describe_contexts(self, contexts: PromptContexts) -> list[dict[str, Any]]:
@@ -453,6 +490,10 @@ class ComfyBackend(Backend):
             for key, img in zip(missing, self.images(todo, sig), strict=True):
                 self._references[key] = img
         return torch.stack([self._references[key] for key in keys])
+
+
+HELD_OUT_SEED_LIMIT = 2**30
+"""With held-out seeds, held-out contexts use seeds below this and training contexts above."""
 
 
 def check_scheduler_names(names: Sequence[str]) -> None:

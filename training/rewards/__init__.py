@@ -12,6 +12,8 @@ Kinds (see each module for the folder layout and the exact score):
 * ``hpsv2``: HPSv2 / HPSv2.1 cosine, open_clip (optional extra ``hps``) (:mod:`.hps`)
 * ``imagereward``: ImageReward, BLIP-based (:mod:`.image_reward`)
 * ``ocr``: TrOCR text match with the prompt's quoted text (:mod:`.ocr`)
+* ``digit``, ``realism``: the digits model's classifier (log-probability of the prompted digit;
+  typicality of its features), shipped in ``models/digits`` (:mod:`.digits`)
 
 Specs combine kinds: ``"0.7*pickscore+0.3*aesthetic"`` loads a :class:`WeightedSum`.
 """
@@ -31,7 +33,10 @@ from .weighted import WeightedSum, format_spec
 __all__ = ["REWARD_KINDS", "Reward", "WeightedSum", "find_reward_path", "load_reward",
            "parse_reward_spec", "reward_target_text"]
 
-REWARD_KINDS: tuple[str, ...] = ("clip", "pickscore", "aesthetic", "hpsv2", "imagereward", "ocr")
+REWARD_KINDS: tuple[str, ...] = ("clip", "pickscore", "aesthetic", "hpsv2", "imagereward", "ocr",
+                                 "digit", "realism")
+SHIPPED = ("digit", "realism")
+"""Kinds whose weights ship with the repository (a path is optional)."""
 ALIASES = {"clipscore": "clip", "clip_score": "clip", "pick": "pickscore", "hps": "hpsv2",
            "hpsv21": "hpsv2", "image_reward": "imagereward", "text": "ocr"}
 WHAT_GOES_THERE = {
@@ -43,6 +48,8 @@ WHAT_GOES_THERE = {
     "hpsv2": "HPS_v2.1_compressed.pt (an open_clip ViT-H-14 checkpoint)",
     "imagereward": "ImageReward.pt, med_config.json and bert-base-uncased's vocab.txt",
     "ocr": "a transformers TrOCR folder (e.g. microsoft/trocr-base-printed)",
+    "digit": "the digits classifier (models/digits/digits_classifier.safetensors)",
+    "realism": "the digits classifier (models/digits/digits_classifier.safetensors)",
 }
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
@@ -90,7 +97,8 @@ def find_reward_path(kind: str, *, paths: Mapping[str, str | Path] | None = None
                      allow_download: bool = False) -> Path | None:
     """Where ``kind``'s weights are: ``paths[kind]``, else the first ``<dir>/<kind>`` that exists.
 
-    Returns None (download from the hub) only when ``allow_download``; otherwise a ValueError
+    Returns None (download from the hub, or the shipped weights of :data:`SHIPPED` kinds) only
+    when ``allow_download`` or for a shipped kind; otherwise a ValueError
     names the places it looked and how to fix it.
     """
     kind = canonical_kind(kind)
@@ -106,7 +114,7 @@ def find_reward_path(kind: str, *, paths: Mapping[str, str | Path] | None = None
     for candidate in looked:
         if candidate.exists():
             return candidate
-    if allow_download:
+    if allow_download or kind in SHIPPED:  # None: download, or the shipped weights
         return None
     where = ", ".join(str(p) for p in looked) if looked else "nowhere (no search folders given)"
     raise ValueError(f"No weights for the {kind!r} reward: looked in {where}. Put "
@@ -127,6 +135,10 @@ def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
 
 
 def _load_one(kind: str, source: Path | None, **kw) -> Reward:
+    if kind in SHIPPED:
+        from .digits import load_digits_reward
+
+        return load_digits_reward(kind, source, device=str(kw.get("device", "cpu")))
     if kind in ("clip", "pickscore"):
         from .clip_rewards import load_clip_reward
 

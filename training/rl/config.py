@@ -232,7 +232,9 @@ class TrainConfig:
     eval_prompts: str | None = None
     """Separate held-out prompt file (default: a held_out split of prompts)."""
     held_out: float = 0.1
-    """Prompts held out for evaluation: a fraction (< 1) or a count (>= 1)."""
+    """Prompts held out for evaluation: a fraction (< 1) or a count (>= 1); 0 holds out seeds
+    instead (every prompt is trained on and evaluated, on disjoint seed streams: for a few
+    prompts, e.g. the digits model's ten)."""
     width: int = 1024
     """Image width in pixels."""
     height: int = 1024
@@ -256,7 +258,8 @@ class TrainConfig:
     reference_steps: int = 40
     """Steps of the reference sample for the ``reference`` reward."""
     encoder_preset: str = "auto"
-    """Policy encoder size preset: auto (flux / sd3 by model family) or tiny."""
+    """Policy encoder size preset: auto (flux / sd3 by model family), tiny, or small (one
+    stride-2 level: latents down to 4x4, e.g. the digits model at 32x32)."""
     sample_every: int = 100
     """Comfy: save sample images (default vs learned schedule) every N iterations (0: off)."""
     steps: int = 5
@@ -380,7 +383,7 @@ class TrainConfig:
         check_number("lr_min_frac", self.lr_min_frac, low=0, high=1)
         check_number("weight_decay", self.weight_decay, low=0)
         check_number("grad_clip", self.grad_clip, low=0, low_open=True)
-        check_number("held_out", self.held_out, low=0, low_open=True)
+        check_number("held_out", self.held_out, low=0)
         check_number("cfg", self.cfg, low=0)
         check_number("guidance", self.guidance, low=0)
         # the head starts each of the L + 1 concentrations above the Dirichlet's floor (1e-3)
