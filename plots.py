@@ -201,14 +201,19 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def image_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], max_side: int = 256
-               ) -> Image.Image:
+def image_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], max_side: int = 256,
+               min_side: int = 128) -> Image.Image:
     """Rows of images ``[N, H, W, 3]`` with their sigmas ``[N, L+1]`` (or one ``[L+1]``)
-    plotted in the corner; each row gets a label on its left."""
+    plotted in the corner; each row gets a label on its left. Large images are shrunk to
+    ``max_side``; small ones (the 32x32 digits) are enlarged to ``min_side`` with nearest
+    pixels, so the schedule inset covers only a corner."""
     colours = [(90, 90, 90), (220, 60, 40), (40, 110, 220), (40, 160, 80)]
     n = rows[0][1].shape[0]
     h, w = rows[0][1].shape[1:3]
     scale = min(1.0, max_side / max(h, w))
+    if max(h, w) < min_side:
+        scale = float(-(-min_side // max(h, w)))  # a whole factor: crisp pixels
+    resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BICUBIC
     cw, ch = max(1, int(w * scale)), max(1, int(h * scale))
     label_w = 110
     grid = Image.new("RGB", (label_w + n * (cw + 4), len(rows) * (ch + 4)), "white")
@@ -217,7 +222,7 @@ def image_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], max_side: int
         y = r * (ch + 4)
         draw.text((4, y + ch // 2 - 6), label[:18], fill=(0, 0, 0))
         for i in range(n):
-            tile = to_pil(images[i]).resize((cw, ch), Image.Resampling.BICUBIC)
+            tile = to_pil(images[i]).resize((cw, ch), resample)
             plot_inset(tile, sigmas[i] if sigmas.ndim == 2 else sigmas,
                        colours[r % len(colours)])
             grid.paste(tile, (label_w + i * (cw + 4), y))
