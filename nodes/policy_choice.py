@@ -11,15 +11,17 @@ NO_POLICY = "(no policy installed: see the tooltip)"
 
 NO_POLICY_MESSAGE = (
     f"No learned-schedule policy is installed. Put a policy file (.safetensors) in "
-    f"ComfyUI/models/{FOLDER}/ and press R (refresh) in the browser. To get one, copy the "
-    "starter policy that comes with the pack (see its README) or train your own with "
-    "`python -m learned_schedules.training train ...`."
+    f"ComfyUI/models/{FOLDER}/ and press R (refresh) in the browser. To try the pack, copy "
+    "the starter policy models/digits/digits_policy_L4.safetensors from the pack's folder (it "
+    "schedules the bundled digits model: see models/digits/MODEL_CARD.md); for your own Flux "
+    "or SD3 model, train one with `python -m learned_schedules.training train ...`."
 )
 
 POLICY_TOOLTIP = f"A policy file from models/{FOLDER}."
 NO_POLICY_TOOLTIP = (
-    f"No policy file found in models/{FOLDER}/. Copy the pack's starter policy there or train "
-    "one with `python -m learned_schedules.training train ...`, then press R to refresh."
+    f"No policy file found in models/{FOLDER}/. Copy the pack's starter policy "
+    "(models/digits/digits_policy_L4.safetensors, for the bundled digits model) there or "
+    "train one with `python -m learned_schedules.training train ...`, then press R."
 )
 
 
