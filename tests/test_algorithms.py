@@ -186,3 +186,54 @@ def test_the_engine_names_no_method_or_policy():
     for word in ("dirichlet", "alpha", "concentration", "min_segment", "reinforce", "ppo",
                  "baseline"):
         assert word not in text, word
+
+
+def test_algorithm_extra_state_survives_a_resume(tmp_path, monkeypatch):
+    """An algorithm's own state (a critic, a discriminator and its optimiser) is saved in every
+    checkpoint and restored on resume, so resuming equals an uninterrupted run."""
+    from learned_schedules.training.rl.algorithms.reinforce import Reinforce
+    from learned_schedules.training.rl.checkpoint import load_optimizer, optimizer_tensors
+
+    class WithCritic(Reinforce):
+        def setup(self, policy, backend):
+            torch.manual_seed(123)
+            self.critic = torch.nn.Linear(3, 1)
+            self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=1e-2)
+
+        def update(self, policy, optimizer, batch, dist):
+            metrics = super().update(policy, optimizer, batch, dist)
+            self.critic_opt.zero_grad()
+            loss = (self.critic(batch.schedules[:, 0, :3].float()).squeeze(-1)
+                    - batch.rewards.mean(1)).pow(2).mean()
+            loss.backward()
+            self.critic_opt.step()
+            return {**metrics, "critic_loss": float(loss.detach())}
+
+        def extra_state(self):
+            tensors, groups = optimizer_tensors(self.critic_opt, "critic_opt")
+            tensors.update({f"critic.{k}": v for k, v in self.critic.state_dict().items()})
+            return tensors, {"critic_opt_groups": groups}
+
+        def load_extra_state(self, tensors, meta):
+            self.critic.load_state_dict({k[len("critic."):]: v for k, v in tensors.items()
+                                         if k.startswith("critic.")})
+            load_optimizer(self.critic_opt, tensors, "critic_opt", meta["critic_opt_groups"])
+
+    monkeypatch.setitem(ALGORITHMS, "reinforce", WithCritic)
+    critics = {}
+
+    def keep(name):
+        def callback(it, _metrics):
+            if name == "part" and it == 2:
+                raise KeyboardInterrupt
+        return callback
+
+    full = train(_config(tmp_path / "full", iterations=4), callback=keep("full"))
+    cfg = _config(tmp_path / "part", iterations=4)
+    train(cfg, callback=keep("part"))
+    resumed = train(cfg, resume=tmp_path / "part" / "run")
+    for name, run in (("full", full), ("resumed", resumed)):
+        with (run.run_dir / "metrics.csv").open() as f:
+            critics[name] = [r["critic_loss"] for r in csv.DictReader(f)]
+    assert critics["full"] == critics["resumed"]
+    assert len(set(critics["full"])) > 1

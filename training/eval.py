@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from ..policies.policy_file import LoadedPolicy, load_policy
-from .rl.backend import Backend, make_backend
+from .rl.backend import Backend, make_backend, policy_features
 from .rl.config import LEGACY_KEYS, TrainConfig
 
 log = logging.getLogger("learned_schedules.training")
@@ -115,8 +115,7 @@ def summarize(rewards: dict[str, torch.Tensor],
 def policy_schedules(loaded: LoadedPolicy, backend: Backend, contexts: Any) -> torch.Tensor:
     """The policy's deterministic (mean-mode) flow-time schedules ``[N, L+1]``."""
     policy = loaded.policy.eval()
-    device = next(policy.parameters()).device
-    feats = {k: v.to(device) for k, v in backend.features(contexts).items()}
+    feats = policy_features(policy, backend, contexts)
     with torch.no_grad():
         return policy.schedule(feats, mode="mean").cpu()
 

@@ -102,10 +102,18 @@ class Backend:
         return None
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's tensors live (its first parameter, else its first buffer, else CPU):
+    a deployed policy may hold only buffers (a distilled fixed schedule)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def policy_features(policy: nn.Module, backend: Backend, contexts: Any
                     ) -> dict[str, torch.Tensor]:
     """The back-end's features for ``contexts``, on the policy's device."""
-    device = next(policy.parameters()).device
+    device = module_device(policy)
     return {k: v.to(device) for k, v in backend.features(contexts).items()}
 
 

@@ -1,14 +1,17 @@
 """Resumable training checkpoints, in safetensors (never pickle).
 
 A checkpoint holds the policy weights (``policy.*``), the optimiser's tensors
-(``optim.<param>.<name>``), the RNG states (``rng.*`` as uint8 tensors) and a JSON metadata
-entry with the iteration, the optimiser's param groups and the run config.
+(``optim.<param>.<name>``), the RNG states (``rng.*`` as uint8 tensors), the algorithm's own
+state when it has one (``algo.*``: e.g. a discriminator or a critic and their optimisers, see
+:meth:`training.rl.algorithms.base.Algorithm.extra_state`) and a JSON metadata entry with the
+iteration, the optimiser's param groups, the algorithm's metadata and the run config.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +22,51 @@ from safetensors.torch import save_file
 _META_KEY = "learned_schedules_checkpoint"
 
 
+def optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str
+                      ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """An optimiser's state as flat tensors ``{prefix}.<param>.<name>`` and its param groups
+    (JSON-serialisable), for a safetensors checkpoint."""
+    opt = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for idx, state in opt["state"].items():
+        for name, value in state.items():
+            t = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{prefix}.{idx}.{name}"] = t.detach().cpu().contiguous()
+    return tensors, opt["param_groups"]
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                   prefix: str, param_groups: list[dict[str, Any]]) -> None:
+    """Restore an optimiser saved by :func:`optimizer_tensors` (in place)."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith(prefix + "."):
+            idx, name = k[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(idx), {})[name] = v
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+
+
 def save_checkpoint(path: str | Path, *, policy: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, iteration: int,
-                    rng: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (temporary file, then rename)."""
+                    rng: dict[str, torch.Tensor], info: dict[str, Any],
+                    extra: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+                    ) -> None:
+    """Write a checkpoint atomically (temporary file, then rename). ``extra``: the
+    algorithm's own ``(tensors, metadata)`` (stored as ``algo.*`` and ``meta["algorithm"]``)."""
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     for k, v in policy.state_dict().items():
         tensors[f"policy.{k}"] = v.detach().cpu().contiguous()
-    opt = optimizer.state_dict()
-    for idx, state in opt["state"].items():
-        for name, value in state.items():
-            t = value if torch.is_tensor(value) else torch.tensor(value)
-            tensors[f"optim.{idx}.{name}"] = t.detach().cpu().contiguous()
+    optim, groups = optimizer_tensors(optimizer, "optim")
+    tensors.update(optim)
     for name, state in rng.items():
         tensors[f"rng.{name}"] = state.cpu().contiguous()
-    meta = {"iteration": iteration, "param_groups": opt["param_groups"], "info": info}
+    meta = {"iteration": iteration, "param_groups": groups, "info": info}
+    if extra is not None:
+        extra_tensors, extra_meta = extra
+        tensors.update({f"algo.{k}": v.detach().cpu().contiguous()
+                        for k, v in extra_tensors.items()})
+        meta["algorithm"] = extra_meta
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
     os.replace(tmp, path)
@@ -64,10 +96,13 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 def load_checkpoint(path: str | Path, *, policy: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, torch.Tensor],
-                                                               dict[str, Any]]:
+                    optimizer: torch.optim.Optimizer,
+                    extra: Callable[[dict[str, torch.Tensor], dict[str, Any]], None] | None = None
+                    ) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
     """Restore policy and optimiser in place; return ``(iteration, rng_states, info)``.
-    ``ValueError`` for an unreadable checkpoint or one that does not fit ``policy``."""
+    ``extra(tensors, meta)`` restores the algorithm's own state (``algo.*`` without the prefix,
+    ``meta["algorithm"]``). ``ValueError`` for an unreadable checkpoint or one that does not
+    fit ``policy``."""
     path = Path(path)
     tensors, meta = read_checkpoint(path)
     weights = {k[len("policy."):]: v for k, v in tensors.items() if k.startswith("policy.")}
@@ -80,15 +115,18 @@ def load_checkpoint(path: str | Path, *, policy: torch.nn.Module,
                              "or the back-end's features changed?")
     try:
         policy.load_state_dict(weights)
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, idx, name = k.split(".", 2)
-                state.setdefault(int(idx), {})[name] = v
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        load_optimizer(optimizer, tensors, "optim", meta["param_groups"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         reason = " ".join(str(exc).split())
         raise ValueError(f"Checkpoint {path} does not fit this run: {reason}") from None
+    if extra is not None:
+        try:
+            extra({k[len("algo."):]: v for k, v in tensors.items() if k.startswith("algo.")},
+                  meta.get("algorithm", {}))
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            reason = " ".join(str(exc).split())
+            raise ValueError(f"Checkpoint {path} does not fit this run's algorithm state: "
+                             f"{reason}") from None
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
     if set(rng) != {"torch", "contexts"}:
         raise ValueError(f"Checkpoint {path} lacks its random-number states.")

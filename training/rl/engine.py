@@ -45,7 +45,7 @@ from torch import nn
 
 from ...policies.policy_file import save_policy
 from .algorithms import Algorithm, make_algorithm
-from .backend import Backend, make_backend, policy_features
+from .backend import Backend, make_backend, module_device, policy_features
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .config import TrainConfig, check_device
 from .distributed import Dist, current, isolated_rng
@@ -120,7 +120,7 @@ def evaluate_policy(policy: nn.Module, backend: Backend, contexts: Any,
         mine = dist.shard(len(contexts))
         local = torch.zeros(0)
         if len(mine):
-            with isolated_rng(next(policy.parameters()).device):
+            with isolated_rng(module_device(policy)):
                 local = evaluate_policy(policy, backend, contexts.select(mine), mode).float()
         return dist.all_gather(local)
     was_training = policy.training
@@ -143,7 +143,7 @@ def global_schedule(policy: nn.Module, backend: Backend, contexts: Any,
     policy.eval()
     total = None
     n = len(contexts)
-    with isolated_rng(next(policy.parameters()).device):
+    with isolated_rng(module_device(policy)):
         for lo in range(0, n, chunk):
             part = contexts.select(torch.arange(lo, min(n, lo + chunk)))
             sched = policy.schedule(policy_features(policy, backend, part)).double().sum(0)
@@ -234,11 +234,12 @@ def _train(config: TrainConfig, *, backend: Backend | None = None,
     backend = backend or make_backend(config)
     algorithm = make_algorithm(config)
     policy = algorithm.build_policy(config, backend).to(device)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = algorithm.build_optimizer(policy)
+    algorithm.setup(policy, backend)
     ctx_gen = torch.Generator().manual_seed(config.seed)
     if plan.checkpoint is not None:
-        start, rng, _ = load_checkpoint(plan.checkpoint, policy=policy, optimizer=optimizer)
+        start, rng, _ = load_checkpoint(plan.checkpoint, policy=policy, optimizer=optimizer,
+                                        extra=algorithm.load_extra_state)
         torch.set_rng_state(rng["torch"])
         ctx_gen.set_state(rng["contexts"])
     # then the run folder: config.json, metrics.csv cut back to the checkpoint
@@ -261,14 +262,17 @@ def _train(config: TrainConfig, *, backend: Backend | None = None,
     def summary(it: int) -> torch.Tensor | None:  # the policy file's global_schedule
         if it not in summaries and len(eval_ctx):
             summaries.clear()
-            summaries[it] = global_schedule(policy, backend, eval_ctx)
+            summaries[it] = global_schedule(algorithm.deployable(policy, backend), backend,
+                                            eval_ctx)
         return summaries.get(it)
 
     def checkpoint(it: int) -> None:  # main rank only; every rank holds the same state
         save_checkpoint(ckpt_dir / f"state_{it:06d}.safetensors", policy=policy,
                         optimizer=optimizer, iteration=it, rng=_rng_state(ctx_gen),
-                        info={"config": config.to_json(), "world_size": dist.world_size})
-        save_run_policy(ckpt_dir / f"policy_{it:06d}.safetensors", policy, backend, config, it,
+                        info={"config": config.to_json(), "world_size": dist.world_size},
+                        extra=algorithm.extra_state())
+        save_run_policy(ckpt_dir / f"policy_{it:06d}.safetensors",
+                        algorithm.deployable(policy, backend), backend, config, it,
                         method=algorithm.method, global_schedule=summary(it))
         _prune_checkpoints(ckpt_dir, config.keep_checkpoints)
 
@@ -280,14 +284,15 @@ def _train(config: TrainConfig, *, backend: Backend | None = None,
     try:
         for it in range(start + 1, config.iterations + 1):
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, it)
+                group["lr"] = learning_rate(config, it) * group.get("lr_scale", 1.0)
             contexts = backend.draw_contexts(config.batch, ctx_gen)
             metrics = train_iteration(policy, optimizer, backend, contexts, config, dist,
                                       algorithm)
             row: dict[str, Any] = {"iteration": it, "lr": learning_rate(config, it), **metrics,
                                    "seconds": round(time.perf_counter() - t0, 3)}
             if it == config.iterations or (config.eval_every and it % config.eval_every == 0):
-                ev = float(evaluate_policy(policy, backend, eval_ctx, dist=dist).mean())
+                ev = float(evaluate_policy(algorithm.deployable(policy, backend), backend,
+                                           eval_ctx, dist=dist).mean())
                 row["eval_reward"] = ev
                 result.eval_history.append((it, ev))
             if dist.is_main:
@@ -324,8 +329,8 @@ def _train(config: TrainConfig, *, backend: Backend | None = None,
     if dist.is_main:
         if not (ckpt_dir / f"state_{result.iterations_done:06d}.safetensors").exists():
             checkpoint(result.iterations_done)
-        save_run_policy(run_dir / "policy.safetensors", policy, backend, config,
-                        result.iterations_done, method=algorithm.method,
+        save_run_policy(run_dir / "policy.safetensors", algorithm.deployable(policy, backend),
+                        backend, config, result.iterations_done, method=algorithm.method,
                         global_schedule=summary(result.iterations_done))
         log.info("finished %d iterations in %.1f s; policy: %s", result.iterations_done - start,
                  time.perf_counter() - t0, run_dir / "policy.safetensors")

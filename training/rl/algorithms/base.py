@@ -89,6 +89,33 @@ class Algorithm:
             encoder, config.steps, hidden=config.hidden,
             init_concentration=config.init_concentration, init_segments=segments)
 
+    def build_optimizer(self, policy: nn.Module) -> torch.optim.Optimizer:
+        """The optimiser of the trained module (default: AdamW at ``config.lr``). The engine
+        sets every group's ``lr`` to the scheduled rate times the group's ``lr_scale`` (1 when
+        absent), so an algorithm can give parts of its module other rates."""
+        return torch.optim.AdamW(policy.parameters(), lr=self.config.lr,
+                                 weight_decay=self.config.weight_decay)
+
+    def setup(self, policy: nn.Module, backend: Backend) -> None:
+        """Called once after the policy is built and before any checkpoint is loaded: build
+        the algorithm's own modules (a discriminator, a critic...) here."""
+
+    def extra_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The algorithm's own training state beyond the policy and its optimiser, as flat
+        tensors and JSON metadata, saved in every checkpoint (see
+        :func:`training.rl.checkpoint.optimizer_tensors` for optimisers). Default: none."""
+        return {}, {}
+
+    def load_extra_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` saved (called on resume, after :meth:`setup`)."""
+
+    def deployable(self, policy: nn.Module, backend: Backend) -> nn.Module:
+        """The :class:`~policies.contract.SchedulePolicy` that ``eval``, the held-out
+        evaluation and the policy file see. Default: the trained policy itself; a method that
+        trains something else (an actor-critic) returns what it deploys (e.g. a distilled
+        schedule)."""
+        return policy
+
     # -- experience -------------------------------------------------------------------------
     @torch.no_grad()
     def collect(self, policy: SchedulePolicy, backend: Backend, contexts: Any,
