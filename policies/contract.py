@@ -15,6 +15,12 @@ Conventions:
   only the policy interprets them. ``K`` samples are drawn per context.
 * schedules are **flow time** ``[..., L+1]`` from 1 down to 0 (see :mod:`policies.schedule`).
 
+Step-wise policies (AdaGen, :mod:`policies.stepwise`) decide each step while sampling, so they
+have no schedule before sampling. They say so with a class attribute ``stepwise = True`` and
+follow :class:`StepwisePolicy` instead of ``sample`` / ``schedule``: ``actor(features, ...)``
+binds them to a batch and returns an :class:`policies.actors.Actor` that a step loop
+(``Backend.rollout``, the nodes' ``SAMPLER``) drives; callers test :func:`is_stepwise`.
+
 Pure torch; no ComfyUI and no trainer import.
 """
 
@@ -79,6 +85,32 @@ class SchedulePolicy(Protocol):
         or ``sample``."""
 
 
+@runtime_checkable
+class StepwisePolicy(Protocol):
+    """What a step-wise policy provides (besides ``kind``, ``steps``, ``config``,
+    ``from_config``, ``for_training``, ``feature_dims`` and ``diagnostics`` as above)."""
+
+    kind: ClassVar[str]
+    stepwise: ClassVar[bool]
+    """True: the policy chooses each next sigma while sampling."""
+    steps: int
+
+    def actor(self, features: Features, mode: str = "mean", base: Tensor | None = None,
+              scale: float = 1.0) -> Any:
+        """An :class:`policies.actors.Actor` for the contexts of ``features`` (``mode``:
+        ``mean`` or ``sample``; ``base``: flow-time base schedules the steps are decided around,
+        default the policy's own; ``scale``: strength of the learned residual)."""
+
+    def evaluate_steps(self, features: Features, info: dict[str, Tensor]
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(log_prob, entropy, value)`` ``[N, L]`` of a trajectory's recorded steps."""
+
+
+def is_stepwise(policy: Any) -> bool:
+    """Whether ``policy`` decides its steps while sampling (a :class:`StepwisePolicy`)."""
+    return bool(getattr(policy, "stepwise", False))
+
+
 POLICY_KINDS: dict[str, type] = {}
 """Registered policy classes by ``kind`` (filled by :func:`register_policy`)."""
 
@@ -127,5 +159,5 @@ def features_argument(features: Features | str | None, mode: str,
     return features, mode
 
 
-__all__ = ["SchedulePolicy", "Features", "POLICY_KINDS", "register_policy", "build_policy",
+__all__ = ["SchedulePolicy", "StepwisePolicy", "is_stepwise", "Features", "POLICY_KINDS", "register_policy", "build_policy",
            "features_argument"]

@@ -30,6 +30,7 @@ import torch
 
 from ..policies.policy_file import LoadedPolicy, load_policy
 from .rl.backend import Backend, make_backend, policy_features
+from .rl.stepwise import is_stepwise, policy_schedules
 from .rl.config import LEGACY_KEYS, TrainConfig
 
 log = logging.getLogger("learned_schedules.training")
@@ -115,6 +116,8 @@ def summarize(rewards: dict[str, torch.Tensor],
 def policy_schedules(loaded: LoadedPolicy, backend: Backend, contexts: Any) -> torch.Tensor:
     """The policy's deterministic (mean-mode) flow-time schedules ``[N, L+1]``."""
     policy = loaded.policy.eval()
+    if is_stepwise(policy):  # AdaGen: the flow times its rollout used
+        return policy_schedules(policy, backend, contexts).cpu()
     feats = policy_features(policy, backend, contexts)
     with torch.no_grad():
         return policy.schedule(feats, mode="mean").cpu()

@@ -536,4 +536,7 @@ def _actor_rows(actor: Actor, idx: torch.Tensor, steps: int) -> tuple[Actor, tor
             raise ValueError("Schedules sampled in one batch must start at the same sigma.")
         return FixedScheduleActor(rows if actor.schedules.ndim == 2 else actor.schedules), \
             rows[0]
+    select = getattr(actor, "select", None)  # a batch-bound actor (AdaGen's StepActor)
+    if callable(select):
+        return select(idx), torch.linspace(1.0, 0.0, steps + 1)
     return actor, torch.linspace(1.0, 0.0, steps + 1)

@@ -67,6 +67,16 @@ class Backend:
         ``init_schedule=default``), or None when the back-end has no default schedule."""
         return None
 
+    def reference_samples(self, contexts: Any) -> torch.Tensor | None:
+        """Samples ``[N, ...]`` (the shape of a rollout's ``final``) that the policy's samples
+        should look like, one per context (the same prompt / class): AdaGen's discriminator
+        learns to tell the two apart. None when the back-end has none."""
+        return None
+
+    def has_reference_samples(self) -> bool:
+        """Whether :meth:`reference_samples` is available (without drawing any)."""
+        return type(self).reference_samples is not Backend.reference_samples
+
     def comparators(self, steps: int, contexts: Any, **options: Any) -> dict[str, torch.Tensor]:
         """Reference schedules ``eval`` reports beside a policy: name -> ``[L+1]`` (one for
         every context) or ``[N, L+1]`` (per context). Back-ends take the ``options`` they know

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 BASELINES = ("none", "rloo", "xctx", "js")
-ALGOS = ("reinforce", "ppo")
+ALGOS = ("reinforce", "ppo", "adagen")
 """Algorithm names; each has a config section (a field of :class:`TrainConfig`) of that name."""
 
 LEGACY_KEYS: dict[str, tuple[str | None, str]] = {
@@ -179,8 +179,54 @@ class PPOConfig(ReinforceConfig):
         super().validate(config)
 
 
+@dataclass
+class AdaGenConfig:
+    """AdaGen: PPO over whole step-wise trajectories with an adversarial reward."""
+
+    epochs: int = 4
+    """PPO epochs over each batch of trajectories."""
+    clip: float = 0.2
+    """Ratio clip range."""
+    value_coef: float = 0.5
+    """Weight of the value head's squared error."""
+    entropy_coef: float = 0.01
+    """Weight of the Gaussian's entropy bonus."""
+    init_std: float = 0.6
+    """Initial standard deviation of the Gaussian actions."""
+    ema: float = 0.3
+    """EMA weight on the previous step's residual (schedule smoothing)."""
+    adversarial: float = 1.0
+    """Weight of the discriminator's reward (its logit: log p_ref / p_policy); 0: none."""
+    task: float = 0.0
+    """Weight of the trainer's reward (``reward``) in the mix; 0: adversarial only."""
+    disc_lr: float = 1e-3
+    """Discriminator learning rate (Adam)."""
+    disc_steps: int = 2
+    """Discriminator updates per policy update (the two alternate)."""
+    disc_hidden: int = 128
+    """Discriminator width."""
+
+    def check(self, prefix: str) -> None:
+        check_fields(self, prefix)
+        for name, low in (("epochs", 1), ("disc_steps", 1), ("disc_hidden", 1)):
+            if not low <= getattr(self, name) <= 100_000:
+                raise ValueError(f"{prefix}{name} must be >= {low}, got {getattr(self, name)}.")
+        check_number(prefix + "clip", self.clip, low=0, high=1, low_open=True, high_open=True)
+        for name in ("value_coef", "entropy_coef", "adversarial", "task"):
+            check_number(prefix + name, getattr(self, name), low=0)
+        check_number(prefix + "init_std", self.init_std, low=1e-3, high=10)
+        check_number(prefix + "ema", self.ema, low=0, high=0.99)
+        check_number(prefix + "disc_lr", self.disc_lr, low=0, high=10, low_open=True)
+
+    def validate(self, config: TrainConfig) -> None:
+        if self.adversarial == 0 and self.task == 0:
+            raise ValueError("adagen needs a reward: adagen.adversarial or adagen.task must be "
+                             "> 0.")
+
+
 SECTIONS: dict[str, type] = {"reinforce": ReinforceConfig, "ppo": PPOConfig}
 """Config section class of each algorithm (the :class:`TrainConfig` field of that name)."""
+SECTIONS["adagen"] = AdaGenConfig
 SECTIONS_BY_CLASS: dict[str, type] = {cls.__name__: cls for cls in SECTIONS.values()}
 
 
@@ -271,6 +317,8 @@ class TrainConfig:
     """Options of ``algo=reinforce``."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """Options of ``algo=ppo``."""
+    adagen: AdaGenConfig = field(default_factory=AdaGenConfig)
+    """Options of ``algo=adagen``."""
     rollouts: int = 2
     """K: sampled schedules per context (the paper uses 2)."""
     batch: int = 16

@@ -50,6 +50,7 @@ from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .config import TrainConfig, check_device
 from .distributed import Dist, current, isolated_rng
 from .progress import Progress
+from .stepwise import is_stepwise, policy_rollout, policy_schedules
 from .tensorboard import ScalarWriter
 
 log = logging.getLogger("learned_schedules.training")
@@ -125,6 +126,11 @@ def evaluate_policy(policy: nn.Module, backend: Backend, contexts: Any,
         return dist.all_gather(local)
     was_training = policy.training
     policy.eval()
+    if is_stepwise(policy):  # it decides each step while sampling: the rollout's reward
+        rewards = policy_rollout(policy, backend, contexts, mode).reward
+        assert rewards is not None, "a back-end's rollout carries the rewards"
+        policy.train(was_training)
+        return rewards
     schedules = policy.schedule(policy_features(policy, backend, contexts), mode=mode)
     rewards = backend.rewards(contexts, schedules[:, None, :])[:, 0]
     policy.train(was_training)
@@ -146,7 +152,7 @@ def global_schedule(policy: nn.Module, backend: Backend, contexts: Any,
     with isolated_rng(module_device(policy)):
         for lo in range(0, n, chunk):
             part = contexts.select(torch.arange(lo, min(n, lo + chunk)))
-            sched = policy.schedule(policy_features(policy, backend, part)).double().sum(0)
+            sched = policy_schedules(policy, backend, part).double().sum(0)
             total = sched.cpu() if total is None else total + sched.cpu()
     policy.train(was_training)
     assert total is not None, "global_schedule needs at least one context"

@@ -105,6 +105,11 @@ class TestbedBackend(Backend):
         trajectory.reward = testbed.reward(x, classes, target).to(torch.float32)
         return trajectory
 
+    def reference_samples(self, contexts: Contexts) -> torch.Tensor:
+        """True samples of each context's class mixture ``[N, d]`` (drawn from torch's global
+        stream, which checkpoints save), for AdaGen's discriminator."""
+        return self.testbed.sample_data(contexts.classes)[0].to(self.dtype)
+
     def build_encoder(self, hidden: int, depth: int) -> nn.Module:
         return VectorEncoder(self.testbed.dim, self.testbed.cond_dim, hidden=hidden, depth=depth)
 

@@ -281,6 +281,19 @@ class Testbed:
                 x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         return x
 
+    def sample_data(self, classes: torch.Tensor, generator: torch.Generator | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """True samples of each class's mixture ``[N, d]`` and their components ``[N]``."""
+        probs = self.log_weights[classes].exp()
+        comp = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        noise = torch.randn(len(classes), self.dim, generator=generator, dtype=DTYPE)
+        return self.means[classes, comp] + self.std * noise, comp
+
+    def components(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """The most likely component of each sample ``[N]`` under its class mixture."""
+        diff = x[:, None, :].to(DTYPE) - self.means[classes]
+        return (self.log_weights[classes] - 0.5 * (diff**2).sum(-1) / self.std**2).argmax(-1)
+
     # -- rewards -------------------------------------------------------------------------
     def log_density(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Log-density of ``x [N, d]`` under its class mixture at ``t = 0``."""

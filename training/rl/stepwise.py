@@ -1,0 +1,39 @@
+"""Schedules and rewards of any policy, one-shot or step-wise, on a back-end.
+
+A one-shot policy gives its schedules from the features (``policy.schedule``); a step-wise one
+(:func:`policies.contract.is_stepwise`) only while sampling, so its schedules are the flow
+times a rollout through ``backend.rollout`` actually used. The engine's held-out evaluation,
+the policy file's ``global_schedule`` and ``eval`` go through :func:`policy_schedules`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...policies.actors import Trajectory
+from ...policies.contract import is_stepwise
+from .backend import Backend, policy_features
+
+
+@torch.no_grad()
+def policy_rollout(policy: nn.Module, backend: Backend, contexts: Any, mode: str = "mean",
+                   **actor_options: Any) -> Trajectory:
+    """A step-wise policy's rollout of ``contexts`` (one per context) on ``backend``."""
+    actor = policy.actor(policy_features(policy, backend, contexts), mode=mode, **actor_options)
+    return backend.rollout(contexts, actor, actor.steps)
+
+
+@torch.no_grad()
+def policy_schedules(policy: nn.Module, backend: Backend, contexts: Any,
+                     mode: str = "mean") -> torch.Tensor:
+    """Flow-time schedules ``[N, L+1]`` of ``policy`` for ``contexts`` (a step-wise policy's:
+    those its rollout used)."""
+    if is_stepwise(policy):
+        return policy_rollout(policy, backend, contexts, mode).sigmas.float()
+    return policy.schedule(policy_features(policy, backend, contexts), mode=mode)
+
+
+__all__ = ["policy_rollout", "policy_schedules", "is_stepwise"]

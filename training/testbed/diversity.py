@@ -1,0 +1,64 @@
+"""Fidelity and diversity of final samples on the testbed (reward hacking, measured).
+
+For final samples ``x [N, d]`` of held-out contexts (their classes known):
+
+* ``tv``: total variation distance between the frequencies of the mixture components the
+  samples reach (each sample's most likely component) and the true component weights, averaged
+  over classes (0: every component in its true proportion; collapse onto fewer modes raises it;
+  a finite sample of the true distribution has a small positive value);
+* ``spread``: root-mean-square distance of the samples to their component's mean over the
+  component std (1 for true samples; below 1: samples pile up on the modes);
+* ``fd``: Fréchet distance between the samples and true samples of the same classes (Gaussian
+  fit per class, averaged), the testbed's FID: lower is better;
+* ``loglik``: mean log-density under the class mixture (the ``likelihood`` reward, floored),
+  which a collapsed sampler can push *above* that of true samples.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .mixture import DTYPE, Contexts, Testbed
+
+
+def _sqrtm_psd(m: torch.Tensor) -> torch.Tensor:
+    vals, vecs = torch.linalg.eigh((m + m.T) / 2)
+    return vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussian fits of two sample sets ``[N, d]``."""
+    a, b = a.to(DTYPE), b.to(DTYPE)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = torch.cov(a.T), torch.cov(b.T)
+    root = _sqrtm_psd(ca)
+    cross = _sqrtm_psd(root @ cb @ root)
+    return float((mu_a - mu_b).pow(2).sum() + torch.trace(ca + cb - 2 * cross))
+
+
+@torch.no_grad()
+def mixture_measures(testbed: Testbed, contexts: Contexts, x: torch.Tensor,
+                     seed: int = 1) -> dict[str, float]:
+    """``tv``, ``spread``, ``fd`` and ``loglik`` of final samples ``x`` (module docstring);
+    ``seed``: the true samples ``fd`` compares with."""
+    x = x.to(DTYPE)
+    classes = contexts.classes
+    comp = testbed.components(x, classes)
+    truth, _ = testbed.sample_data(classes, torch.Generator().manual_seed(seed))
+    tvs, fds = [], []
+    for c in range(testbed.num_classes):
+        mask = classes == c
+        if int(mask.sum()) < 2:
+            continue
+        freq = torch.bincount(comp[mask], minlength=testbed.means.shape[1]).to(DTYPE)
+        tvs.append(0.5 * (freq / freq.sum() - testbed.log_weights[c].exp()).abs().sum())
+        fds.append(frechet_distance(x[mask], truth[mask]))
+    resid = x - testbed.means[classes, comp]
+    return {"tv": float(torch.stack(tvs).mean()),
+            "spread": float(resid.pow(2).mean().sqrt() / testbed.std),
+            "fd": float(sum(fds) / len(fds)),
+            "loglik": float(testbed.log_density(x, classes)
+                            .clamp_min(testbed.likelihood_floor).mean())}
+
+
+__all__ = ["mixture_measures", "frechet_distance"]
