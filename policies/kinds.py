@@ -7,8 +7,10 @@ policy, so policy modules can import the contract without an import circle.)
 
 from __future__ import annotations
 
-from . import dirichlet  # noqa: F401  (registers "dirichlet")
-from . import stepwise  # noqa: F401  (registers "adagen-step")
+from . import (
+    dirichlet,  # noqa: F401  (registers "dirichlet")
+    stepwise,  # noqa: F401  (registers "adagen-step")
+)
 from .contract import POLICY_KINDS, build_policy, register_policy
 
 __all__ = ["POLICY_KINDS", "build_policy", "register_policy"]

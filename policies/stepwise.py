@@ -34,7 +34,7 @@ from .actors import ActorStep, StepState
 from .checks import check_sizes
 from .contract import Features, is_stepwise, register_policy
 from .encoders import build_encoder
-from .schedule import increments_to_schedule, uniform_schedule
+from .schedule import increments_to_schedule
 
 MIN_FRACTION = 1e-3
 """Each step consumes at least this fraction of the remaining flow time, at most 1 minus it."""
@@ -78,8 +78,9 @@ class StepPolicy(nn.Module):
                     or not low <= value <= high:
                 raise ValueError(f"StepPolicy: {name} must be a number in [{low}, {high}], got "
                                  f"{value!r}.")
-        base = uniform_schedule(steps, torch.float64) if default_schedule is None \
-            else torch.as_tensor(default_schedule, dtype=torch.float64)
+        base = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64, device="cpu") \
+            if default_schedule is None \
+            else torch.tensor(default_schedule, dtype=torch.float64, device="cpu")
         if base.shape != (steps + 1,) or not torch.isfinite(base).all() or base[-1] != 0 \
                 or not bool((base[:-1] > base[1:]).all()) or base[0] > 1:
             raise ValueError(f"StepPolicy: default_schedule must be {steps + 1} strictly "
@@ -103,7 +104,7 @@ class StepPolicy(nn.Module):
         nn.init.zeros_(self.mu.weight)  # starts on the base schedule
         nn.init.zeros_(self.mu.bias)
         self.value = nn.Linear(hidden, 1)
-        self.log_std = nn.Parameter(torch.tensor(math.log(init_std)))
+        self.log_std = nn.Parameter(torch.full((), math.log(init_std)))
 
     # -- the network ------------------------------------------------------------------------
     def context(self, features: Features) -> Tensor:

@@ -30,8 +30,9 @@ import torch
 
 from ..policies.policy_file import LoadedPolicy, load_policy
 from .rl.backend import Backend, make_backend, policy_features
-from .rl.stepwise import is_stepwise, policy_schedules
 from .rl.config import LEGACY_KEYS, TrainConfig
+from .rl.stepwise import is_stepwise
+from .rl.stepwise import policy_schedules as stepwise_schedules
 
 log = logging.getLogger("learned_schedules.training")
 
@@ -117,7 +118,7 @@ def policy_schedules(loaded: LoadedPolicy, backend: Backend, contexts: Any) -> t
     """The policy's deterministic (mean-mode) flow-time schedules ``[N, L+1]``."""
     policy = loaded.policy.eval()
     if is_stepwise(policy):  # AdaGen: the flow times its rollout used
-        return policy_schedules(policy, backend, contexts).cpu()
+        return stepwise_schedules(policy, backend, contexts).cpu()
     feats = policy_features(policy, backend, contexts)
     with torch.no_grad():
         return policy.schedule(feats, mode="mean").cpu()

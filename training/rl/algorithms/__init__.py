@@ -25,4 +25,5 @@ def make_algorithm(config: TrainConfig) -> Algorithm:
     return ALGORITHMS[config.algo](config)
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "RolloutBatch", "make_algorithm", "Reinforce", "PPO", "AdaGen"]
+__all__ = ["ALGORITHMS", "Algorithm", "RolloutBatch", "make_algorithm", "Reinforce", "PPO",
+           "AdaGen"]
