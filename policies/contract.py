@@ -159,5 +159,5 @@ def features_argument(features: Features | str | None, mode: str,
     return features, mode
 
 
-__all__ = ["SchedulePolicy", "StepwisePolicy", "is_stepwise", "Features", "POLICY_KINDS", "register_policy", "build_policy",
-           "features_argument"]
+__all__ = ["SchedulePolicy", "Features", "POLICY_KINDS", "register_policy", "build_policy",
+           "features_argument", "StepwisePolicy", "is_stepwise"]
