@@ -11,8 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from comfy_env import build_clip_l, build_tiny_flux, build_tiny_flux_text_encoders, \
-    build_tiny_sd3, import_comfy
+from comfy_env import (
+    build_clip_l,
+    build_tiny_flux,
+    build_tiny_flux_text_encoders,
+    build_tiny_sd3,
+    import_comfy,
+)
 from learned_schedules.comfy_bridge.features import text_features
 from learned_schedules.policies.dirichlet import DirichletPolicy
 from learned_schedules.policies.latent_encoder import LatentTextEncoder
@@ -167,3 +172,24 @@ def test_node_rejects_bad_inputs_with_sentences(env):
         _learned(env, "sd3", "adagen", mode="best")
     msg = env["nodes"].LearnedSampler.validate_inputs("nope.safetensors")
     assert isinstance(msg, str)
+
+
+def test_each_images_sigmas_reach_the_node_plot(env, monkeypatch):
+    """After sampling, the sampler sends every image's sigmas to its node (by the node's id)
+    through the server's websocket, in the plot's payload format."""
+    import types
+
+    sent = []
+    fake = types.ModuleType("server")
+    fake.PromptServer = types.SimpleNamespace(instance=types.SimpleNamespace(
+        send_sync=lambda event, data, sid=None: sent.append((event, data))))
+    monkeypatch.setitem(sys.modules, "server", fake)
+    node = env["nodes"].LearnedSampler.PREPARE_CLASS_CLONE({"UNIQUE_ID": "17"})
+    sampler = node.execute("digits_adagen.safetensors", env["digits"][1]).result[0]
+    _, sigmas, _, _ = _sample(env, "digits", sampler, 3)
+    assert len(sent) == 1
+    event, data = sent[0]
+    assert event == "learned_schedules.sampler_sigmas" and data["node"] == "17"
+    payload = data["learned_schedule"][0]
+    assert payload == sampler.sampler_function.last and len(payload["items"]) == 3
+    _check_items(torch.tensor(payload["items"]), sigmas)

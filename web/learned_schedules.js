@@ -6,13 +6,18 @@
 // serialises, so it comes back after a reload or a tab switch and stays after a cached run
 // (when onExecuted does not fire). It is redrawn when the colour palette changes and when the
 // canvas zoom or the device pixel ratio changes (one backing pixel per screen pixel).
+import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { backingSize, drawSchedule, paletteColors } from "./schedule_plot.js";
 
 const PLOT_NODES = {
   LearnedSchedules_LearnedSchedule: "learned_schedule",
   LearnedSchedules_SchedulePlot: "schedule_plot",
+  LearnedSchedules_LearnedSampler: "learned_schedule",
 };
+// the Learned Sampler's sigmas are known only after sampling: its sampler function sends them
+// (each image's) with this websocket event, addressed to the node by id
+const SAMPLER_EVENT = "learned_schedules.sampler_sigmas";
 const TEXT_NODE = "LearnedSchedules_ScheduleToText";
 const PAYLOAD_PROP = "learned_schedule_plot";
 const TEXT_PROP = "schedule_text";
@@ -119,6 +124,15 @@ app.registerExtension({
   name: "learned_schedules.plot",
 
   setup() {
+    api.addEventListener(SAMPLER_EVENT, ({ detail }) => {
+      const node = detail?.node != null ? app.graph?.getNodeById?.(Number(detail.node)) : null;
+      const payload = detail?.learned_schedule?.[0];
+      if (!node || !payload) return;
+      node.properties = node.properties || {};
+      node.properties[PAYLOAD_PROP] = payload;
+      redraw(node);
+      remember(node);
+    });
     // palette changes rewrite the frontend's CSS variables (a style element or attribute)
     const observer = new MutationObserver(() => requestAnimationFrame(redrawAll));
     observer.observe(document.documentElement, { attributes: true, attributeFilter: ["style", "class"] });

@@ -204,7 +204,9 @@ export function drawSchedule(ctx, width, height, payload, colors) {
   const info = infoLines(payload);
   const box = layout(width, height, { headerLines: info.length });
   const steps = Math.max(learned.length, other ? other.length : 0) - 1;
-  const top = Math.max(...learned, ...(other || [0]), 1e-9);
+  const itemMax = Array.isArray(payload.items)
+    ? Math.max(0, ...payload.items.filter(validCurve).map((v) => Math.max(...v))) : 0;
+  const top = Math.max(...learned, ...(other || [0]), itemMax, 1e-9);
   const x = linearScale([0, steps], [box.left, box.right]);
   const y = linearScale([0, top], [box.bottom, box.top]);
 
@@ -252,6 +254,19 @@ export function drawSchedule(ctx, width, height, payload, colors) {
   ctx.rotate(-Math.PI / 2);
   ctx.fillText("sigma", -measure("sigma") / 2, 0);
   ctx.restore();
+
+  // the other images of a batch (Learned Sampler: each image its own sigmas), thin, behind
+  const extra = Array.isArray(payload.items) ? payload.items.slice(1).filter(validCurve) : [];
+  if (extra.length) {
+    ctx.save();
+    ctx.globalAlpha = 0.45;
+    ctx.strokeStyle = c.learned;
+    ctx.lineWidth = 1;
+    for (const item of extra) {
+      polyline(ctx, schedulePath(item, linearScale([0, item.length - 1], [box.left, box.right]), y));
+    }
+    ctx.restore();
+  }
 
   // learned solid with markers, then the default dashed ON TOP: visible even when equal
   ctx.strokeStyle = c.learned;

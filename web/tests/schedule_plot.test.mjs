@@ -90,6 +90,19 @@ test("learned schedule solid, default dashed", () => {
   assert.ok(!calls.some(([n, t]) => n === "fillText" && t === PLACEHOLDER));
 });
 
+test("every image of a batch gets its own curve (Learned Sampler)", () => {
+  const c = themeColors(false);
+  const count = (payload) => {
+    const { ctx, calls } = recordingContext();
+    drawSchedule(ctx, 300, 200, payload, false);
+    return calls.filter(([n, color]) => n === "stroke" && color === c.learned).length;
+  };
+  const one = { sigmas: [1, 0.7, 0.3, 0], default_sigmas: [1, 0.75, 0.5, 0] };
+  const items = [[1, 0.7, 0.3, 0], [1, 0.6, 0.2, 0], [1, 0.8, 0.4, 0]];
+  assert.equal(count({ ...one, items }), count(one) + 2);
+  assert.equal(count({ ...one, items: [[1, 0.7, 0.3, 0], [null, "x"]] }), count(one));
+});
+
 test("a payload without a default still draws the learned curve", () => {
   const { ctx, calls } = recordingContext();
   drawSchedule(ctx, 240, 180, { sigmas: [1, 0.5, 0], default_sigmas: null }, true);
