@@ -59,8 +59,11 @@ def main() -> None:
         for name, adv, task in (("adagen likelihood only", 0.0, 1.0),
                                 ("adagen adversarial", 1.0, 0.0)):
             policy, secs = run(args.steps, args.iterations, adv, task, out, args.seed)
-            traj = policy_rollout(policy, backend, ctx)
-            rows[name] = (mixture_measures(backend.testbed, ctx, traj.final), secs)
+            for mode in ("mean", "sample"):
+                torch.manual_seed(1)
+                traj = policy_rollout(policy, backend, ctx, mode)
+                rows[f"{name} ({mode})"] = (mixture_measures(backend.testbed, ctx, traj.final),
+                                            secs)
     print(f"L={args.steps}, {args.iterations} iterations, {args.contexts} held-out contexts")
     print("| sampler | tv | spread | fd | loglik | train s |")
     print("|---|---|---|---|---|---|")

@@ -478,6 +478,22 @@ class ComfyBackend(Backend):
         return self.score(flat, self.images(flat, sigmas)).reshape(b, k)
 
     @torch.inference_mode()
+    def reference_samples(self, contexts: PromptContexts) -> torch.Tensor:
+        """The model's own ``reference_steps``-step latents of every context (same prompt and
+        seed; computed once each): what AdaGen's discriminator learns to tell the policy's
+        few-step latents from (no data set needed)."""
+        cache = self.__dict__.setdefault("_reference_latents", {})
+        keys = [(int(p), int(s)) for p, s in zip(contexts.prompt_ids, contexts.seeds,
+                                                 strict=True)]
+        missing = [key for key in dict.fromkeys(keys) if key not in cache]
+        if missing:
+            todo = PromptContexts(torch.tensor([m[0] for m in missing]),
+                                  torch.tensor([m[1] for m in missing]))
+            sig = self.default_sigmas(self.reference_steps, self.reference_scheduler)
+            for key, lat in zip(missing, self.sample_latents(todo, sig), strict=True):
+                cache[key] = lat
+        return torch.stack([cache[key] for key in keys]).clone()
+
     def reference_images(self, contexts: PromptContexts) -> torch.Tensor:
         """The ``reference_steps``-step sample of every context (computed once each)."""
         keys = [(int(p), int(s)) for p, s in zip(contexts.prompt_ids, contexts.seeds,

@@ -206,7 +206,8 @@ class AdaGen(Algorithm):
             return {}
         assert self.disc_opt is not None and batch.cond is not None
         device = batch.cond.device
-        real, fake = batch.reference.to(device), batch.final.to(device)
+        # clones: a back-end's samples may be inference-mode tensors (ComfyUI)
+        real, fake = batch.reference.to(device).clone(), batch.final.to(device).clone()
         bce = nn.functional.binary_cross_entropy_with_logits
         loss = acc = torch.zeros(())
         for _ in range(self.options.disc_steps):
