@@ -478,10 +478,18 @@ class ComfyBackend(Backend):
         return self.score(flat, self.images(flat, sigmas)).reshape(b, k)
 
     @torch.inference_mode()
-    def reference_samples(self, contexts: PromptContexts) -> torch.Tensor:
-        """The model's own ``reference_steps``-step latents of every context (same prompt and
-        seed; computed once each): what AdaGen's discriminator learns to tell the policy's
-        few-step latents from (no data set needed)."""
+    def reference_samples(self, contexts: PromptContexts, source: str = "default"
+                          ) -> torch.Tensor:
+        """``default``: the model's own ``reference_steps``-step latents of every context
+        (same prompt and seed; computed once each), what AdaGen's discriminator learns to tell
+        the policy's few-step latents from (no data set needed). ``digits`` (the digits model):
+        a real digit of the prompted class per context, from the training split the model
+        learnt from (the 500 held-out digits stay for the Fréchet distance), VAE-encoded."""
+        if source == "digits":
+            return self._real_digit_latents(contexts)
+        if source != "default":
+            raise ValueError(f"Unknown reference source {source!r}; the ComfyUI back-end has "
+                             "'default' (the model's many-step samples) and 'digits'.")
         cache = self.__dict__.setdefault("_reference_latents", {})
         keys = [(int(p), int(s)) for p, s in zip(contexts.prompt_ids, contexts.seeds,
                                                  strict=True)]
@@ -493,6 +501,30 @@ class ComfyBackend(Backend):
             for key, lat in zip(missing, self.sample_latents(todo, sig), strict=True):
                 cache[key] = lat
         return torch.stack([cache[key] for key in keys]).clone()
+
+    def _real_digit_latents(self, contexts: PromptContexts) -> torch.Tensor:
+        """One VAE-encoded real training digit of each context's prompted class (drawn from
+        torch's global stream, which checkpoints save)."""
+        from ..rewards.digits import load_digits_split, prompt_digit, to_canvas
+
+        bank = self.__dict__.get("_digit_latents")
+        if bank is None:
+            x, y, _, _ = load_digits_split()
+            canvas = to_canvas(x, self.width)
+            if self.width != self.height:
+                raise ValueError("Real-digit references need a square canvas.")
+            with torch.inference_mode():
+                lat = self.vae.encode(canvas[..., None].expand(-1, -1, -1, 3)).float().cpu()
+            bank = self.__dict__["_digit_latents"] = (lat.clone(), y)
+        lat, y = bank
+        if tuple(lat.shape[1:]) != tuple(self.latent_shape):
+            raise ValueError(f"Real digits encode to latents {tuple(lat.shape[1:])}, the model "
+                             f"samples {tuple(self.latent_shape)}: is this the digits model?")
+        out = []
+        for prompt in self.prompt_texts(contexts):
+            pool = torch.nonzero(y == prompt_digit(prompt))[:, 0]
+            out.append(lat[pool[torch.randint(len(pool), (1,))][0]])
+        return torch.stack(out)
 
     def reference_images(self, contexts: PromptContexts) -> torch.Tensor:
         """The ``reference_steps``-step sample of every context (computed once each)."""

@@ -67,10 +67,13 @@ class Backend:
         ``init_schedule=default``), or None when the back-end has no default schedule."""
         return None
 
-    def reference_samples(self, contexts: Any) -> torch.Tensor | None:
+    def reference_samples(self, contexts: Any, source: str = "default") -> torch.Tensor | None:
         """Samples ``[N, ...]`` (the shape of a rollout's ``final``) that the policy's samples
         should look like, one per context (the same prompt / class): AdaGen's discriminator
-        learns to tell the two apart. None when the back-end has none."""
+        learns to tell the two apart. ``source``: ``default`` (the back-end's own: true data
+        on the testbed, the model's many-step samples on ComfyUI) or a back-end specific data
+        set (``digits``: real digits for the digits model). None when the back-end has none;
+        ``ValueError`` for a source it does not know."""
         return None
 
     def has_reference_samples(self) -> bool:

@@ -199,6 +199,10 @@ class AdaGenConfig:
     """Weight of the discriminator's reward (its logit: log p_ref / p_policy); 0: none."""
     task: float = 0.0
     """Weight of the trainer's reward (``reward``) in the mix; 0: adversarial only."""
+    reference: str = "default"
+    """What the discriminator compares with: ``default`` (testbed: true mixture samples;
+    ComfyUI: the model's own reference_steps-step samples of the same prompts) or ``digits``
+    (the digits model: real digits of the prompted class)."""
     disc_lr: float = 1e-3
     """Discriminator learning rate (Adam)."""
     disc_steps: int = 2
@@ -219,6 +223,9 @@ class AdaGenConfig:
         check_number(prefix + "disc_lr", self.disc_lr, low=0, high=10, low_open=True)
 
     def validate(self, config: TrainConfig) -> None:
+        if self.reference not in ("default", "digits"):
+            raise ValueError(f"adagen.reference must be 'default' or 'digits', got "
+                             f"{self.reference!r}.")
         if self.adversarial == 0 and self.task == 0:
             raise ValueError("adagen needs a reward: adagen.adversarial or adagen.task must be "
                              "> 0.")

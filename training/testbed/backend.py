@@ -105,9 +105,12 @@ class TestbedBackend(Backend):
         trajectory.reward = testbed.reward(x, classes, target).to(torch.float32)
         return trajectory
 
-    def reference_samples(self, contexts: Contexts) -> torch.Tensor:
+    def reference_samples(self, contexts: Contexts, source: str = "default") -> torch.Tensor:
         """True samples of each context's class mixture ``[N, d]`` (drawn from torch's global
         stream, which checkpoints save), for AdaGen's discriminator."""
+        if source != "default":
+            raise ValueError(f"The testbed's reference samples are its true mixture samples "
+                             f"(source 'default'), not {source!r}.")
         return self.testbed.sample_data(contexts.classes)[0].to(self.dtype)
 
     def build_encoder(self, hidden: int, depth: int) -> nn.Module:

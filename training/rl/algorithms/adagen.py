@@ -146,7 +146,7 @@ class AdaGen(Algorithm):
         cond = condition_vector(features)
         reference = adv = None
         if self.discriminator is not None and self.options.adversarial > 0:
-            reference = backend.reference_samples(flat)
+            reference = backend.reference_samples(flat, self.options.reference)
             adv = self.discriminator(traj.final.to(cond.device), cond).clamp(
                 -LOGIT_CLIP, LOGIT_CLIP).cpu()
         total = self.options.task * task
