@@ -9,7 +9,9 @@ import torch
 from learned_schedules.policies.contract import (
     POLICY_KINDS,
     SchedulePolicy,
+    StepwisePolicy,
     build_policy,
+    is_stepwise,
     register_policy,
 )
 from learned_schedules.policies.encoders import VectorEncoder
@@ -18,6 +20,8 @@ from learned_schedules.policies.policy_file import load_policy, save_policy
 from learned_schedules.policies.schedule import resample_schedule, validate_schedule
 
 KINDS = sorted(POLICY_KINDS)  # filled by policies.kinds, which policy_file imports
+ONE_SHOT = [k for k in KINDS if not is_stepwise(POLICY_KINDS[k])]
+STEPWISE = [k for k in KINDS if is_stepwise(POLICY_KINDS[k])]
 
 
 def _features(kind: str, b: int = 3) -> dict[str, torch.Tensor]:
@@ -57,14 +61,57 @@ def test_every_kind_round_trips_through_a_policy_file(tmp_path, kind, encoder_ki
     assert loaded.policy.config() == pol.config()
     assert loaded.metadata["architecture"]["policy"] == kind
     feats = _features(encoder_kind)
-    for steps in (None, 9):
-        assert torch.equal(loaded.policy.schedule(feats, steps=steps), pol.schedule(feats, steps))
     rebuilt = build_policy(pol.config())
     rebuilt.load_state_dict(pol.state_dict())
+    if is_stepwise(pol):  # no schedule before sampling: compare the first decisions
+        first = [_first_step(p, feats) for p in (pol, loaded.policy, rebuilt.eval())]
+        assert torch.equal(first[0], first[1]) and torch.equal(first[0], first[2])
+        return
+    for steps in (None, 9):
+        assert torch.equal(loaded.policy.schedule(feats, steps=steps), pol.schedule(feats, steps))
     assert torch.equal(rebuilt.eval().schedule(feats), pol.schedule(feats))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+def _first_step(pol, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A step-wise policy's first next sigma for ``feats`` (the state: the initial noise)."""
+    from learned_schedules.policies.actors import StepState
+
+    x = feats["noise"]
+    n = x.shape[0]
+    with torch.no_grad():
+        return pol.actor(feats).next_sigma(StepState(0, pol.steps, x, torch.ones(n),
+                                                     0.5 * x)).sigma_next
+
+
+@pytest.mark.parametrize("kind", STEPWISE)
+def test_every_stepwise_kind_follows_its_contract(kind):
+    """Step-wise kinds: an actor per batch whose choices are valid next sigmas, the recorded
+    steps re-evaluated differentiably, and no schedule before sampling (a plain error)."""
+    from learned_schedules.policies.actors import StepState, TrajectoryRecorder, check_decision
+
+    pol = _policy(kind, "vector", steps=4)
+    assert isinstance(pol, StepwisePolicy) and pol.kind == kind and pol.steps == 4
+    feats = _features("vector", b=3)
+    actor = pol.actor(feats, mode="sample")
+    x, sigma = feats["noise"], torch.ones(3)
+    recorder = TrajectoryRecorder(sigma)
+    for step in range(4):
+        state = StepState(step, 4, x, sigma, 0.5 * x)
+        decision = actor.next_sigma(state)
+        sigma = check_decision(decision.sigma_next, state)
+        recorder.add(decision)
+        x = x * 0.9
+    traj = recorder.finish(x)
+    assert (traj.sigmas[:, -1] == 0).all() and (traj.sigmas[:, :-1] > traj.sigmas[:, 1:]).all()
+    logp, entropy, value = pol.evaluate_steps(feats, traj.info)
+    assert logp.shape == entropy.shape == value.shape == (3, 4)
+    assert logp.requires_grad
+    with pytest.raises(ValueError, match="step-wise"):
+        pol.schedule(feats)
+    assert isinstance(pol.diagnostics(feats), dict)
+
+
+@pytest.mark.parametrize("kind", ONE_SHOT)
 def test_every_kind_follows_the_contract(kind):
     pol = _policy(kind, "vector", steps=4)
     assert isinstance(pol, SchedulePolicy) and pol.kind == kind and pol.steps == 4
