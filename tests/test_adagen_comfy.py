@@ -26,7 +26,7 @@ def test_train_adagen_on_comfy_and_sample_with_the_node(tmp_path_factory):
             "prompts": str(tmp / "prompts.txt"), "held_out": "2", "reward": "reference",
             "reference_steps": "8", "width": "64", "height": "64", "steps": "3", "batch": "2",
             "rollouts": "2", "iterations": "3", "eval_every": "0", "eval_contexts": "2",
-            "checkpoint_every": "2", "sample_every": "0", "encoder_preset": "tiny",
+            "checkpoint_every": "2", "sample_every": "3", "encoder_preset": "tiny",
             "cache_dir": str(tmp / "cond"), "out": str(tmp / "runs"), "pool_size": "8",
             "hidden": "16", "run_name": "adagen", "adagen.task": "0.5"}
     argv = ["train", "--no-progress"]
@@ -37,6 +37,7 @@ def test_train_adagen_on_comfy_and_sample_with_the_node(tmp_path_factory):
     with (run / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 and rows[-1]["eval_reward"] != ""
+    assert (run / "samples" / "iter_000003.png").is_file()  # the step-wise policy's samples
     for row in rows:  # both rewards were measured and mixed
         assert torch.isfinite(torch.tensor([float(row["adv_reward"]), float(row["task_reward"]),
                                             float(row["disc_loss"])])).all()

@@ -313,7 +313,15 @@ class ComfyBackend(Backend):
 
     def policy_sigmas(self, policy: nn.Module, contexts: PromptContexts) -> torch.Tensor:
         """The policy's mean schedules for contexts, in the model's sigma space ``[N, L+1]``
-        (the bridge's service, as in the node)."""
+        (the bridge's service, as in the node). A step-wise policy (AdaGen): the sigmas its
+        rollout of the contexts used (the same images as with these sigmas)."""
+        if getattr(policy, "stepwise", False):
+            device = next(iter((*policy.parameters(), *policy.buffers())),
+                          torch.zeros(0)).device
+            feats = {k: v.to(device) for k, v in self.features(contexts).items()}
+            actor = policy.actor(feats, mode="mean")
+            flow = self.rollout(contexts, actor, actor.steps).sigmas
+            return flow_to_model(sampling_of(self.model), flow.double()).float()
         return service.policy_sigmas(self.model, policy, self.features(contexts), mode="mean")
 
     def write_samples(self, policy: nn.Module, path: Path, n: int = 4, seed: int = 10_000
