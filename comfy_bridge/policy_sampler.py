@@ -69,8 +69,7 @@ class PolicySampler:
         policy = self.loaded.policy
         feats = self.features(x)
         steps = len(sigmas) - 1
-        base = model_to_flow(sampling, sigmas.detach().double().cpu())
-        base[-1] = 0.0  # the actor's last step goes to 0; the sampler maps it to sigmas[-1]
+        base = model_to_flow(sampling, sigmas.detach().double().cpu())  # may end above 0
         device = next(iter((*policy.parameters(), *policy.buffers())), torch.zeros(0)).device
         if is_stepwise(policy):
             feats = {k: v.to(device) for k, v in feats.items()}

@@ -16,6 +16,9 @@ incoming SIGMAS in the node), smoothed by an EMA and bounded:
     p_l = sigmoid(logit(1 - b_{l+1} / b_l) + scale * r_l)      (clamped to [1e-3, 1 - 1e-3])
     t_{l+1} = t_l * (1 - p_l),   and t_L = 0
 
+(with a base that ends above 0, e.g. the high part of split sigmas, the same holds for the
+distances to that end ``e``: ``t_{l+1} - e = (t_l - e)(1 - p_l)``; the sampler ends at ``e``)
+
 so the schedule is strictly decreasing, ends at 0 on the last step, and with ``r = 0`` (the
 initial mean, or ``scale = 0``) it is exactly the base schedule. ``scale`` is the
 fidelity-diversity knob at inference. A value head (same trunk) estimates the return from each
@@ -249,7 +252,10 @@ class StepActor:
             raise ValueError(f"This actor was built for {self.ctx.shape[0]} items; the step "
                              f"loop has {n} (use select() for a part of the batch).")
         t = state.sigma.detach().double().cpu()
-        b_now, b_next = self.base[:, step], self.base[:, step + 1]
+        # steps are fractions of the distance left to the base's end e (0 unless a sampler
+        # stops early, e.g. the high part of split sigmas); the last step still returns 0
+        end = self.base[:, -1]
+        b_now, b_next = self.base[:, step] - end, self.base[:, step + 1] - end
         base_logit = _logit(1 - b_next / b_now.clamp_min(1e-12))
         frac = torch.full((n,), step / self.steps, dtype=torch.float64)
         scalars = torch.stack([t, frac, base_logit, self.carry], dim=-1)
@@ -271,7 +277,7 @@ class StepActor:
             r = self.policy.ema * self.carry + (1 - self.policy.ema) * action.double().cpu()
             self.carry = r
             p = torch.sigmoid(base_logit + self.scale * r).clamp(MIN_FRACTION, 1 - MIN_FRACTION)
-            t_next = t * (1 - p)
+            t_next = end + (t - end) * (1 - p)
         active = torch.full((n,), 0.0 if last else 1.0)
         info = {"x": x.cpu(), "denoised": den.cpu(), "scalars": scalars.float(),
                 "action": action.float().cpu(), "logp": logp.float().cpu() * active,

@@ -193,3 +193,27 @@ def test_each_images_sigmas_reach_the_node_plot(env, monkeypatch):
     payload = data["learned_schedule"][0]
     assert payload == sampler.sampler_function.last and len(payload["items"]) == 3
     _check_items(torch.tensor(payload["items"]), sigmas)
+
+
+@pytest.mark.parametrize("kind", ["adagen", "oneshot"])
+def test_partial_schedules_start_and_end_where_the_incoming_sigmas_do(env, kind):
+    """The high part of split sigmas (it ends above 0) and a denoise below 1 (it starts below
+    the top): every image keeps the incoming start and end, strictly decreasing between."""
+    ncs = env["cui"].ncs
+    model = env["digits"][0]
+    full = ncs.BasicScheduler.execute(model, "simple", 8, 1.0).result[0]
+    high = ncs.SplitSigmas.execute(full, 4).result[0]
+    low_start = ncs.BasicScheduler.execute(model, "simple", 4, 0.5).result[0]
+    for sigmas in (high, low_start):
+        sampler = _learned(env, "digits", kind)
+        _sample(env, "digits", sampler, 3, sigmas=sigmas)
+        items = torch.tensor(sampler.sampler_function.last["items"])
+        assert items.shape == (3, len(sigmas))
+        assert (items[:, :-1] > items[:, 1:]).all(), items
+        assert torch.allclose(items[:, 0], sigmas[0].float().expand(3))
+        assert torch.allclose(items[:, -1], sigmas[-1].float().expand(3))
+    if kind == "adagen":  # scale 0 follows the incoming (partial) sigmas exactly
+        plain = _learned(env, "digits", "adagen", scale=0.0)
+        _sample(env, "digits", plain, 2, sigmas=high)
+        items = torch.tensor(plain.sampler_function.last["items"])
+        assert torch.allclose(items, high.float().expand_as(items), atol=1e-5)
