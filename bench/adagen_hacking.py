@@ -19,7 +19,7 @@ from learned_schedules.policies.actors import FixedScheduleActor
 from learned_schedules.policies.schedule import uniform_schedule
 from learned_schedules.training.rl.config import TrainConfig
 from learned_schedules.training.rl.engine import train
-from learned_schedules.training.rl.stepwise import policy_rollout
+from learned_schedules.training.rl.stepwise import policy_rollout, policy_schedules
 from learned_schedules.training.testbed.backend import TestbedBackend
 from learned_schedules.training.testbed.diversity import mixture_measures
 from learned_schedules.training.testbed.mixture import Testbed
@@ -64,6 +64,18 @@ def main() -> None:
                 traj = policy_rollout(policy, backend, ctx, mode)
                 rows[f"{name} ({mode})"] = (mixture_measures(backend.testbed, ctx, traj.final),
                                             secs)
+        # the project's primary method (one-shot Dirichlet, REINFORCE + James-Stein) on the
+        # likelihood reward, with the same budget
+        cfg = TrainConfig(algo="reinforce", steps=args.steps, batch=32, rollouts=2,
+                          iterations=args.iterations, eval_every=0, eval_contexts=64,
+                          pool_size=4096, out=out, run_name="js", progress=False, hidden=64,
+                          reward="likelihood", seed=args.seed, checkpoint_every=0)
+        t0 = time.perf_counter()
+        js = train(cfg).policy
+        secs = time.perf_counter() - t0
+        sched = policy_schedules(js, backend, ctx).double()
+        rows["JS policy, likelihood (one-shot)"] = (mixture_measures(
+            backend.testbed, ctx, backend.testbed.euler(ctx.noise, ctx.classes, sched)), secs)
     print(f"L={args.steps}, {args.iterations} iterations, {args.contexts} held-out contexts")
     print("| sampler | tv | spread | fd | loglik | train s |")
     print("|---|---|---|---|---|---|")
