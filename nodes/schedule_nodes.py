@@ -52,6 +52,14 @@ def _check_policy_file(name: str) -> str | bool:
     return True
 
 
+def _is_stepwise_file(name: str) -> bool:
+    """Whether a (readable) policy file holds a step-wise (AdaGen) policy."""
+    from ..policies.contract import POLICY_KINDS, is_stepwise  # filled via policy_file
+
+    kind = (read_metadata(_policy_path(name)).get("architecture") or {}).get("policy")
+    return is_stepwise(POLICY_KINDS.get(kind))
+
+
 def learned_sigmas(model, positive, noise, latent_image, policy_name: str, steps: int,
                    mode: str, denoise: float) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Learned sigmas (model's sigma space), the default sigmas, and the policy metadata
@@ -106,7 +114,12 @@ class LearnedSchedule(io.ComfyNode):
         # only `policy`: ComfyUI's own min/max/combo checks stay on for the other inputs
         if not isinstance(policy, str):
             return f"policy must be the name of a policy file, got {policy!r}."
-        return missing_policy_message(policy, policy_files()) or _check_policy_file(policy)
+        found = missing_policy_message(policy, policy_files()) or _check_policy_file(policy)
+        if found is True and _is_stepwise_file(policy):
+            return (f"{policy} is an AdaGen step-wise policy: it chooses each step while "
+                    "sampling, so it has no schedule before sampling; use it in the Learned "
+                    "Sampler node (SamplerCustomAdvanced's sampler input).")
+        return found
 
     @classmethod
     def fingerprint_inputs(cls, policy: str, **kwargs):

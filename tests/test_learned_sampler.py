@@ -217,3 +217,12 @@ def test_partial_schedules_start_and_end_where_the_incoming_sigmas_do(env, kind)
         _sample(env, "digits", plain, 2, sigmas=high)
         items = torch.tensor(plain.sampler_function.last["items"])
         assert torch.allclose(items, high.float().expand_as(items), atol=1e-5)
+
+
+def test_learned_schedule_node_points_adagen_policies_to_the_sampler(env):
+    from learned_schedules.nodes import schedule_nodes
+
+    msg = schedule_nodes.LearnedSchedule.validate_inputs("sd3_adagen.safetensors")
+    assert isinstance(msg, str) and "Learned Sampler" in msg
+    assert schedule_nodes.LearnedSchedule.validate_inputs("sd3_oneshot.safetensors") is True
+    assert env["nodes"].LearnedSampler.validate_inputs("sd3_adagen.safetensors") is True
