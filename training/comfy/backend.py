@@ -34,7 +34,7 @@ from ...comfy_bridge.sigmas import (
 from ...plots import image_grid
 from ...policies.actors import Actor, FixedScheduleActor, Trajectory
 from ...policies.latent_encoder import PRESETS, LatentTextEncoder
-from ..rl.backend import Backend
+from ..rl.backend import Backend, SetMetric
 from .cond_cache import ConditioningCache, default_cache_dir, file_identity
 from .prompts import load_prompts, split_prompts
 
@@ -79,7 +79,7 @@ class ComfyBackend(Backend):
                  pool_size: int = 16384, pool_seed: int = 0, encoder_preset: str = "auto",
                  reference_steps: int = 40, reference_scheduler: str = "simple",
                  comparator_schedulers: Sequence[str] = ("simple",),
-                 held_out_seeds: bool = False):
+                 held_out_seeds: bool = False, set_measures: SetMeasures | None = None):
 
         from .sampling import check_sampler_name
 
@@ -118,6 +118,7 @@ class ComfyBackend(Backend):
         self.cond_cache = ConditioningCache(
             default_cache_dir() if cache_dir is None else cache_dir,
             identity=f"{self.model_family}|{identity}")
+        self.set_measures = set_measures
         self._pool: PromptContexts | None = None
         self._references: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -171,7 +172,8 @@ class ComfyBackend(Backend):
                    cache_dir=config.cache_dir, pool_size=config.pool_size,
                    pool_seed=config.seed + 7_919, encoder_preset=config.encoder_preset,
                    reference_steps=config.reference_steps,
-                   held_out_seeds=config.held_out == 0 and not config.eval_prompts)
+                   held_out_seeds=config.held_out == 0 and not config.eval_prompts,
+                   set_measures=set_measures_for(config))
 
     # -- contexts -------------------------------------------------------------------------------
     @property
@@ -283,6 +285,27 @@ class ComfyBackend(Backend):
                 raise ValueError(f"The schedule {name!r} must not increase and must end at 0.")
             out[name] = model_to_flow(sampling_of(self.model), sig).float()
         return out
+
+    def ceiling_schedule(self, steps: int, *, schedulers: Sequence[str] | None = None,
+                         **_: Any) -> tuple[str, torch.Tensor]:
+        """The first comparator scheduler (the model's default, ``simple``) at ``steps``."""
+        name = (tuple(schedulers) if schedulers else self.comparator_schedulers)[0]
+        check_scheduler_names((name,))
+        return name, default_flow(self.model, steps, name).float()
+
+    def set_metrics(self, contexts: PromptContexts, schedules: dict[str, torch.Tensor]
+                    ) -> dict[str, dict[str, SetMetric]]:
+        """The back-end's set measures (the digits model: Fréchet distance, coverage,
+        accuracy; see :func:`set_measures_for`) of each schedule's images; empty without."""
+        if self.set_measures is None:
+            return {}
+        n = len(contexts)
+        images = {name: self.images(contexts, self.model_sigmas(s if s.ndim == 2
+                                                                else s.expand(n, -1)))
+                  for name, s in schedules.items()}
+        found = self.set_measures(images, self.prompt_texts(contexts))
+        return {name: {m: SetMetric(value, reps) for m, (value, reps) in ms.items()}
+                for name, ms in found.items()}
 
     def held_out_count(self) -> int:
         """The number of held-out prompts (``eval`` samples each with several seeds); with
@@ -490,6 +513,29 @@ class ComfyBackend(Backend):
             for key, img in zip(missing, self.images(todo, sig), strict=True):
                 self._references[key] = img
         return torch.stack([self._references[key] for key in keys])
+
+
+SetMeasures = Callable[[dict[str, torch.Tensor], list[str]],
+                       dict[str, dict[str, tuple[float, torch.Tensor]]]]
+"""Images by schedule name + prompts -> name -> metric -> (value, bootstrap replicates)."""
+
+
+def set_measures_for(config: TrainConfig) -> SetMeasures | None:
+    """The set measures ``eval`` reports for a config: ``extra["set_metrics"]`` = ``digits``
+    (Fréchet distance, per-class coverage and accuracy on the digits classifier's features),
+    ``none``, or ``auto`` (the default: ``digits`` for the shipped digits model, i.e. a
+    diffusion model file named ``digits_*``)."""
+    choice = str((config.extra or {}).get("set_metrics", "auto"))
+    if choice not in ("auto", "digits", "none"):
+        raise ValueError(f"extra.set_metrics must be auto, digits or none, got {choice!r}.")
+    if choice == "auto":
+        name = Path(config.diffusion_model or "").name
+        choice = "digits" if name.startswith("digits_") else "none"
+    if choice == "none":
+        return None
+    from ..rewards.digits import DigitSetMeasures
+
+    return DigitSetMeasures()
 
 
 HELD_OUT_SEED_LIMIT = 2**30

@@ -6,6 +6,7 @@ testbed (no weights, the embedded default) and, later, on real ComfyUI models.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,23 @@ class Backend:
         mean). Empty by default."""
         return {}
 
+    def set_metrics(self, contexts: Any, schedules: dict[str, torch.Tensor]
+                    ) -> dict[str, dict[str, SetMetric]]:
+        """Set-level measures (e.g. the digits model's Fréchet distance and per-class coverage)
+        of the outputs of each schedule over all ``contexts``: schedule name -> metric ->
+        :class:`SetMetric`; ``schedules``: name -> ``[N, L+1]`` flow time (lengths may differ
+        between names). Bootstrap replicates use the same resamples of the contexts for every
+        schedule, so differences between schedules get paired standard errors. Empty by
+        default (no set-level measures)."""
+        return {}
+
+    def ceiling_schedule(self, steps: int, **options: Any) -> tuple[str, torch.Tensor] | None:
+        """The model's default schedule at ``steps`` steps (the quality ceiling ``eval`` reports
+        beside the L-step schedules): ``(name of the comparator it is the many-step version of,
+        flow schedule [steps+1])``; ``options`` as for :meth:`comparators`. None when the
+        back-end has no default schedule."""
+        return None
+
     def describe_contexts(self, contexts: Any) -> list[dict[str, Any]] | None:
         """One dict per context for the per-context CSV of ``eval`` (e.g. prompt and seed), or
         None to write no such file."""
@@ -100,6 +118,29 @@ class Backend:
     def write_samples(self, policy: nn.Module, path: Path) -> Path | None:
         """Save sample images of the policy's schedules (None: the back-end has no images)."""
         return None
+
+
+@dataclass
+class SetMetric:
+    """A set-level measure of one schedule's outputs: its value on all contexts and its
+    bootstrap ``replicates`` ``[R]`` (the value on R resamples of the contexts, the same
+    resamples for every schedule of one :meth:`Backend.set_metrics` call)."""
+
+    value: float
+    replicates: torch.Tensor
+
+    @property
+    def se(self) -> float:
+        """Bootstrap standard error."""
+        r = self.replicates.double()
+        r = r[torch.isfinite(r)]
+        return float(r.std()) if r.numel() > 1 else 0.0
+
+    def diff_se(self, other: SetMetric) -> float:
+        """Standard error of ``self.value - other.value``, paired on the same resamples."""
+        d = (self.replicates.double() - other.replicates.double())
+        d = d[torch.isfinite(d)]
+        return float(d.std()) if d.numel() > 1 else 0.0
 
 
 def module_device(module: nn.Module) -> torch.device:
