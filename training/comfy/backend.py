@@ -34,7 +34,7 @@ from ...comfy_bridge.sigmas import (
 from ...plots import image_grid
 from ...policies.actors import Actor, FixedScheduleActor, Trajectory
 from ...policies.latent_encoder import PRESETS, LatentTextEncoder
-from ..rl.backend import Backend, SetMetric
+from ..rl.backend import Backend, SetMetric, grouped_indices
 from .cond_cache import ConditioningCache, default_cache_dir, file_identity
 from .prompts import load_prompts, split_prompts
 
@@ -192,6 +192,16 @@ class ComfyBackend(Backend):
 
     def draw_contexts(self, n: int, generator: torch.Generator) -> PromptContexts:
         return self.pool.select(torch.randint(self.pool_size, (n,), generator=generator))
+
+    def context_groups(self, contexts: PromptContexts) -> torch.Tensor:
+        """The prompt index of every context."""
+        return contexts.prompt_ids.long()
+
+    def draw_grouped_contexts(self, prompts: int, seeds: int,
+                              generator: torch.Generator) -> PromptContexts:
+        """``prompts`` distinct training prompts x ``seeds`` pool seeds of each."""
+        return self.pool.select(grouped_indices(self.pool.prompt_ids, prompts, seeds,
+                                                generator))
 
     def held_out_contexts(self, n: int, seed: int) -> PromptContexts:
         """``n`` held-out contexts: the held-out prompts in turn, seeds ``seed, seed+1, ...``

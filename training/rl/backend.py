@@ -119,6 +119,38 @@ class Backend:
         """Save sample images of the policy's schedules (None: the back-end has no images)."""
         return None
 
+    def context_groups(self, contexts: Any) -> torch.Tensor | None:
+        """The prompt-group id of every context, ``LongTensor [B]`` (contexts sharing a prompt
+        and differing in their noise share an id), for the grouped baselines; None when the
+        back-end has no notion of prompt."""
+        return None
+
+    def draw_grouped_contexts(self, prompts: int, seeds: int,
+                              generator: torch.Generator) -> Any:
+        """``prompts * seeds`` training contexts: ``prompts`` distinct prompts (fewer only if
+        there are fewer), ``seeds`` noises each, prompt-major. ``ValueError`` when the
+        back-end cannot group by prompt."""
+        raise ValueError("This back-end cannot draw batches grouped by prompt: set "
+                         "seeds_per_prompt to 0 and use a baseline that is not grouped.")
+
+
+def grouped_indices(pool_groups: torch.Tensor, prompts: int, seeds: int,
+                    generator: torch.Generator) -> torch.Tensor:
+    """Indices into a context pool whose group ids are ``pool_groups [N]``: ``prompts``
+    distinct groups (drawn without replacement while there are enough, then with), ``seeds``
+    members of each, drawn with replacement; prompt-major ``[prompts * seeds]``."""
+    ids, inverse = torch.unique(pool_groups, return_inverse=True)
+    n = len(ids)
+    if prompts <= n:
+        chosen = torch.randperm(n, generator=generator)[:prompts]
+    else:
+        chosen = torch.randint(n, (prompts,), generator=generator)
+    out = []
+    for g in chosen.tolist():
+        members = torch.nonzero(inverse == g).flatten()
+        out.append(members[torch.randint(len(members), (seeds,), generator=generator)])
+    return torch.cat(out)
+
 
 @dataclass
 class SetMetric:
