@@ -109,11 +109,17 @@ class EvalReport:
         for r in self.rows:
             cells = [r["name"]]
             for m in self.set_metrics:
-                cells.append(f"{r[m]:.4g} ± {r[m + '_se']:.2g}")
-                cells += [f"{r[f'{m}_minus_{x}']:+.4g} ± {r[f'{m}_minus_{x}_se']:.2g}"
+                cells.append(_value_se(r[m], r[m + "_se"]))
+                cells += [_value_se(r[f"{m}_minus_{x}"], r[f"{m}_minus_{x}_se"], "+")
                           for x in refs]
             lines.append("| " + " | ".join(cells) + " |")
         return lines
+
+
+def _value_se(value: float, se: float, sign: str = "") -> str:
+    """``value ± se`` to the SE's second significant digit (at most 4 decimals)."""
+    places = 4 if not se > 0 else min(4, max(0, 1 - math.floor(math.log10(se))))
+    return f"{value:{sign}.{places}f} ± {se:.{places}f}"
 
 
 def _pct(x: float | None) -> str:

@@ -119,6 +119,7 @@ class ComfyBackend(Backend):
             default_cache_dir() if cache_dir is None else cache_dir,
             identity=f"{self.model_family}|{identity}")
         self.set_measures = set_measures
+        self._image_memo: dict[tuple[int, int, bytes], torch.Tensor] = {}
         self._pool: PromptContexts | None = None
         self._references: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -310,8 +311,7 @@ class ComfyBackend(Backend):
         if self.set_measures is None:
             return {}
         n = len(contexts)
-        images = {name: self.images(contexts, self.model_sigmas(s if s.ndim == 2
-                                                                else s.expand(n, -1)))
+        images = {name: self._eval_images(contexts, s if s.ndim == 2 else s.expand(n, -1))
                   for name, s in schedules.items()}
         found = self.set_measures(images, self.prompt_texts(contexts))
         return {name: {m: SetMetric(value, reps) for m, (value, reps) in ms.items()}
@@ -504,11 +504,38 @@ class ComfyBackend(Backend):
         """``schedules [B, K, L+1]`` (flow time) -> rewards ``[B, K]`` (all B*K at once)."""
         b, k, n1 = schedules.shape
         flat = contexts.repeat(k)
+        if self.set_measures is not None:  # small images, measured again by set_metrics
+            return self.score(flat, self._eval_images(flat, schedules.reshape(b * k, -1))
+                              ).reshape(b, k)
         if self.sampler in RULES:
             actor = FixedScheduleActor(schedules.reshape(b * k, -1).cpu())
             return self.rollout(flat, actor, n1 - 1).reward.reshape(b, k)
         sigmas = self.model_sigmas(schedules.reshape(b * k, -1))
         return self.score(flat, self.images(flat, sigmas)).reshape(b, k)
+
+    @torch.inference_mode()
+    def _eval_images(self, contexts: PromptContexts, flow: torch.Tensor) -> torch.Tensor:
+        """Images of contexts under flow schedules ``[N, L+1]`` (the rollout path of
+        :meth:`rewards`), remembered per (prompt, seed, schedule) so that ``eval``'s rewards
+        and set measures sample each only once (used with set measures: small images)."""
+        flow = flow.float().cpu()
+        keys = [(int(p), int(s), row.numpy().tobytes())
+                for p, s, row in zip(contexts.prompt_ids, contexts.seeds, flow, strict=True)]
+        missing = [i for i, key in enumerate(keys) if key not in self._image_memo]
+        if missing:
+            idx = torch.tensor(missing)
+            sub = contexts.select(idx)
+            if self.sampler in RULES:
+                latents = self._sample_actor(sub, FixedScheduleActor(flow[idx]),
+                                             flow.shape[1] - 1).final
+                found = self.decode(latents)
+            else:
+                found = self.images(sub, self.model_sigmas(flow[idx]))
+            if len(self._image_memo) + len(missing) > IMAGE_MEMO_LIMIT:
+                self._image_memo.clear()
+            for i, img in zip(missing, found, strict=True):
+                self._image_memo[keys[i]] = img
+        return torch.stack([self._image_memo[key] for key in keys])
 
     @torch.inference_mode()
     def reference_images(self, contexts: PromptContexts) -> torch.Tensor:
@@ -547,6 +574,9 @@ def set_measures_for(config: TrainConfig) -> SetMeasures | None:
 
     return DigitSetMeasures()
 
+
+IMAGE_MEMO_LIMIT = 12_000
+"""Images :meth:`ComfyBackend._eval_images` remembers (32x32 digits: ~12 KB each)."""
 
 HELD_OUT_SEED_LIMIT = 2**30
 """With held-out seeds, held-out contexts use seeds below this and training contexts above."""
