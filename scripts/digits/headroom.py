@@ -236,7 +236,7 @@ def main() -> None:
            "reference_40_steps": {m: v for m, v in ref_self.items() if m != "psnr_each"},
            "real_floor": real_floor, "by_steps": rows, "seconds": round(time.time() - t0, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(out, indent=1))
+    Path(f"{args.out}.json").write_text(json.dumps(out, indent=1))  # names may hold dots
     lines = [f"# Digits model: schedule headroom (CFG {args.cfg})", "",
              f"Eval: {out['eval']}; reference = {out['reference']}. PSNR in dB (higher is "
              "better, ± standard error); FD = Fréchet distance of classifier features to 500 "
@@ -254,7 +254,7 @@ def main() -> None:
                      f"{r['oracle_minus_global_psnr']:+.2f} ± {r['oracle_minus_global_se']:.2f} "
                      "dB PSNR.")
     lines.append(f"\n{out['seconds']:.0f} s.")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
