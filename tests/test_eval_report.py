@@ -34,6 +34,7 @@ def test_gain_over_the_default_gap_closed_and_paired_set_errors():
     sets = {name: {"fd": SetMetric(fd, fd + boots * (1 + shift))}
             for name, fd, shift in (("simple", 20.0, 0.0), ("best_global", 14.0, 0.0),
                                     ("learned", 14.0, 0.1), ("simple_30", 12.0, 0.0))}
+    assert add_set_metrics(rows, {}, ["simple"], "simple_30") == []  # a back-end without any
     names = add_set_metrics(rows, sets, ["simple", "best_global"], "simple_30")
     assert names == ["fd"]
     assert abs(learned["fd_minus_simple"] + 6.0) < 1e-9

@@ -192,7 +192,9 @@ def add_set_metrics(rows: list[dict[str, Any]], sets: dict[str, dict[str, SetMet
     SE for each row ``x`` of ``pair_with`` (the default, the reference), and with a
     ``ceiling`` row the share of the default -> ceiling gap closed
     (``<m>_gap_closed_to_ceiling``; the default is ``pair_with[0]``). Returns the names."""
-    names = list(next(iter(sets.values()))) if sets else []
+    if not sets:
+        return []
+    names = list(next(iter(sets.values())))
     pair_with = [x for x in dict.fromkeys(pair_with) if x in sets]
     for row in rows:
         own = sets[row["name"]]
