@@ -1,10 +1,21 @@
 """The single-shot Dirichlet schedule policy.
 
-``alpha = softplus(f_theta(x_T, c)) + 1e-3`` over ``L + 1`` simplex segments; the schedule is
-the Dirichlet mean (``mode="mean"``, deterministic) or a sample (``mode="sample"``), mapped
-to timesteps by :mod:`policies.schedule`. One policy call happens before sampling. Follows
-:class:`policies.contract.SchedulePolicy` (actions are the segments ``tau [B, K, L+1]``) and
-is registered as kind ``dirichlet``.
+Two parameterisations of the concentrations ``alpha`` over ``L + 1`` simplex segments:
+
+* ``concentration="softplus"`` (the paper's; the loading default, so older policy files
+  rebuild unchanged): ``alpha = softplus(f_theta(x_T, c)) + 1e-3``;
+* ``concentration="scheduled"`` (the trainer's default for new runs): separate mean and
+  concentration, ``alpha = kappa * softmax(f_theta(x_T, c)) + 1e-3``, where ``kappa`` is a
+  buffer, not a parameter: the trainer moves it geometrically from ``kappa_start`` to
+  ``kappa_end`` over the run (:meth:`DirichletPolicy.set_progress`). Under REINFORCE the
+  softplus form's total concentration runs away (thousands after a few hundred iterations),
+  which shrinks the mean's sensitivity to the head by ``1 / kappa`` and can freeze the policy
+  into one context-independent schedule (bench/results/learning_quality.md).
+
+The schedule is the Dirichlet mean (``mode="mean"``, deterministic) or a sample
+(``mode="sample"``), mapped to timesteps by :mod:`policies.schedule`. One policy call
+happens before sampling. Follows :class:`policies.contract.SchedulePolicy` (actions are the
+segments ``tau [B, K, L+1]``) and is registered as kind ``dirichlet``.
 """
 
 from __future__ import annotations
@@ -25,8 +36,24 @@ ALPHA_FLOOR = 1e-3
 _TAU_FLOOR = 1e-12  # log-densities are taken at segments clamped to this (a sample can be 0)
 
 
+CONCENTRATIONS = ("softplus", "scheduled")
+"""Parameterisations of the Dirichlet concentrations (see the module docstring)."""
+DEFAULT_KAPPA_START = 40.0
+"""Initial total concentration of the ``scheduled`` form (measured at L = 3, 5, 8)."""
+KAPPA_END_FACTOR = 10.0
+"""``kappa_end = KAPPA_END_FACTOR * kappa_start`` when not given (40 -> 400 measured best)."""
+
+
 def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
+
+
+def _check_positive(name: str, value: Any, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"DirichletPolicy: {name} must be a finite number > 0, got {value!r}.")
 
 
 @register_policy
@@ -41,14 +68,25 @@ class DirichletPolicy(nn.Module):
             ``8 (L + 1)``); higher means less exploration. The head starts at the uniform split
             of the simplex.
         min_segment: floor applied to sampled segments before they become timesteps.
+        concentration: ``softplus`` (alpha = softplus(head) + floor, the default when loading)
+            or ``scheduled`` (alpha = kappa * softmax(head) + floor, kappa scheduled by the
+            trainer from ``kappa_start`` to ``kappa_end``).
+        kappa_start, kappa_end: the ``scheduled`` form's total concentration at the start and
+            the end of training (defaults 40 and 10 x kappa_start); ignored by ``softplus``.
     """
 
     kind = "dirichlet"
 
     def __init__(self, encoder: nn.Module, steps: int, head_hidden: int = 128,
                  init_concentration: float | None = None,
-                 min_segment: float = DEFAULT_MIN_STEP):
+                 min_segment: float = DEFAULT_MIN_STEP, concentration: str = "softplus",
+                 kappa_start: float | None = None, kappa_end: float | None = None):
         super().__init__()
+        if concentration not in CONCENTRATIONS:
+            raise ValueError(f"DirichletPolicy: concentration must be one of {CONCENTRATIONS}, "
+                             f"got {concentration!r}.")
+        _check_positive("kappa_start", kappa_start)
+        _check_positive("kappa_end", kappa_end)
         check_sizes("DirichletPolicy", steps=steps, head_hidden=head_hidden)
         if not hasattr(encoder, "out_dim"):
             raise ValueError("DirichletPolicy needs an encoder from policies.encoders.")
@@ -66,10 +104,21 @@ class DirichletPolicy(nn.Module):
         self.head_hidden = head_hidden
         self.min_segment = min_segment
         n = steps + 1
-        self.init_concentration = float(init_concentration or 8.0 * n)
+        self.concentration = concentration
         self.head = nn.Sequential(nn.Linear(encoder.out_dim, head_hidden), nn.SiLU(),
                                   nn.Linear(head_hidden, n))
         nn.init.normal_(self.head[2].weight, std=1e-3)
+        if concentration == "scheduled":
+            self.kappa_start = float(kappa_start or init_concentration or DEFAULT_KAPPA_START)
+            self.kappa_end = float(kappa_end or KAPPA_END_FACTOR * self.kappa_start)
+            self.init_concentration = self.kappa_start
+            # the current total concentration: saved with the weights (a policy file keeps the
+            # last one, used by mode="sample"), set by the trainer through set_progress
+            self.register_buffer("kappa", torch.tensor(self.kappa_start))
+            with torch.no_grad():
+                self.head[2].bias.fill_(-math.log(n))  # the uniform mean
+            return
+        self.init_concentration = float(init_concentration or 8.0 * n)
         with torch.no_grad():
             target = torch.full((n,), self.init_concentration / n)
             self.head[2].bias.copy_(_inverse_softplus(target - ALPHA_FLOOR))
@@ -82,13 +131,35 @@ class DirichletPolicy(nn.Module):
         seg = torch.as_tensor(segments, dtype=self.head[2].bias.dtype).flatten()
         if seg.numel() != n or not torch.isfinite(seg).all() or (seg <= 0).any():
             raise ValueError(f"init_mean needs {n} positive segments, got {seg.tolist()}.")
+        if self.concentration == "scheduled":
+            self.head[2].bias.copy_(torch.log(seg / seg.sum()))
+            return
         target = (seg / seg.sum() * self.init_concentration).clamp_min(2 * ALPHA_FLOOR)
         self.head[2].bias.copy_(_inverse_softplus(target - ALPHA_FLOOR))
 
+    @torch.no_grad()
+    def set_progress(self, fraction: float) -> None:
+        """Tell the policy how far training is (0 at the first iteration, 1 at the last): the
+        ``scheduled`` form sets ``kappa = kappa_start (kappa_end / kappa_start) ** fraction``,
+        a pure function of the iteration (so a resumed run stays bit-exact). The
+        ``softplus`` form has nothing to schedule."""
+        if self.concentration != "scheduled":
+            return
+        frac = min(max(float(fraction), 0.0), 1.0)
+        self.kappa.fill_(self.kappa_start * (self.kappa_end / self.kappa_start) ** frac)
+
     # -- distribution -------------------------------------------------------------------
+    def mean_segments(self, features: Features) -> torch.Tensor:
+        """The Dirichlet mean ``[B, L+1]`` (the segments of the ``mode="mean"`` schedule)."""
+        alpha = self.alpha(features)
+        return alpha / alpha.sum(-1, keepdim=True)
+
     def alpha(self, features: Features) -> torch.Tensor:
         """Dirichlet concentrations ``[B, L+1]``."""
-        return nn.functional.softplus(self.head(self.encoder(**features))) + ALPHA_FLOOR
+        h = self.head(self.encoder(**features))
+        if self.concentration == "scheduled":
+            return self.kappa * torch.softmax(h, -1) + ALPHA_FLOOR
+        return nn.functional.softplus(h) + ALPHA_FLOOR
 
     def distribution(self, features: Features) -> Dirichlet:
         return Dirichlet(self.alpha(features))
@@ -138,11 +209,10 @@ class DirichletPolicy(nn.Module):
         ``schedule(mode=..., **features)`` still works.
         """
         features, mode = features_argument(features, mode, legacy)
-        alpha = self.alpha(features)
         if mode == "mean":
-            tau = alpha / alpha.sum(-1, keepdim=True)
+            tau = self.mean_segments(features)
         elif mode == "sample":
-            tau = Dirichlet(alpha).sample()
+            tau = Dirichlet(self.alpha(features)).sample()
         else:
             raise ValueError(f"mode must be 'mean' or 'sample', got {mode!r}.")
         sched = to_schedule(tau, self.min_segment)
@@ -152,14 +222,23 @@ class DirichletPolicy(nn.Module):
 
     @torch.no_grad()
     def diagnostics(self, features: Features) -> dict[str, float]:
-        """What the trainer logs about the distribution: mean total concentration."""
-        return {"concentration": float(self.alpha(features).sum(-1).mean())}
+        """What the trainer logs about the distribution: the mean total concentration and
+        ``schedule_spread``, the std across the contexts of the mean schedule averaged over
+        the interior timesteps (near 0: one context-independent schedule, a collapse)."""
+        alpha = self.alpha(features)
+        sched = to_schedule(alpha / alpha.sum(-1, keepdim=True), self.min_segment)
+        return {"concentration": float(alpha.sum(-1).mean()),
+                "schedule_spread": schedule_spread(sched)}
 
     # -- (de)serialisation ----------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        return {"policy": self.kind, "steps": self.steps, "head_hidden": self.head_hidden,
-                "init_concentration": self.init_concentration,
-                "min_segment": self.min_segment, "encoder": self.encoder.config()}
+        cfg = {"policy": self.kind, "steps": self.steps, "head_hidden": self.head_hidden,
+               "init_concentration": self.init_concentration,
+               "min_segment": self.min_segment, "encoder": self.encoder.config()}
+        if self.concentration != "softplus":  # softplus configs stay as older files wrote them
+            cfg.update(concentration=self.concentration, kappa_start=self.kappa_start,
+                       kappa_end=self.kappa_end)
+        return cfg
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DirichletPolicy:
@@ -173,9 +252,13 @@ class DirichletPolicy(nn.Module):
     @classmethod
     def for_training(cls, encoder: nn.Module, steps: int, *, hidden: int,
                      init_segments: torch.Tensor | None = None,
-                     init_concentration: float | None = None) -> DirichletPolicy:
-        """A fresh policy for the trainer (mean at ``init_segments`` when given)."""
-        policy = cls(encoder, steps, head_hidden=hidden, init_concentration=init_concentration)
+                     init_concentration: float | None = None, concentration: str = "softplus",
+                     kappa_end: float | None = None) -> DirichletPolicy:
+        """A fresh policy for the trainer (mean at ``init_segments`` when given); with
+        ``concentration="scheduled"`` the concentration goes from ``init_concentration``
+        (default 40) to ``kappa_end`` (default 10x) over the run."""
+        policy = cls(encoder, steps, head_hidden=hidden, init_concentration=init_concentration,
+                     concentration=concentration, kappa_end=kappa_end)
         if init_segments is not None:
             policy.init_mean(init_segments)
         return policy
@@ -186,8 +269,17 @@ def to_schedule(tau: torch.Tensor, min_segment: float = DEFAULT_MIN_STEP) -> tor
     return increments_to_schedule(clamp_increments(tau, min_segment))
 
 
+def schedule_spread(schedules: torch.Tensor) -> float:
+    """Std across contexts of schedules ``[N, L+1]``, averaged over the interior timesteps
+    (0 for a single context or L = 1)."""
+    if schedules.shape[0] < 2 or schedules.shape[-1] <= 2:
+        return 0.0
+    return float(schedules[:, 1:-1].float().std(0).mean())
+
+
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["DirichletPolicy", "build_policy", "to_schedule", "parameter_count", "ALPHA_FLOOR"]
+__all__ = ["DirichletPolicy", "build_policy", "to_schedule", "parameter_count", "ALPHA_FLOOR",
+           "CONCENTRATIONS", "schedule_spread"]

@@ -14,9 +14,13 @@ from comfy_env import import_comfy
 from learned_schedules.training.rewards.digits import (
     DigitMeasures,
     DigitReward,
+    DigitSetMeasures,
     RealismReward,
+    class_coverage,
     frechet_distance,
+    load_digits_split,
     prompt_digit,
+    to_canvas,
 )
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "digits"
@@ -75,3 +79,28 @@ def test_digit_and_realism_rewards_on_samples(digits):
     real, _ = m.held_out_features()
     noise = torch.rand_like(images)
     assert frechet_distance(m.features(images), real) < frechet_distance(m.features(noise), real)
+
+
+def test_set_measures_match_the_plain_measures_and_pair_their_errors():
+    """DigitSetMeasures: values equal frechet_distance / class_coverage / accuracy on the whole
+    set; replicates of the same set pair to a zero SE; a degraded set is measured worse, by more
+    than 3 paired SEs."""
+    x, y, _, _ = load_digits_split()  # training digits: not the Fréchet reference itself
+    x, y = x[:120], y[:120]
+    clean = to_canvas(x)
+    g = torch.Generator().manual_seed(0)
+    noisy = (clean + 0.6 * torch.rand(clean.shape, generator=g)).clamp(0, 1)
+    prompts = [f"a handwritten digit {int(d)}" for d in y]
+    sm = DigitSetMeasures(resamples=50)
+    out = sm({"clean": clean, "same": clean.clone(), "noisy": noisy}, prompts)
+    m = sm.measures
+    real, real_y = m.held_out_features()
+    feats = m.features(clean)
+    assert abs(out["clean"]["fd"][0] - frechet_distance(feats, real)) < 1e-6
+    cov = float(class_coverage(real, real_y, feats, y).nanmean())
+    assert abs(out["clean"]["coverage"][0] - cov) < 1e-6
+    assert abs(out["clean"]["accuracy"][0] - m.accuracy(clean, y)) < 1e-6
+    assert out["clean"]["fd"][1].shape == (50,) and float(out["clean"]["fd"][1].std()) > 0
+    assert torch.equal(out["clean"]["fd"][1], out["same"]["fd"][1])  # the same resamples
+    diff = out["noisy"]["fd"][1] - out["clean"]["fd"][1]
+    assert out["noisy"]["fd"][0] - out["clean"]["fd"][0] > 3 * float(diff.std())

@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(L+1 values from high to 0), e.g. best_global=1,.716,.504,.217,0; "
                             "repeatable")
     comfy.add_argument("--grid-columns", type=int, default=6, help="contexts in the image grid")
+    comfy.add_argument("--ceiling-steps", type=int, default=0,
+                       help="also evaluate the default schedule at this many steps (e.g. 30) as "
+                            "the ceiling of the gap-closed shares (0: off)")
     _add_config_flags(comfy, only=COMFY_EVAL_FIELDS)
 
     p_demo = sub.add_parser("demo", help="the main job: train JS on the default testbed, "
@@ -212,7 +215,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for flag, value, low in (("--contexts", args.contexts, 1), ("--seeds", args.seeds, 1),
                              ("--train-contexts", args.train_contexts, 1),
                              ("--fit-iters", args.fit_iters, 0),
-                             ("--grid-columns", args.grid_columns, 1)):
+                             ("--grid-columns", args.grid_columns, 1),
+                             ("--ceiling-steps", args.ceiling_steps, 0)):
         if value < low:
             raise ValueError(f"eval {flag} must be >= {low}, got {value}.")
     if not any(s.strip() for s in args.schedulers.split(",")):
@@ -226,7 +230,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         options["fixed_schedules"] = dict(parse_schedule_option(v) for v in args.schedule)
     report = evaluate_policy_file(args.policy, overrides=overrides, contexts=args.contexts,
                                   seeds=args.seeds, seed=args.seed, options=options,
-                                  out=args.out)
+                                  out=args.out, ceiling_steps=args.ceiling_steps)
     print(report.markdown())
     print(f"\nwritten: {report.out_dir}")
     return 0

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from ..policies.policy_file import LoadedPolicy, load_policy
-from .rl.backend import Backend, make_backend, policy_features
+from .rl.backend import Backend, SetMetric, make_backend, policy_features
 from .rl.config import LEGACY_KEYS, TrainConfig
 from .rl.stepwise import is_stepwise
 from .rl.stepwise import policy_schedules as stepwise_schedules
@@ -49,6 +49,12 @@ class EvalReport:
     reference: str | None
     rows: list[dict[str, Any]] = field(default_factory=list)
     out_dir: Path | None = None
+    default: str | None = None
+    """The model's default schedule row (paired differences and gap shares use it)."""
+    ceiling: str | None = None
+    """The default schedule at many steps (the ceiling of the gap shares), if evaluated."""
+    set_metrics: list[str] = field(default_factory=list)
+    """Names of the set-level measures in the rows (e.g. ``fd``, ``coverage``)."""
 
     def markdown(self) -> str:
         """The table in Markdown (what ``eval`` prints and writes to ``eval.md``)."""
@@ -69,7 +75,57 @@ class EvalReport:
                 cells.append("" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f}%")
             cells += [f"{r[m + '_geomean']:.4g}" for m in metrics]
             lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        return "\n".join(lines + self._default_lines() + self._set_lines())
+
+    def _default_lines(self) -> list[str]:
+        """Gains over the model's default (separate from those over the reference row) and
+        the share of the default -> ceiling gap closed, reward and set measures."""
+        d, c = self.default, self.ceiling
+        if d is None or (d == self.reference and c is None):
+            return []
+        head = ["schedule", f"reward − {d} (paired)", "wins"]
+        head += [f"gap closed: {m}" for m in ["reward", *self.set_metrics]] if c else []
+        lines = ["", f"Against the model's default `{d}` at L = {self.steps}"
+                 + (f"; gap closed = share of the {d} (L = {self.steps}) -> {c} gap" if c else "")
+                 + ":", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            cells = [r["name"], f"{r['default_diff_mean']:+.4f} ± {r['default_diff_se']:.4f}",
+                     f"{100 * r['default_win_rate']:.0f}%"]
+            if c:
+                cells += [_pct(r.get(f"{m}_gap_closed_to_ceiling"))
+                          for m in ["reward", *self.set_metrics]]
+            lines.append("| " + " | ".join(cells) + " |")
+        return lines
+
+    def _set_lines(self) -> list[str]:
+        """Set-level measures with bootstrap SEs and paired differences."""
+        if not self.set_metrics:
+            return []
+        refs = [x for x in dict.fromkeys([self.default, self.reference]) if x is not None]
+        head = ["schedule"]
+        for m in self.set_metrics:
+            head += [m] + [f"{m} − {x}" for x in refs]
+        lines = ["", f"Set-level measures over the {self.contexts} contexts of each schedule "
+                 "(± bootstrap standard error over contexts; differences paired on the same "
+                 "resamples):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            cells = [r["name"]]
+            for m in self.set_metrics:
+                cells.append(_value_se(r[m], r[m + "_se"]))
+                cells += [_value_se(r[f"{m}_minus_{x}"], r[f"{m}_minus_{x}_se"], "+")
+                          for x in refs]
+            lines.append("| " + " | ".join(cells) + " |")
+        return lines
+
+
+def _value_se(value: float, se: float, sign: str = "") -> str:
+    """``value ± se`` to the SE's second significant digit (at most 4 decimals)."""
+    places = 4 if not se > 0 else min(4, max(0, 1 - math.floor(math.log10(se))))
+    return f"{value:{sign}.{places}f} ± {se:.{places}f}"
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None or not math.isfinite(x) else f"{round(100 * x) + 0:.0f}%"
 
 
 def _mean_se(x: torch.Tensor) -> tuple[float, float]:
@@ -112,6 +168,51 @@ def summarize(rewards: dict[str, torch.Tensor],
             row[f"{metric}_geomean"] = float(torch.exp(torch.log(v.clamp_min(1e-300)).mean()))
         rows.append(row)
     return rows
+
+
+def add_default_columns(rows: list[dict[str, Any]], rewards: dict[str, torch.Tensor],
+                        default: str | None, ceiling: str | None = None) -> None:
+    """Add to each row its reward difference paired with the ``default`` row
+    (``default_diff_mean`` / ``_se``, ``default_win_rate``) and, with a ``ceiling`` row, the
+    share of the default -> ceiling reward gap it closes (``reward_gap_closed_to_ceiling``)."""
+    if default is None or default not in rewards:
+        return
+    base = rewards[default].double()
+    lo = float(base.mean())
+    hi = float(rewards[ceiling].double().mean()) if ceiling in rewards else None
+    for row in rows:
+        diff = rewards[row["name"]].double() - base
+        row["default_diff_mean"], row["default_diff_se"] = _mean_se(diff)
+        row["default_win_rate"] = float((diff > 0).double().mean())
+        if hi is not None:
+            row["reward_gap_closed_to_ceiling"] = _share(row["reward_mean"], lo, hi)
+
+
+def add_set_metrics(rows: list[dict[str, Any]], sets: dict[str, dict[str, SetMetric]],
+                    pair_with: list[str], ceiling: str | None = None) -> list[str]:
+    """Add each row's set measures: ``<m>`` and ``<m>_se``, ``<m>_minus_<x>`` and its paired
+    SE for each row ``x`` of ``pair_with`` (the default, the reference), and with a
+    ``ceiling`` row the share of the default -> ceiling gap closed
+    (``<m>_gap_closed_to_ceiling``; the default is ``pair_with[0]``). Returns the names."""
+    if not sets:
+        return []
+    names = list(next(iter(sets.values())))
+    pair_with = [x for x in dict.fromkeys(pair_with) if x in sets]
+    for row in rows:
+        own = sets[row["name"]]
+        for m in names:
+            row[m], row[f"{m}_se"] = own[m].value, own[m].se
+            for x in pair_with:
+                row[f"{m}_minus_{x}"] = own[m].value - sets[x][m].value
+                row[f"{m}_minus_{x}_se"] = own[m].diff_se(sets[x][m])
+            if ceiling in sets and pair_with:
+                row[f"{m}_gap_closed_to_ceiling"] = _share(
+                    own[m].value, sets[pair_with[0]][m].value, sets[ceiling][m].value)
+    return names
+
+
+def _share(value: float, lo: float, hi: float) -> float:
+    return (value - lo) / (hi - lo) if hi != lo else float("nan")
 
 
 def policy_schedules(loaded: LoadedPolicy, backend: Backend, contexts: Any) -> torch.Tensor:
@@ -157,12 +258,15 @@ def policy_file_of(path: str | Path) -> Path:
 def evaluate_policy_file(policy_path: str | Path, *, overrides: dict[str, Any] | None = None,
                          contexts: int = 512, seeds: int = 4, seed: int = 10_000,
                          options: dict[str, Any] | None = None, out: str | Path | None = None,
-                         backend: Backend | None = None) -> EvalReport:
+                         backend: Backend | None = None, ceiling_steps: int = 0) -> EvalReport:
     """Evaluate a policy file (or run folder) against its back-end's comparators; write the
     report. ``contexts``: held-out contexts where they are unlimited (testbed); ``seeds``:
     seeds per held-out prompt where prompts are held out (ComfyUI models). ``options`` go to
     :meth:`Backend.comparators` (testbed: ``train_contexts``, ``fit_iters``, ``oracle``;
-    ComfyUI: ``schedulers``) and to the back-end's artefacts (``grid_columns``)."""
+    ComfyUI: ``schedulers``) and to the back-end's artefacts (``grid_columns``).
+    ``ceiling_steps`` > 0 adds the model's default schedule at that many steps (ComfyUI
+    models: e.g. 30) as the ceiling row; the back-end's set measures (:meth:`Backend.
+    set_metrics`, e.g. the digits model's Fréchet distance) are reported for every row."""
     if contexts < 1 or seeds < 1:
         raise ValueError("eval needs at least one held-out context (--contexts) and one seed "
                          "(--seeds).")
@@ -192,8 +296,25 @@ def evaluate_policy_file(policy_path: str | Path, *, overrides: dict[str, Any] |
         metrics[name] = backend.eval_metrics(ctx, sched)
         log.info("eval: %s reward %.4f", name, float(rewards[name].mean()))
     reference = reference_name(list(rewards))
+    found = backend.ceiling_schedule(max(ceiling_steps, 1), **options)
+    default = found[0] if found is not None and found[0] in rewards else None
+    ceiling = None
+    if default is not None and ceiling_steps > 0:
+        ceiling = f"{default}_{ceiling_steps}"
+        flow = backend.ceiling_schedule(ceiling_steps, **options)[1].float()
+        rewards[ceiling] = backend.rewards(ctx, flow.expand(n, -1)[:, None, :])[:, 0].cpu()
+        metrics[ceiling] = backend.eval_metrics(ctx, flow.expand(n, -1))
+        log.info("eval: %s reward %.4f", ceiling, float(rewards[ceiling].mean()))
+    rows = summarize(rewards, metrics, reference)
+    add_default_columns(rows, rewards, default, ceiling)
+    all_schedules = dict(schedules)
+    if ceiling is not None:
+        all_schedules[ceiling] = flow.expand(n, -1)
+    set_names = add_set_metrics(rows, backend.set_metrics(ctx, all_schedules),
+                                [x for x in (default, reference) if x is not None], ceiling)
     report = EvalReport(steps=steps, reward=backend.reward_name, contexts=n,
-                        reference=reference, rows=summarize(rewards, metrics, reference))
+                        reference=reference, rows=rows, default=default, ceiling=ceiling,
+                        set_metrics=set_names)
     out_dir = Path(out) if out else (path.parent.parent if path.parent.name == "checkpoints"
                                      else path.parent) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -206,7 +327,7 @@ def evaluate_policy_file(policy_path: str | Path, *, overrides: dict[str, Any] |
     (out_dir / "eval.json").write_text(json.dumps(
         {"policy": str(path), "model_family": backend.model_family, "steps": steps,
          "reward": backend.reward_name, "contexts": n, "seed": seed, "reference": reference,
-         "rows": report.rows,
+         "rows": report.rows, "default": default, "ceiling": ceiling,
          "schedules": {k: v.tolist() for k, v in comparators.items() if v.ndim == 1},
          "learned_schedules_first": schedules[LEARNED][:8].tolist()}, indent=2))
     described = backend.describe_contexts(ctx)
@@ -222,4 +343,4 @@ def evaluate_policy_file(policy_path: str | Path, *, overrides: dict[str, Any] |
 
 
 __all__ = ["EvalReport", "evaluate_policy_file", "summarize", "backend_for_policy",
-           "policy_schedules", "reference_name"]
+           "policy_schedules", "reference_name", "add_default_columns", "add_set_metrics"]

@@ -2,7 +2,7 @@
 gain over the best global schedule (fitted on other seeds), for each CFG scale.
 
     python scripts/digits/oracle_cfg.py [--cfg 4.5 2.0] [--steps 3]
-    # -> bench/results/digits_oracle_cfg.md
+    # -> bench/results/digits_oracle_cfg.md (or --out)
 
 Smaller than headroom.py (10 digits x 4 seeds, global fit 40 Adam steps, oracle 60).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 import torch
 from headroom import OUT, Setting, batched, default_sigmas, evaluate, fit, noise_for, schedule
@@ -21,6 +22,7 @@ def main() -> None:
     ap.add_argument("--cfg", type=float, nargs="+", default=[4.5, 2.0])
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--per-digit", type=int, default=4)
+    ap.add_argument("--out", default=str(OUT.parent / "digits_oracle_cfg.md"))
     args = ap.parse_args()
     torch.manual_seed(0)
     st = Setting(args.cfg[0])
@@ -50,8 +52,7 @@ def main() -> None:
                      f"{diff.mean():+.2f} ± {diff.std() / math.sqrt(n):.2f} | "
                      f"{o[:, 1].min():.2f}-{o[:, 1].max():.2f} |")
         print(lines[-1], flush=True)
-    path = OUT.parent / "digits_oracle_cfg.md"
-    path.write_text("\n".join(lines) + "\n")
+    Path(args.out).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from ...comfy_bridge.sigmas import (
 from ...plots import image_grid
 from ...policies.actors import Actor, FixedScheduleActor, Trajectory
 from ...policies.latent_encoder import PRESETS, LatentTextEncoder
-from ..rl.backend import Backend
+from ..rl.backend import Backend, SetMetric, grouped_indices
 from .cond_cache import ConditioningCache, default_cache_dir, file_identity
 from .prompts import load_prompts, split_prompts
 
@@ -79,7 +79,7 @@ class ComfyBackend(Backend):
                  pool_size: int = 16384, pool_seed: int = 0, encoder_preset: str = "auto",
                  reference_steps: int = 40, reference_scheduler: str = "simple",
                  comparator_schedulers: Sequence[str] = ("simple",),
-                 held_out_seeds: bool = False):
+                 held_out_seeds: bool = False, set_measures: SetMeasures | None = None):
 
         from .sampling import check_sampler_name
 
@@ -118,6 +118,8 @@ class ComfyBackend(Backend):
         self.cond_cache = ConditioningCache(
             default_cache_dir() if cache_dir is None else cache_dir,
             identity=f"{self.model_family}|{identity}")
+        self.set_measures = set_measures
+        self._image_memo: dict[tuple[int, int, bytes], torch.Tensor] = {}
         self._pool: PromptContexts | None = None
         self._references: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -171,7 +173,8 @@ class ComfyBackend(Backend):
                    cache_dir=config.cache_dir, pool_size=config.pool_size,
                    pool_seed=config.seed + 7_919, encoder_preset=config.encoder_preset,
                    reference_steps=config.reference_steps,
-                   held_out_seeds=config.held_out == 0 and not config.eval_prompts)
+                   held_out_seeds=config.held_out == 0 and not config.eval_prompts,
+                   set_measures=set_measures_for(config))
 
     # -- contexts -------------------------------------------------------------------------------
     @property
@@ -190,6 +193,16 @@ class ComfyBackend(Backend):
 
     def draw_contexts(self, n: int, generator: torch.Generator) -> PromptContexts:
         return self.pool.select(torch.randint(self.pool_size, (n,), generator=generator))
+
+    def context_groups(self, contexts: PromptContexts) -> torch.Tensor:
+        """The prompt index of every context."""
+        return contexts.prompt_ids.long()
+
+    def draw_grouped_contexts(self, prompts: int, seeds: int,
+                              generator: torch.Generator) -> PromptContexts:
+        """``prompts`` distinct training prompts x ``seeds`` pool seeds of each."""
+        return self.pool.select(grouped_indices(self.pool.prompt_ids, prompts, seeds,
+                                                generator))
 
     def held_out_contexts(self, n: int, seed: int) -> PromptContexts:
         """``n`` held-out contexts: the held-out prompts in turn, seeds ``seed, seed+1, ...``
@@ -283,6 +296,26 @@ class ComfyBackend(Backend):
                 raise ValueError(f"The schedule {name!r} must not increase and must end at 0.")
             out[name] = model_to_flow(sampling_of(self.model), sig).float()
         return out
+
+    def ceiling_schedule(self, steps: int, *, schedulers: Sequence[str] | None = None,
+                         **_: Any) -> tuple[str, torch.Tensor]:
+        """The first comparator scheduler (the model's default, ``simple``) at ``steps``."""
+        name = (tuple(schedulers) if schedulers else self.comparator_schedulers)[0]
+        check_scheduler_names((name,))
+        return name, default_flow(self.model, steps, name).float()
+
+    def set_metrics(self, contexts: PromptContexts, schedules: dict[str, torch.Tensor]
+                    ) -> dict[str, dict[str, SetMetric]]:
+        """The back-end's set measures (the digits model: Fréchet distance, coverage,
+        accuracy; see :func:`set_measures_for`) of each schedule's images; empty without."""
+        if self.set_measures is None:
+            return {}
+        n = len(contexts)
+        images = {name: self._eval_images(contexts, s if s.ndim == 2 else s.expand(n, -1))
+                  for name, s in schedules.items()}
+        found = self.set_measures(images, self.prompt_texts(contexts))
+        return {name: {m: SetMetric(value, reps) for m, (value, reps) in ms.items()}
+                for name, ms in found.items()}
 
     def held_out_count(self) -> int:
         """The number of held-out prompts (``eval`` samples each with several seeds); with
@@ -479,6 +512,9 @@ class ComfyBackend(Backend):
         """``schedules [B, K, L+1]`` (flow time) -> rewards ``[B, K]`` (all B*K at once)."""
         b, k, n1 = schedules.shape
         flat = contexts.repeat(k)
+        if self.set_measures is not None:  # small images, measured again by set_metrics
+            return self.score(flat, self._eval_images(flat, schedules.reshape(b * k, -1))
+                              ).reshape(b, k)
         if self.sampler in RULES:
             actor = FixedScheduleActor(schedules.reshape(b * k, -1).cpu())
             return self.rollout(flat, actor, n1 - 1).reward.reshape(b, k)
@@ -534,6 +570,31 @@ class ComfyBackend(Backend):
             out.append(lat[pool[torch.randint(len(pool), (1,))][0]])
         return torch.stack(out)
 
+    @torch.inference_mode()
+    def _eval_images(self, contexts: PromptContexts, flow: torch.Tensor) -> torch.Tensor:
+        """Images of contexts under flow schedules ``[N, L+1]`` (the rollout path of
+        :meth:`rewards`), remembered per (prompt, seed, schedule) so that ``eval``'s rewards
+        and set measures sample each only once (used with set measures: small images)."""
+        flow = flow.float().cpu()
+        keys = [(int(p), int(s), row.numpy().tobytes())
+                for p, s, row in zip(contexts.prompt_ids, contexts.seeds, flow, strict=True)]
+        missing = [i for i, key in enumerate(keys) if key not in self._image_memo]
+        if missing:
+            idx = torch.tensor(missing)
+            sub = contexts.select(idx)
+            if self.sampler in RULES:
+                latents = self._sample_actor(sub, FixedScheduleActor(flow[idx]),
+                                             flow.shape[1] - 1).final
+                found = self.decode(latents)
+            else:
+                found = self.images(sub, self.model_sigmas(flow[idx]))
+            if len(self._image_memo) + len(missing) > IMAGE_MEMO_LIMIT:
+                self._image_memo.clear()
+            for i, img in zip(missing, found, strict=True):
+                self._image_memo[keys[i]] = img
+        return torch.stack([self._image_memo[key] for key in keys])
+
+    @torch.inference_mode()
     def reference_images(self, contexts: PromptContexts) -> torch.Tensor:
         """The ``reference_steps``-step sample of every context (computed once each)."""
         keys = [(int(p), int(s)) for p, s in zip(contexts.prompt_ids, contexts.seeds,
@@ -547,6 +608,32 @@ class ComfyBackend(Backend):
                 self._references[key] = img
         return torch.stack([self._references[key] for key in keys])
 
+
+SetMeasures = Callable[[dict[str, torch.Tensor], list[str]],
+                       dict[str, dict[str, tuple[float, torch.Tensor]]]]
+"""Images by schedule name + prompts -> name -> metric -> (value, bootstrap replicates)."""
+
+
+def set_measures_for(config: TrainConfig) -> SetMeasures | None:
+    """The set measures ``eval`` reports for a config: ``extra["set_metrics"]`` = ``digits``
+    (Fréchet distance, per-class coverage and accuracy on the digits classifier's features),
+    ``none``, or ``auto`` (the default: ``digits`` for the shipped digits model, i.e. a
+    diffusion model file named ``digits_*``)."""
+    choice = str((config.extra or {}).get("set_metrics", "auto"))
+    if choice not in ("auto", "digits", "none"):
+        raise ValueError(f"extra.set_metrics must be auto, digits or none, got {choice!r}.")
+    if choice == "auto":
+        name = Path(config.diffusion_model or "").name
+        choice = "digits" if name.startswith("digits_") else "none"
+    if choice == "none":
+        return None
+    from ..rewards.digits import DigitSetMeasures
+
+    return DigitSetMeasures()
+
+
+IMAGE_MEMO_LIMIT = 12_000
+"""Images :meth:`ComfyBackend._eval_images` remembers (32x32 digits: ~12 KB each)."""
 
 HELD_OUT_SEED_LIMIT = 2**30
 """With held-out seeds, held-out contexts use seeds below this and training contexts above."""

@@ -194,6 +194,63 @@ class DigitMeasures:
         return self.stats["held_out_features"], self.stats["held_out_labels"].long()
 
 
+class DigitSetMeasures:
+    """Set-level measures of generated digits, each with bootstrap replicates over the set:
+    ``fd`` (Fréchet distance of classifier features to the 500 held-out real digits),
+    ``coverage`` (mean per-class coverage, :func:`class_coverage`) and ``accuracy`` (share
+    classified as the prompted digit). Every image set of one call is resampled with the same
+    ``resamples`` index draws (seeded), so differences between sets have paired errors."""
+
+    names = ("fd", "coverage", "accuracy")
+
+    def __init__(self, path: str | Path = DEFAULT_CLASSIFIER, resamples: int = 200,
+                 seed: int = 0, k: int = 5) -> None:
+        self.measures = DigitMeasures(path)
+        self.resamples, self.seed, self.k = resamples, seed, k
+        self.real, self.real_y = self.measures.held_out_features()
+        self._radius = {c: torch.cdist(r, r).kthvalue(k + 1, dim=1).values
+                        for c in range(10)
+                        if len(r := self.real[self.real_y == c].double()) > k}
+
+    def __call__(self, images: dict[str, torch.Tensor], prompts: list[str]
+                 ) -> dict[str, dict[str, tuple[float, torch.Tensor]]]:
+        """name -> images ``[N, H, W, C]`` of the same N prompts -> name -> metric ->
+        (value, bootstrap replicates ``[resamples]``)."""
+        labels = _classes(prompts, len(prompts))
+        n = len(labels)
+        g = torch.Generator().manual_seed(self.seed)
+        boots = [torch.arange(n)] + [torch.randint(n, (n,), generator=g)
+                                     for _ in range(self.resamples)]
+        out = {}
+        for name, imgs in images.items():
+            if len(imgs) != n:
+                raise ValueError(f"{name}: {len(imgs)} images for {n} prompts.")
+            feats = self.measures.features(imgs).double()
+            correct = (self.measures.model.fc2(feats.float()).argmax(-1) == labels).double()
+            covered = self._covered(feats, labels)
+            fd = torch.tensor([frechet_distance(feats[i], self.real) for i in boots])
+            cov = torch.stack([self._coverage(covered, labels, i) for i in boots])
+            acc = torch.stack([correct[i].mean() for i in boots])
+            out[name] = {"fd": (float(fd[0]), fd[1:]), "coverage": (float(cov[0]), cov[1:]),
+                         "accuracy": (float(acc[0]), acc[1:])}
+        return out
+
+    def _covered(self, feats: torch.Tensor, labels: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Per class: ``[real_c, N]`` whether generated digit j (prompted c) lies in real
+        digit i's k-NN ball (False for other prompts)."""
+        out = {}
+        for c, radius in self._radius.items():
+            d = torch.cdist(self.real[self.real_y == c].double(), feats)
+            out[c] = (d <= radius[:, None]) & (labels == c)[None]
+        return out
+
+    def _coverage(self, covered: dict[int, torch.Tensor], labels: torch.Tensor,
+                  index: torch.Tensor) -> torch.Tensor:
+        per_class = [covered[c][:, index].any(1).double().mean() for c in covered
+                     if bool((labels[index] == c).any())]
+        return torch.stack(per_class).mean() if per_class else torch.tensor(float("nan"))
+
+
 class DigitReward:
     """``digit``: log-probability the classifier gives the prompted digit (hackable)."""
 

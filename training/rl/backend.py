@@ -6,6 +6,7 @@ testbed (no weights, the embedded default) and, later, on real ComfyUI models.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,23 @@ class Backend:
         mean). Empty by default."""
         return {}
 
+    def set_metrics(self, contexts: Any, schedules: dict[str, torch.Tensor]
+                    ) -> dict[str, dict[str, SetMetric]]:
+        """Set-level measures (e.g. the digits model's Fréchet distance and per-class coverage)
+        of the outputs of each schedule over all ``contexts``: schedule name -> metric ->
+        :class:`SetMetric`; ``schedules``: name -> ``[N, L+1]`` flow time (lengths may differ
+        between names). Bootstrap replicates use the same resamples of the contexts for every
+        schedule, so differences between schedules get paired standard errors. Empty by
+        default (no set-level measures)."""
+        return {}
+
+    def ceiling_schedule(self, steps: int, **options: Any) -> tuple[str, torch.Tensor] | None:
+        """The model's default schedule at ``steps`` steps (the quality ceiling ``eval`` reports
+        beside the L-step schedules): ``(name of the comparator it is the many-step version of,
+        flow schedule [steps+1])``; ``options`` as for :meth:`comparators`. None when the
+        back-end has no default schedule."""
+        return None
+
     def describe_contexts(self, contexts: Any) -> list[dict[str, Any]] | None:
         """One dict per context for the per-context CSV of ``eval`` (e.g. prompt and seed), or
         None to write no such file."""
@@ -113,6 +131,61 @@ class Backend:
     def write_samples(self, policy: nn.Module, path: Path) -> Path | None:
         """Save sample images of the policy's schedules (None: the back-end has no images)."""
         return None
+
+    def context_groups(self, contexts: Any) -> torch.Tensor | None:
+        """The prompt-group id of every context, ``LongTensor [B]`` (contexts sharing a prompt
+        and differing in their noise share an id), for the grouped baselines; None when the
+        back-end has no notion of prompt."""
+        return None
+
+    def draw_grouped_contexts(self, prompts: int, seeds: int,
+                              generator: torch.Generator) -> Any:
+        """``prompts * seeds`` training contexts: ``prompts`` distinct prompts (fewer only if
+        there are fewer), ``seeds`` noises each, prompt-major. ``ValueError`` when the
+        back-end cannot group by prompt."""
+        raise ValueError("This back-end cannot draw batches grouped by prompt: set "
+                         "seeds_per_prompt to 0 and use a baseline that is not grouped.")
+
+
+def grouped_indices(pool_groups: torch.Tensor, prompts: int, seeds: int,
+                    generator: torch.Generator) -> torch.Tensor:
+    """Indices into a context pool whose group ids are ``pool_groups [N]``: ``prompts``
+    distinct groups (drawn without replacement while there are enough, then with), ``seeds``
+    members of each, drawn with replacement; prompt-major ``[prompts * seeds]``."""
+    ids, inverse = torch.unique(pool_groups, return_inverse=True)
+    n = len(ids)
+    if prompts <= n:
+        chosen = torch.randperm(n, generator=generator)[:prompts]
+    else:
+        chosen = torch.randint(n, (prompts,), generator=generator)
+    out = []
+    for g in chosen.tolist():
+        members = torch.nonzero(inverse == g).flatten()
+        out.append(members[torch.randint(len(members), (seeds,), generator=generator)])
+    return torch.cat(out)
+
+
+@dataclass
+class SetMetric:
+    """A set-level measure of one schedule's outputs: its value on all contexts and its
+    bootstrap ``replicates`` ``[R]`` (the value on R resamples of the contexts, the same
+    resamples for every schedule of one :meth:`Backend.set_metrics` call)."""
+
+    value: float
+    replicates: torch.Tensor
+
+    @property
+    def se(self) -> float:
+        """Bootstrap standard error."""
+        r = self.replicates.double()
+        r = r[torch.isfinite(r)]
+        return float(r.std()) if r.numel() > 1 else 0.0
+
+    def diff_se(self, other: SetMetric) -> float:
+        """Standard error of ``self.value - other.value``, paired on the same resamples."""
+        d = (self.replicates.double() - other.replicates.double())
+        d = d[torch.isfinite(d)]
+        return float(d.std()) if d.numel() > 1 else 0.0
 
 
 def module_device(module: nn.Module) -> torch.device:

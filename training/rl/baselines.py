@@ -321,14 +321,16 @@ def grouped_js_baseline(r: Tensor, groups: Tensor | None = None,
     return BaselineResult(kind, base, a, s2, d2_report)
 
 
-def advantages(r: Tensor, kind: str, normalize: bool = False, eps: float = 1e-8) -> Tensor:
-    """Advantages ``r - b`` with the ``kind`` baseline.
+def advantages(r: Tensor, kind: str, normalize: bool = False, eps: float = 1e-8,
+               groups: Tensor | None = None) -> Tensor:
+    """Advantages ``r - b`` with the ``kind`` baseline (``groups``: as for
+    :func:`compute_baseline`).
 
     With ``normalize``, divide by the batch's reward standard deviation (unbiased, over all
     B*K rewards of each ``[B, K]`` slice) plus ``eps``; a single-reward batch is left unscaled.
     """
     r = _check_rewards(r)
-    adv = r - compute_baseline(r, kind).baseline
+    adv = r - compute_baseline(r, kind, groups=groups).baseline
     if normalize and r.shape[-1] * r.shape[-2] > 1:
         std = r.flatten(-2).std(-1, correction=1)[..., None, None]
         adv = adv / (std + eps)

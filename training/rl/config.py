@@ -9,7 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BASELINES = ("none", "rloo", "xctx", "js")
+BASELINES = ("none", "rloo", "xctx", "js", "js_winsor", "js_rank", "js_group",
+             "js_group_pooled")
+"""The paper's four baselines, then the robust and grouped James-Stein variants
+(:data:`training.rl.baselines.EXTRA_BASELINE_KINDS`)."""
+GROUPED_BASELINES = ("js_group", "js_group_pooled")
+"""Baselines that shrink toward each context's prompt group (batches drawn as prompts x seeds)."""
+DEFAULT_SEEDS_PER_PROMPT = 4
+"""Seeds per prompt in a batch when a grouped baseline is chosen and ``seeds_per_prompt=0``."""
+CONCENTRATION_FORMS = ("softplus", "scheduled")
+"""``TrainConfig.concentration`` values (:data:`policies.dirichlet.CONCENTRATIONS`)."""
 ALGOS = ("reinforce", "ppo", "adagen")
 """Algorithm names; each has a config section (a field of :class:`TrainConfig`) of that name."""
 
@@ -21,7 +30,8 @@ LEGACY_KEYS: dict[str, tuple[str | None, str]] = {
 ``None`` is the active algorithm's (``algo``). :meth:`TrainConfig.from_dict` maps them."""
 
 RESUME_FIXED = ("backend", "algo", "steps", "hidden", "depth", "encoder_preset",
-                "init_schedule", "init_concentration", "seed", "pool_size")
+                "init_schedule", "init_concentration", "seed", "pool_size", "concentration",
+                "seeds_per_prompt")
 """Fields a ``--resume`` may not change: they fix the policy's architecture, its algorithm or
 the training stream (every other field, e.g. iterations, lr, eval cadence, may change)."""
 
@@ -139,7 +149,12 @@ class ReinforceConfig:
     """REINFORCE with a reward baseline (the paper)."""
 
     baseline: str = "js"
-    """Reward baseline: ``none``, ``rloo``, ``xctx`` (cross-context) or ``js`` (James-Stein)."""
+    """Reward baseline: ``none``, ``rloo``, ``xctx`` (cross-context) or ``js`` (James-Stein,
+    the paper's); robust JS: ``js_winsor`` (JS on winsorised rewards, for heavy tails) or
+    ``js_rank`` (weight from rank scores); grouped JS: ``js_group`` (each context shrunk
+    toward its own prompt's other seeds, one weight per prompt) or ``js_group_pooled`` (one
+    weight pooled over the prompts). Grouped baselines draw batches as prompts x seeds
+    (``seeds_per_prompt``); the back-end says which prompt each context has."""
     normalize_advantages: bool = False
     """Divide advantages by the batch's reward std (off in the paper)."""
     entropy_coef: float = 0.0
@@ -154,7 +169,7 @@ class ReinforceConfig:
         """Raise ``ValueError`` for options the run cannot use."""
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}.")
-        if self.baseline in ("rloo", "js") and config.rollouts < 2:
+        if self.baseline not in ("none", "xctx") and config.rollouts < 2:
             raise ValueError(f"The {self.baseline} baseline needs at least 2 rollouts per context.")
         if self.baseline in ("xctx", "js") and config.batch * config.rollouts < 2:
             raise ValueError(f"The {self.baseline} baseline needs at least 2 rollouts in a batch.")
@@ -350,7 +365,22 @@ class TrainConfig:
     """Where the policy's mean schedule starts: ``default`` (the model's own schedule, on
     back-ends that have one: comfy) or ``uniform`` (uniform in flow time)."""
     init_concentration: float | None = None
-    """Total Dirichlet concentration at initialisation (None: 8 * (L + 1))."""
+    """Total Dirichlet concentration at initialisation (None: 40 with ``concentration=
+    scheduled``, 8 * (L + 1) with ``softplus``)."""
+    concentration: str = "scheduled"
+    """How the Dirichlet policy parameterises its concentrations: ``scheduled`` (separate
+    mean and total concentration; the concentration is not learned but moves geometrically
+    from init_concentration to final_concentration over the run) or ``softplus`` (the
+    paper's ``alpha = softplus(head)``: its concentration runs away under REINFORCE and can
+    collapse the policy to one context-independent schedule, bench/results/
+    learning_quality.md; runs before this option used it)."""
+    final_concentration: float | None = None
+    """Total concentration at the last iteration with ``concentration=scheduled`` (None: 10 x
+    the initial one, i.e. 40 -> 400)."""
+    seeds_per_prompt: int = 0
+    """Draw each batch as ``batch / seeds_per_prompt`` distinct prompts (testbed: classes) x
+    ``seeds_per_prompt`` noises each; 0: independent contexts, or 4 seeds per prompt when the
+    baseline is grouped (``js_group``, ``js_group_pooled``)."""
     seed: int = 0
     """Seed for torch, numpy and python's random; also the training-context stream."""
     eval_every: int = 50
@@ -394,6 +424,13 @@ class TrainConfig:
         self.section.validate(self)
         if self.backend not in ("testbed", "comfy"):
             raise ValueError(f"backend must be 'testbed' or 'comfy', got {self.backend!r}.")
+        if self.concentration not in CONCENTRATION_FORMS:
+            raise ValueError(f"concentration must be one of {CONCENTRATION_FORMS}, got "
+                             f"{self.concentration!r}.")
+        shape = self.grouped_draw()
+        if shape is not None and (shape[1] < 1 or self.batch % shape[1]):
+            raise ValueError(f"batch ({self.batch}) must be a multiple of seeds_per_prompt "
+                             f"({shape[1]}) to draw prompts x seeds.")
         if self.init_schedule not in ("default", "uniform"):
             raise ValueError(f"init_schedule must be 'default' or 'uniform', got "
                              f"{self.init_schedule!r}.")
@@ -444,6 +481,11 @@ class TrainConfig:
         # the head starts each of the L + 1 concentrations above the Dirichlet's floor (1e-3)
         check_number("init_concentration", self.init_concentration, low=0.002 * n,
                      high=1e7, low_open=True)
+        check_number("final_concentration", self.final_concentration, low=0.002 * n,
+                     high=1e7, low_open=True)
+        if self.seeds_per_prompt < 0 or self.seeds_per_prompt > self.batch:
+            raise ValueError(f"seeds_per_prompt must be between 0 and batch ({self.batch}), "
+                             f"got {self.seeds_per_prompt}.")
 
     def _check_paths(self) -> None:
         """The run folder's parent and name can hold a run folder."""
@@ -457,6 +499,17 @@ class TrainConfig:
                 not self.run_name.strip() or self.run_name in (".", "..")
                 or any(sep in self.run_name for sep in ("/", "\\"))):
             raise ValueError(f"run_name must be a plain folder name, got {self.run_name!r}.")
+
+    def grouped_draw(self) -> tuple[int, int] | None:
+        """``(prompts, seeds_per_prompt)`` of a batch drawn grouped by prompt, or None for
+        independent contexts (see ``seeds_per_prompt``)."""
+        seeds = self.seeds_per_prompt
+        if not seeds and self.algo in SECTIONS \
+                and getattr(self.section, "baseline", None) in GROUPED_BASELINES:
+            seeds = min(DEFAULT_SEEDS_PER_PROMPT, self.batch)
+        if not seeds:
+            return None
+        return max(1, self.batch // seeds), seeds
 
     @property
     def section(self) -> Any:

@@ -96,16 +96,29 @@ def learning_rate(config: TrainConfig, iteration: int) -> float:
 
 def train_iteration(policy: nn.Module, optimizer: torch.optim.Optimizer, backend: Backend,
                     contexts: Any, config: TrainConfig, dist: Dist | None = None,
-                    algorithm: Algorithm | None = None) -> dict[str, float]:
-    """One policy update on a batch of contexts: the algorithm's ``collect`` then ``update``.
+                    algorithm: Algorithm | None = None,
+                    iteration: int | None = None) -> dict[str, float]:
+    """One policy update on a batch of contexts: the algorithm's ``collect`` then ``update``
+    (``iteration``, 1-based, tells the algorithm where the run is).
 
     With a data-parallel ``dist``, ``contexts`` is the global batch (the same on every rank);
     every metric returned is a global-batch statistic.
     """
     dist = dist or Dist()
     algorithm = algorithm or make_algorithm(config)
+    if iteration is not None:
+        algorithm.iteration = iteration
     batch = algorithm.collect(policy, backend, contexts, dist)
     return algorithm.update(policy, optimizer, batch, dist)
+
+
+def draw_batch(backend: Backend, config: TrainConfig, generator: torch.Generator) -> Any:
+    """One iteration's training contexts: ``config.batch`` independent ones, or prompts x
+    seeds when the config asks for batches grouped by prompt (:meth:`TrainConfig.grouped_draw`)."""
+    shape = config.grouped_draw()
+    if shape is None:
+        return backend.draw_contexts(config.batch, generator)
+    return backend.draw_grouped_contexts(*shape, generator)
 
 
 @torch.no_grad()
@@ -291,9 +304,9 @@ def _train(config: TrainConfig, *, backend: Backend | None = None,
         for it in range(start + 1, config.iterations + 1):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, it) * group.get("lr_scale", 1.0)
-            contexts = backend.draw_contexts(config.batch, ctx_gen)
+            contexts = draw_batch(backend, config, ctx_gen)
             metrics = train_iteration(policy, optimizer, backend, contexts, config, dist,
-                                      algorithm)
+                                      algorithm, iteration=it)
             row: dict[str, Any] = {"iteration": it, "lr": learning_rate(config, it), **metrics,
                                    "seconds": round(time.perf_counter() - t0, 3)}
             if it == config.iterations or (config.eval_every and it % config.eval_every == 0):

@@ -10,7 +10,7 @@ from torch import nn
 
 from ...policies.actors import Actor, StepState, Trajectory, TrajectoryRecorder, check_decision
 from ...policies.encoders import VectorEncoder
-from ..rl.backend import Backend
+from ..rl.backend import Backend, grouped_indices
 from .eval import squared_errors, testbed_comparators, write_schedule_plot
 from .mixture import DTYPE, Contexts, Testbed
 
@@ -61,6 +61,15 @@ class TestbedBackend(Backend):
 
     def held_out_contexts(self, n: int, seed: int) -> Contexts:
         return self.testbed.contexts_from_seed(n, seed)
+
+    def context_groups(self, contexts: Contexts) -> torch.Tensor:
+        """The class of every context (the testbed's prompt)."""
+        return contexts.classes.long()
+
+    def draw_grouped_contexts(self, prompts: int, seeds: int,
+                              generator: torch.Generator) -> Contexts:
+        """``prompts`` distinct classes x ``seeds`` pool contexts of each."""
+        return self.pool.select(grouped_indices(self.pool.classes, prompts, seeds, generator))
 
     def features(self, contexts: Contexts) -> dict[str, torch.Tensor]:
         return {"noise": contexts.noise.to(self.dtype), "cond": contexts.cond.to(self.dtype)}

@@ -51,6 +51,8 @@ class RolloutBatch:
     """``len(mine) / B``: a local mean times ``share``, summed over ranks, is the global mean."""
     stats: dict[str, float] = field(default_factory=dict)
     """Policy diagnostics at collection time (logged as they are)."""
+    groups: Tensor | None = None
+    """Prompt-group id of every context ``[B]`` (:meth:`Backend.context_groups`), or None."""
 
     def local(self) -> tuple[Features, Tensor]:
         """This rank's features and actions."""
@@ -69,9 +71,28 @@ class Algorithm:
     config_section: ClassVar[type]
     """Dataclass type of its config section."""
 
+    iteration: int | None = None
+    """The 1-based iteration being trained (set by the engine before each one; None outside
+    a run)."""
+
     def __init__(self, config: TrainConfig):
         self.config = config
         self.options = getattr(config, self.name)
+
+    def training_progress(self) -> float | None:
+        """How far the run is: 0 at the first iteration, 1 at the last (None outside a run).
+        A pure function of the iteration, so a resumed run sees the same values."""
+        if self.iteration is None:
+            return None
+        return (self.iteration - 1) / max(1, self.config.iterations - 1)
+
+    def tell_progress(self, policy: nn.Module) -> None:
+        """Pass :meth:`training_progress` to a policy that schedules something over the run
+        (its optional ``set_progress(fraction)``, e.g. the Dirichlet policy's concentration)."""
+        progress = self.training_progress()
+        set_progress = getattr(policy, "set_progress", None)
+        if progress is not None and callable(set_progress):
+            set_progress(progress)
 
     @property
     def run_tag(self) -> str:
@@ -120,7 +141,9 @@ class Algorithm:
     @torch.no_grad()
     def collect(self, policy: SchedulePolicy, backend: Backend, contexts: Any,
                 dist: Dist) -> RolloutBatch:
-        """Sample ``K`` actions per context, roll out this rank's slice, gather the rewards."""
+        """Sample ``K`` actions per context, roll out this rank's slice, gather the rewards
+        (the policy first hears the training progress, :meth:`tell_progress`)."""
+        self.tell_progress(policy)
         features = policy_features(policy, backend, contexts)
         actions, logp = policy.sample(features, self.config.rollouts)
         schedules = policy.actions_to_schedules(actions)  # [B, K, L+1]
@@ -129,7 +152,8 @@ class Algorithm:
         local = _local_rewards(backend, contexts, schedules, mine, dist).to(logp)
         return RolloutBatch(features=features, actions=actions, logp=logp, schedules=schedules,
                             rewards=dist.all_gather(local), mine=mine,
-                            share=len(mine) / batch, stats=policy.diagnostics(features))
+                            share=len(mine) / batch, stats=policy.diagnostics(features),
+                            groups=backend.context_groups(contexts))
 
     def update(self, policy: SchedulePolicy, optimizer: torch.optim.Optimizer,
                batch: RolloutBatch, dist: Dist) -> dict[str, float]:

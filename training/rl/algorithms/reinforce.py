@@ -8,15 +8,22 @@ gradient through the sampler).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from ....policies.kinds import POLICY_KINDS
+from ..backend import Backend
 from ..baselines import advantages, compute_baseline
-from ..config import ReinforceConfig
+from ..config import GROUPED_BASELINES, ReinforceConfig
 from ..distributed import Dist
 from .base import Algorithm, RolloutBatch
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..config import TrainConfig
 
 
 class Reinforce(Algorithm):
@@ -35,11 +42,24 @@ class Reinforce(Algorithm):
     def run_tag(self) -> str:
         return f"{self.name}-{self.options.baseline}"
 
+    def build_policy(self, config: TrainConfig, backend: Backend) -> nn.Module:
+        """The Dirichlet policy in the configured parameterisation (``concentration``: the
+        ``scheduled`` form's concentration follows :meth:`Algorithm.training_progress`)."""
+        encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth)
+        segments = backend.default_segments(config.steps) \
+            if config.init_schedule == "default" else None
+        return POLICY_KINDS[self.policy_kind].for_training(
+            encoder, config.steps, hidden=config.hidden,
+            init_concentration=config.init_concentration, init_segments=segments,
+            concentration=config.concentration, kappa_end=config.final_concentration)
+
     def update(self, policy: Any, optimizer: torch.optim.Optimizer, batch: RolloutBatch,
                dist: Dist) -> dict[str, float]:
         rewards = batch.rewards
-        base = compute_baseline(rewards, self.options.baseline)
-        adv = advantages(rewards, self.options.baseline, self.options.normalize_advantages)
+        groups = batch.groups if self.options.baseline in GROUPED_BASELINES else None
+        base = compute_baseline(rewards, self.options.baseline, groups=groups)
+        adv = advantages(rewards, self.options.baseline, self.options.normalize_advantages,
+                         groups=groups)
         features, actions = batch.local()
         adv = adv[batch.mine]
         reference = self.reference_logp(policy, features, actions) if batch.share else None
