@@ -3,6 +3,8 @@ algorithm passes to it, and the loading default that keeps older policy files un
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -119,3 +121,26 @@ def test_schedule_spread():
     s = torch.tensor([[1.0, 0.6, 0.2, 0.0], [1.0, 0.4, 0.2, 0.0]])
     assert schedule_spread(s) == pytest.approx(float(torch.tensor([0.6, 0.4]).std()) / 2)
     assert schedule_spread(s[:1]) == 0.0
+
+
+def test_a_config_saved_before_the_option_keeps_the_softplus_form(tmp_path):
+    saved = TrainConfig().to_dict()
+    assert saved["concentration"] == "scheduled"  # the default for new runs
+    del saved["concentration"]
+    assert TrainConfig.from_dict(saved).concentration == "softplus"
+    assert TrainConfig.from_dict({"steps": 4}).concentration == "scheduled"
+    cfg = TrainConfig.from_dict(dict(steps=3, iterations=4, batch=4, hidden=16, depth=1,
+                                     eval_every=0, checkpoint_every=2, eval_contexts=8,
+                                     pool_size=64, out=str(tmp_path), run_name="old",
+                                     progress=False, concentration="softplus"))
+
+    def stop(it, metrics):
+        if it == 2:
+            raise KeyboardInterrupt
+
+    assert train(cfg, callback=stop).interrupted
+    old = cfg.to_dict()
+    del old["concentration"]  # as an older version wrote config.json
+    (tmp_path / "old" / "config.json").write_text(json.dumps(old))
+    resumed = TrainConfig.load(tmp_path / "old" / "config.json")
+    assert train(resumed, resume=tmp_path / "old").iterations_done == 4
