@@ -101,3 +101,16 @@ def test_grouped_baseline_differs_from_plain_js_on_grouped_rewards():
     assert float(grouped.js_weight) > float(plain.js_weight)
     adv = baselines.advantages(r, "js_group_pooled", groups=groups)
     torch.testing.assert_close(adv, r - grouped.baseline)
+
+
+def test_comfy_back_end_groups_by_prompt_index():
+    """The ComfyUI back-end's groups are prompt indices (its module imports no ComfyUI)."""
+    from learned_schedules.training.comfy.backend import ComfyBackend, PromptContexts
+
+    backend = object.__new__(ComfyBackend)  # only the pool is needed
+    backend._pool = PromptContexts(torch.arange(400) % 5, torch.arange(400) + 1000)
+    ctx = backend.draw_grouped_contexts(3, 4, torch.Generator().manual_seed(0))
+    groups = backend.context_groups(ctx)
+    assert torch.equal(groups, ctx.prompt_ids)
+    per = groups.view(3, 4)
+    assert (per == per[:, :1]).all() and len(set(per[:, 0].tolist())) == 3
