@@ -29,7 +29,7 @@ def policy_flow(policy: torch.nn.Module, features: dict[str, torch.Tensor], mode
     reproducible and the global RNG is left as it was)."""
     if mode not in ("mean", "sample"):
         raise ValueError(f"mode must be 'mean' or 'sample', got {mode!r}.")
-    device = next((*policy.parameters(), *policy.buffers()), torch.zeros(0)).device
+    device = next(iter((*policy.parameters(), *policy.buffers())), torch.zeros(0)).device
     feats = {k: v.to(device) for k, v in features.items()}
     with torch.inference_mode():
         if mode == "sample" and seed is not None:
