@@ -112,6 +112,8 @@ def main() -> None:
     ap.add_argument("--init-concentration", type=float, default=40.0)
     ap.add_argument("--concentration", default="scheduled", choices=["scheduled", "softplus"],
                     help="the Dirichlet policy's parameterisation (softplus: the old form)")
+    ap.add_argument("--final-concentration", type=float, default=None,
+                    help="scheduled form: concentration at the last iteration (default 10x)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
                     help="policies to train (default: all)")
     ap.add_argument("--testbed-config", default=None,
@@ -120,7 +122,8 @@ def main() -> None:
     ap.add_argument("--name", default="testbed_table", help="output file stem")
     args = ap.parse_args()
     hp = {"lr": args.lr, "init_concentration": args.init_concentration,
-          "testbed_config": args.testbed_config, "concentration": args.concentration}
+          "testbed_config": args.testbed_config, "concentration": args.concentration,
+          "final_concentration": args.final_concentration}
     testbed = Testbed.from_json(args.testbed_config) if args.testbed_config else Testbed.default()
     held = testbed.contexts_from_seed(args.contexts, EVAL_SEED)
     train_ctx = testbed.contexts_from_seed(512, EVAL_SEED + 1)

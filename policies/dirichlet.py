@@ -150,7 +150,11 @@ class DirichletPolicy(nn.Module):
 
     # -- distribution -------------------------------------------------------------------
     def mean_segments(self, features: Features) -> torch.Tensor:
-        """The Dirichlet mean ``[B, L+1]`` (the segments of the ``mode="mean"`` schedule)."""
+        """The segments of the ``mode="mean"`` schedule ``[B, L+1]``: the Dirichlet mean
+        (``scheduled``: ``softmax(head)``, the mean without the floor, so that it does not
+        depend on the current concentration)."""
+        if self.concentration == "scheduled":
+            return torch.softmax(self.head(self.encoder(**features)), -1)
         alpha = self.alpha(features)
         return alpha / alpha.sum(-1, keepdim=True)
 
@@ -164,6 +168,13 @@ class DirichletPolicy(nn.Module):
     def distribution(self, features: Features) -> Dirichlet:
         return Dirichlet(self.alpha(features))
 
+    def _density(self, alpha: torch.Tensor) -> Dirichlet:
+        """The Dirichlet whose log-density and entropy the losses use: float64 for the
+        ``scheduled`` form, whose concentrations reach hundreds (its log-density is a
+        difference of lgamma values near 2000, where float32 keeps ~1e-4 absolute: PPO's
+        ratio would carry that noise); the ``softplus`` form as it always was."""
+        return Dirichlet(alpha.double() if self.concentration == "scheduled" else alpha)
+
     # -- the SchedulePolicy contract ------------------------------------------------------
     def feature_dims(self) -> dict[str, list[int]]:
         return self.encoder.feature_dims()
@@ -174,9 +185,10 @@ class DirichletPolicy(nn.Module):
         Drawn as ``Dirichlet(alpha).sample((K,))`` (``[K, B, L+1]``) and transposed: the order
         in which the trainer has always consumed the random stream.
         """
-        dist = self.distribution(features)
-        tau = dist.sample((k,))  # [K, B, L+1]
-        logp = dist.log_prob(tau.clamp_min(_TAU_FLOOR))
+        alpha = self.alpha(features)
+        tau = Dirichlet(alpha).sample((k,))  # [K, B, L+1]
+        dens = self._density(alpha)
+        logp = dens.log_prob(tau.clamp_min(_TAU_FLOOR).to(dens.concentration)).to(alpha.dtype)
         return tau.transpose(0, 1), logp.transpose(0, 1)
 
     def log_prob(self, features: Features, actions: torch.Tensor) -> torch.Tensor:
@@ -185,15 +197,18 @@ class DirichletPolicy(nn.Module):
 
     def entropy(self, features: Features) -> torch.Tensor:
         """Dirichlet entropy of every context ``[B]``."""
-        return self.distribution(features).entropy()
+        alpha = self.alpha(features)
+        return self._density(alpha).entropy().to(alpha.dtype)
 
     def evaluate_actions(self, features: Features, actions: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log_prob [B, K], entropy [B])`` from one forward pass (what a loss needs)."""
-        dist = self.distribution(features)
+        alpha = self.alpha(features)
+        dens = self._density(alpha)
         # [K, B, L+1] layout, as the samples were drawn
-        logp = dist.log_prob(actions.transpose(0, 1).clamp_min(_TAU_FLOOR)).transpose(0, 1)
-        return logp, dist.entropy()
+        tau = actions.transpose(0, 1).clamp_min(_TAU_FLOOR).to(dens.concentration)
+        logp = dens.log_prob(tau).transpose(0, 1).to(alpha.dtype)
+        return logp, dens.entropy().to(alpha.dtype)
 
     def actions_to_schedules(self, actions: torch.Tensor) -> torch.Tensor:
         """Segments ``[..., L+1]`` -> flow schedules ``[..., L+1]`` (segments floored)."""
@@ -226,7 +241,7 @@ class DirichletPolicy(nn.Module):
         ``schedule_spread``, the std across the contexts of the mean schedule averaged over
         the interior timesteps (near 0: one context-independent schedule, a collapse)."""
         alpha = self.alpha(features)
-        sched = to_schedule(alpha / alpha.sum(-1, keepdim=True), self.min_segment)
+        sched = to_schedule(self.mean_segments(features), self.min_segment)
         return {"concentration": float(alpha.sum(-1).mean()),
                 "schedule_spread": schedule_spread(sched)}
 

@@ -251,7 +251,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(cfg)
     log.info("demo: training a James-Stein policy on the default analytic testbed (L=5)")
     result = train(config)
-    report = evaluate_policy_file(result.run_dir / "policy.safetensors")
+    import torch
+
+    # the evaluation too runs on one thread: the testbed's tensors are tiny, and on a busy
+    # 2-core machine default threading made its comparator fits several times slower
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = evaluate_policy_file(result.run_dir / "policy.safetensors")
+    finally:
+        torch.set_num_threads(before)
     print(report.markdown())
     print(f"\nrun folder: {result.run_dir}\nplot: {report.out_dir / 'schedules.png'}")
     return 0

@@ -35,6 +35,12 @@ RESUME_FIXED = ("backend", "algo", "steps", "hidden", "depth", "encoder_preset",
 """Fields a ``--resume`` may not change: they fix the policy's architecture, its algorithm or
 the training stream (every other field, e.g. iterations, lr, eval cadence, may change)."""
 
+SAVED_BEFORE_CONCENTRATION = frozenset({"init_concentration", "init_schedule",
+                                        "keep_checkpoints", "pool_size", "extra"})
+"""Keys every saved ``config.json`` holds: a saved config without ``concentration`` was
+written before that option existed, by a run that trained the ``softplus`` form (so resuming
+it, or reading its policy's training config, keeps that form)."""
+
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string",
                "bool": "true or false", "dict": "a JSON object"}
 
@@ -365,8 +371,8 @@ class TrainConfig:
     """Where the policy's mean schedule starts: ``default`` (the model's own schedule, on
     back-ends that have one: comfy) or ``uniform`` (uniform in flow time)."""
     init_concentration: float | None = None
-    """Total Dirichlet concentration at initialisation (None: 40 with ``concentration=
-    scheduled``, 8 * (L + 1) with ``softplus``)."""
+    """Total Dirichlet concentration at initialisation (None: 40 with the ``scheduled``
+    concentration, 8 * (L + 1) with ``softplus``)."""
     concentration: str = "scheduled"
     """How the Dirichlet policy parameterises its concentrations: ``scheduled`` (separate
     mean and total concentration; the concentration is not learned but moves geometrically
@@ -533,6 +539,8 @@ class TrainConfig:
             raise ValueError(f"A training config must be a JSON object, got "
                              f"{_json_type(data)}.")
         data = dict(data)
+        if "concentration" not in data and SAVED_BEFORE_CONCENTRATION <= data.keys():
+            data["concentration"] = "softplus"  # a run saved before the option trained it
         legacy = {k: data.pop(k) for k in list(data) if k in LEGACY_KEYS}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)

@@ -8,6 +8,7 @@ gradient through the sampler).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ..config import TrainConfig
+
+log = logging.getLogger("learned_schedules.training")
 
 
 class Reinforce(Algorithm):
@@ -45,6 +48,12 @@ class Reinforce(Algorithm):
     def build_policy(self, config: TrainConfig, backend: Backend) -> nn.Module:
         """The Dirichlet policy in the configured parameterisation (``concentration``: the
         ``scheduled`` form's concentration follows :meth:`Algorithm.training_progress`)."""
+        if config.concentration == "scheduled" and self.options.baseline in ("none", "xctx"):
+            log.warning("baseline %r has no per-context term: with the scheduled concentration "
+                        "its common-mode reward noise moves the mean schedule (on the testbed "
+                        "such runs ended far below the uniform schedule, bench/results/"
+                        "quality_table); prefer rloo, js or js_group_pooled",
+                        self.options.baseline)
         encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth)
         segments = backend.default_segments(config.steps) \
             if config.init_schedule == "default" else None
