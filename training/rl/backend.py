@@ -6,6 +6,7 @@ testbed (no weights, the embedded default) and, later, on real ComfyUI models.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from ...policies.actors import Actor, Trajectory
 
 if TYPE_CHECKING:
     from .config import TrainConfig
+    from .flow_error import FlowField
 
 
 class Backend:
@@ -99,6 +101,16 @@ class Backend:
 
     def write_samples(self, policy: nn.Module, path: Path) -> Path | None:
         """Save sample images of the policy's schedules (None: the back-end has no images)."""
+        return None
+
+    def flow_rollout(self, contexts: Any, fn: Callable[[FlowField], dict[str, torch.Tensor]]
+                     ) -> dict[str, torch.Tensor] | None:
+        """Run ``fn`` on the contexts' differentiable, forward-AD capable probability-flow
+        field (:class:`training.rl.flow_error.FlowField`: the initial noise and ``v(x, sigma)``
+        in flow time), e.g. an ART trajectory with its error signal. ``fn`` returns tensors
+        with the field's batch first; a back-end that needs several fields for one batch
+        (prompts of different lengths) concatenates their results in context order. None when
+        the back-end has no such field."""
         return None
 
 
