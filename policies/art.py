@@ -78,6 +78,25 @@ def clock_to_schedule(psi: Tensor, steps: int) -> Tensor:
     return out.reshape(*psi.shape[:-1], steps + 1).to(psi.dtype)
 
 
+FREQUENCIES = 4
+"""Sinusoidal frequencies of the time and clock embedding (:func:`time_features`)."""
+TIME_FEATURES = 3 + 4 * FREQUENCIES
+
+
+def time_features(s: Tensor, psi: Tensor, horizon: float) -> Tensor:
+    """What the actor and the critic read of ``(s, psi)`` ``[...]`` -> ``[..., TIME_FEATURES]``:
+    both normalised, ``-log sigma / 7`` (sigma = 1 - psi / T floored at 1e-3: resolution near
+    the data end, where the error signal changes fastest) and sines / cosines of
+    ``pi k s / T`` and ``pi k psi / T`` (k = 1..4). A plain MLP of ``(s, psi)`` learns only a
+    nearly linear clock in a few thousand noisy updates; the embedding lets it bend."""
+    u, p = s / horizon, psi / horizon
+    sigma = (1.0 - p).clamp(1e-3, 1.0)
+    k = torch.arange(1, FREQUENCIES + 1, dtype=u.dtype, device=u.device) * math.pi
+    return torch.cat([u[..., None], p[..., None], -torch.log(sigma)[..., None] / 7.0,
+                      torch.sin(u[..., None] * k), torch.cos(u[..., None] * k),
+                      torch.sin(p[..., None] * k), torch.cos(p[..., None] * k)], -1)
+
+
 def _mlp(inputs: int, width: int, layers: int, outputs: int = 1) -> nn.Sequential:
     """``layers`` linear layers of width ``width`` with Softplus between them (the paper's
     3-layer, width-128 Softplus MLPs)."""
@@ -212,10 +231,11 @@ class ARTClockPolicy(_Deterministic):
         self.encoder = encoder
         self.steps, self.width, self.layers, self.grid = steps, width, layers, grid
         self.horizon, self.min_speed = float(horizon), float(min_speed)
-        self.actor = _mlp(2 + (encoder.out_dim if encoder is not None else 0), width, layers)
+        extra = encoder.out_dim if encoder is not None else 0
+        self.actor = _mlp(TIME_FEATURES + extra, width, layers)
         last = self.actor[-1]
-        nn.init.zeros_(last.weight)  # starts at the uniform clock, theta = 1
-        nn.init.constant_(last.bias, 1.0)
+        nn.init.zeros_(last.weight)  # starts at the uniform clock, theta = exp(0) = 1
+        nn.init.zeros_(last.bias)
 
     # -- the actor ------------------------------------------------------------------------
     def context(self, features: Features) -> Tensor | None:
@@ -223,13 +243,15 @@ class ARTClockPolicy(_Deterministic):
         return None if self.encoder is None else self.encoder(**features)
 
     def mean_speed(self, s: Tensor, psi: Tensor, context: Tensor | None) -> Tensor:
-        """``mu(s, psi, c)`` for ``s, psi [...]`` and ``context [..., H]`` (broadcast)."""
+        """``mu(s, psi, c) = exp(MLP(s, psi, c))`` for ``s, psi [...]`` and ``context
+        [..., H]`` (broadcast). The mean is parameterised by its logarithm (the paper leaves
+        the parameterisation open): the optimal speed spans orders of magnitude (it scales
+        as ``|Q|^{-1/2}``), which a log-scale output reaches with small weights."""
         s, psi = s.to(torch.float32), psi.to(torch.float32)
-        s = s.expand_as(psi)
-        inputs = [s[..., None] / self.horizon, psi[..., None] / self.horizon]
+        inputs = [time_features(s.expand_as(psi), psi, self.horizon)]
         if context is not None:
             inputs.append(context.expand(*psi.shape, context.shape[-1]))
-        return self.actor(torch.cat(inputs, -1))[..., 0]
+        return torch.exp(self.actor(torch.cat(inputs, -1))[..., 0].clamp(-20.0, 20.0))
 
     def speeds(self, features: Features) -> Tensor:
         """The deterministic clock's speeds on the grid ``[B, K]`` (mean action, floored)."""
@@ -313,4 +335,4 @@ def distil_global_clock(policy: ARTClockPolicy, features: Features,
 
 
 __all__ = ["ARTClockPolicy", "ARTGlobalClock", "distil_global_clock", "resample_loglinear",
-           "clock_to_schedule"]
+           "clock_to_schedule", "time_features", "TIME_FEATURES"]

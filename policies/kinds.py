@@ -7,8 +7,10 @@ policy, so policy modules can import the contract without an import circle.)
 
 from __future__ import annotations
 
-from . import dirichlet  # noqa: F401  (registers "dirichlet")
-from . import art  # noqa: F401,I001  (registers "art-clock" and "art-global")
+from . import (
+    art,  # noqa: F401  (registers "art-clock" and "art-global")
+    dirichlet,  # noqa: F401  (registers "dirichlet")
+)
 from .contract import POLICY_KINDS, build_policy, register_policy
 
 __all__ = ["POLICY_KINDS", "build_policy", "register_policy"]

@@ -103,14 +103,16 @@ class Backend:
         """Save sample images of the policy's schedules (None: the back-end has no images)."""
         return None
 
-    def flow_rollout(self, contexts: Any, fn: Callable[[FlowField], dict[str, torch.Tensor]]
+    def flow_rollout(self, contexts: Any,
+                     fn: Callable[[FlowField, torch.Tensor], dict[str, torch.Tensor]]
                      ) -> dict[str, torch.Tensor] | None:
-        """Run ``fn`` on the contexts' differentiable, forward-AD capable probability-flow
-        field (:class:`training.rl.flow_error.FlowField`: the initial noise and ``v(x, sigma)``
-        in flow time), e.g. an ART trajectory with its error signal. ``fn`` returns tensors
-        with the field's batch first; a back-end that needs several fields for one batch
-        (prompts of different lengths) concatenates their results in context order. None when
-        the back-end has no such field."""
+        """Run ``fn(field, rows)`` on the contexts' differentiable, forward-AD capable
+        probability-flow field (:class:`training.rl.flow_error.FlowField`: the initial noise
+        and ``v(x, sigma)`` in flow time), e.g. an ART trajectory with its error signal;
+        ``rows`` are the indices of the contexts the field covers. ``fn`` returns tensors with
+        the field's batch first; a back-end that needs several fields for one batch (prompts
+        of different lengths) concatenates their results in context order. None when the
+        back-end has no such field."""
         return None
 
 

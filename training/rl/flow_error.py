@@ -36,8 +36,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-METHODS = ("forward_ad", "func")
-"""How the JVP is taken: ``torch.autograd.forward_ad`` dual tensors or ``torch.func.jvp``."""
+METHODS = ("auto", "forward_ad", "func", "double_backward")
+"""How the JVP is taken: ``torch.autograd.forward_ad`` dual tensors, ``torch.func.jvp``, or
+two reverse-mode passes (``J u = d/dw [(J^T w) . u]``); ``auto`` takes the field's
+:attr:`FlowField.jvp_method`."""
 
 
 @dataclass
@@ -52,7 +54,12 @@ class FlowField:
     calls: int = 0
     """Velocity evaluations so far (plain forwards; see :attr:`jvps`)."""
     jvps: int = 0
-    """Forward-mode JVP evaluations so far (each costs a few forwards, see the benchmark)."""
+    """JVP evaluations so far (each costs a few forwards, see the benchmark)."""
+    jvp_method: str = "forward_ad"
+    """The JVP method ``auto`` picks for this field: forward mode for networks; the small
+    analytic testbed prefers ``double_backward`` (in this PyTorch, every forward-AD op that
+    mixes a dual and a plain tensor costs ~0.3 ms, which dominates a closed-form field of a
+    few dozen elementwise ops but not a network's matrix products)."""
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         """One plain velocity evaluation (counted)."""
@@ -69,6 +76,8 @@ def velocity_and_error(field: FlowField, x: Tensor, sigma: Tensor,
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if method == "auto":
+        method = field.jvp_method
     x = x.detach()
     sigma = sigma.detach().to(x.dtype)
     with torch.no_grad():
@@ -80,6 +89,18 @@ def velocity_and_error(field: FlowField, x: Tensor, sigma: Tensor,
 
         v, q = jvp(field.velocity, (x, sigma), (tangent, ones))
         return v.detach(), q.detach()
+    if method == "double_backward":
+        with torch.enable_grad():
+            xg, sg = x.clone().requires_grad_(True), sigma.clone().requires_grad_(True)
+            out = field.velocity(xg, sg)
+            w = torch.zeros_like(out, requires_grad=True)
+            gx, gs = torch.autograd.grad(out, (xg, sg), w, create_graph=True,
+                                         allow_unused=True)
+            total = sum(((g * u).sum() for g, u in ((gx, tangent), (gs, ones))
+                         if g is not None), out.new_zeros(()))
+            q = torch.autograd.grad(total, w, allow_unused=True)[0] \
+                if total.requires_grad else None
+        return out.detach(), (torch.zeros_like(out) if q is None else q.detach())
     import torch.autograd.forward_ad as fwad
 
     with torch.no_grad(), fwad.dual_level():

@@ -135,9 +135,10 @@ class TestbedBackend(Backend):
         def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             return self.testbed.velocity(x, sigma, classes)
 
-        return FlowField(start=contexts.noise.to(DTYPE), velocity=velocity)
+        return FlowField(start=contexts.noise.to(DTYPE), velocity=velocity,
+                         jvp_method="double_backward")
 
     def flow_rollout(self, contexts: Contexts,
-                     fn: Callable[[FlowField], dict[str, torch.Tensor]]
+                     fn: Callable[[FlowField, torch.Tensor], dict[str, torch.Tensor]]
                      ) -> dict[str, torch.Tensor]:
-        return fn(self.flow_field(contexts))
+        return fn(self.flow_field(contexts), torch.arange(len(contexts)))

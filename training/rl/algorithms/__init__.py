@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .art import ART
 from .base import Algorithm, RolloutBatch
 from .ppo import PPO
 from .reinforce import Reinforce
@@ -13,7 +14,7 @@ from .reinforce import Reinforce
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (Reinforce, PPO)}
+ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (Reinforce, PPO, ART)}
 """Algorithm classes by name (``TrainConfig.algo``)."""
 
 
@@ -24,4 +25,4 @@ def make_algorithm(config: TrainConfig) -> Algorithm:
     return ALGORITHMS[config.algo](config)
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "RolloutBatch", "make_algorithm", "Reinforce", "PPO"]
+__all__ = ["ALGORITHMS", "Algorithm", "RolloutBatch", "make_algorithm", "Reinforce", "PPO", "ART"]
