@@ -31,7 +31,7 @@ def policy_flow(policy: torch.nn.Module, features: dict[str, torch.Tensor], mode
     interpolation)."""
     if mode not in ("mean", "sample"):
         raise ValueError(f"mode must be 'mean' or 'sample', got {mode!r}.")
-    device = next((*policy.parameters(), *policy.buffers()), torch.zeros(0)).device
+    device = next(iter((*policy.parameters(), *policy.buffers())), torch.zeros(0)).device
     feats = {k: v.to(device) for k, v in features.items()}
     def call() -> torch.Tensor:
         if steps is not None:

@@ -216,21 +216,28 @@ class ARTClockPolicy(_Deterministic):
         grid: ``K``, points of the time grid (the paper: 100).
         horizon: ``T``, the clock's total time (``psi(T) = T``).
         min_speed: floor on the unrolled speed (a deployed clock must move forward).
+        max_speed: ceiling on the mean speed (an exploring clock that races past the end of
+            the flow meets the large error signal at the floor of sigma and destabilises the
+            critic).
     """
 
     kind = "art-clock"
 
     def __init__(self, encoder: nn.Module | None, steps: int, width: int = 128, layers: int = 3,
-                 grid: int = 100, horizon: float = 1.0, min_speed: float = 1e-3):
+                 grid: int = 100, horizon: float = 1.0, min_speed: float = 1e-3,
+                 max_speed: float = 20.0):
         super().__init__()
         check_sizes("ARTClockPolicy", steps=steps, width=width, layers=layers, grid=grid)
         if encoder is not None and not hasattr(encoder, "out_dim"):
             raise ValueError("ARTClockPolicy needs an encoder from policies.encoders (or None).")
-        if not (math.isfinite(horizon) and horizon > 0 and 0 < min_speed < 1):
-            raise ValueError("ARTClockPolicy: horizon must be > 0 and min_speed in (0, 1).")
+        if not (math.isfinite(horizon) and horizon > 0 and 0 < min_speed < 1 < max_speed
+                and math.isfinite(max_speed)):
+            raise ValueError("ARTClockPolicy: horizon must be > 0, min_speed in (0, 1) and "
+                             "max_speed a finite number > 1.")
         self.encoder = encoder
         self.steps, self.width, self.layers, self.grid = steps, width, layers, grid
         self.horizon, self.min_speed = float(horizon), float(min_speed)
+        self.max_speed = float(max_speed)
         extra = encoder.out_dim if encoder is not None else 0
         self.actor = _mlp(TIME_FEATURES + extra, width, layers)
         last = self.actor[-1]
@@ -243,7 +250,7 @@ class ARTClockPolicy(_Deterministic):
         return None if self.encoder is None else self.encoder(**features)
 
     def mean_speed(self, s: Tensor, psi: Tensor, context: Tensor | None) -> Tensor:
-        """``mu(s, psi, c) = exp(MLP(s, psi, c))`` for ``s, psi [...]`` and ``context
+        """``mu(s, psi, c) = exp(MLP(s, psi, c))`` (at most ``max_speed``) for ``s, psi [...]`` and ``context
         [..., H]`` (broadcast). The mean is parameterised by its logarithm (the paper leaves
         the parameterisation open): the optimal speed spans orders of magnitude (it scales
         as ``|Q|^{-1/2}``), which a log-scale output reaches with small weights."""
@@ -251,7 +258,8 @@ class ARTClockPolicy(_Deterministic):
         inputs = [time_features(s.expand_as(psi), psi, self.horizon)]
         if context is not None:
             inputs.append(context.expand(*psi.shape, context.shape[-1]))
-        return torch.exp(self.actor(torch.cat(inputs, -1))[..., 0].clamp(-20.0, 20.0))
+        log_mu = self.actor(torch.cat(inputs, -1))[..., 0]
+        return torch.exp(log_mu.clamp(-20.0, math.log(self.max_speed)))
 
     def speeds(self, features: Features) -> Tensor:
         """The deterministic clock's speeds on the grid ``[B, K]`` (mean action, floored)."""
@@ -295,7 +303,7 @@ class ARTClockPolicy(_Deterministic):
     def config(self) -> dict[str, Any]:
         return {"policy": self.kind, "steps": self.steps, "width": self.width,
                 "layers": self.layers, "grid": self.grid, "horizon": self.horizon,
-                "min_speed": self.min_speed,
+                "min_speed": self.min_speed, "max_speed": self.max_speed,
                 "encoder": None if self.encoder is None else self.encoder.config()}
 
     @classmethod
@@ -312,7 +320,7 @@ class ARTClockPolicy(_Deterministic):
         """A fresh clock at the uniform speed (ART starts there; ``init_segments`` is not
         used). Options: ``width``, ``layers``, ``grid``, ``horizon``, ``min_speed``."""
         known = {k: v for k, v in options.items()
-                 if k in ("width", "layers", "grid", "horizon", "min_speed")}
+                 if k in ("width", "layers", "grid", "horizon", "min_speed", "max_speed")}
         known.setdefault("width", hidden)
         return cls(encoder, steps, **known)
 
