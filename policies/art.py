@@ -225,7 +225,7 @@ class ARTClockPolicy(_Deterministic):
 
     def __init__(self, encoder: nn.Module | None, steps: int, width: int = 128, layers: int = 3,
                  grid: int = 100, horizon: float = 1.0, min_speed: float = 1e-3,
-                 max_speed: float = 20.0):
+                 max_speed: float = 5.0):
         super().__init__()
         check_sizes("ARTClockPolicy", steps=steps, width=width, layers=layers, grid=grid)
         if encoder is not None and not hasattr(encoder, "out_dim"):
@@ -250,16 +250,18 @@ class ARTClockPolicy(_Deterministic):
         return None if self.encoder is None else self.encoder(**features)
 
     def mean_speed(self, s: Tensor, psi: Tensor, context: Tensor | None) -> Tensor:
-        """``mu(s, psi, c) = exp(MLP(s, psi, c))`` (at most ``max_speed``) for ``s, psi [...]`` and ``context
-        [..., H]`` (broadcast). The mean is parameterised by its logarithm (the paper leaves
-        the parameterisation open): the optimal speed spans orders of magnitude (it scales
-        as ``|Q|^{-1/2}``), which a log-scale output reaches with small weights."""
+        """``mu(s, psi, c) = max_speed * sigmoid(MLP(s, psi, c) + b)`` for ``s, psi [...]`` and
+        ``context [..., H]`` (broadcast; ``b`` makes the zero MLP the uniform clock). The
+        paper leaves the parameterisation open: this one is log-like below 1 (the optimal
+        speed scales as ``|Q|^{-1/2}`` and spans orders of magnitude) and bounded above."""
         s, psi = s.to(torch.float32), psi.to(torch.float32)
         inputs = [time_features(s.expand_as(psi), psi, self.horizon)]
         if context is not None:
             inputs.append(context.expand(*psi.shape, context.shape[-1]))
-        log_mu = self.actor(torch.cat(inputs, -1))[..., 0]
-        return torch.exp(log_mu.clamp(-20.0, math.log(self.max_speed)))
+        h = self.actor(torch.cat(inputs, -1))[..., 0]
+        # mu = max_speed * sigmoid(h + b): 1 at h = 0, below max_speed with a gradient
+        # everywhere (a hard clamp would stall a clock that hit it)
+        return self.max_speed * torch.sigmoid(h - math.log(self.max_speed - 1.0))
 
     def speeds(self, features: Features) -> Tensor:
         """The deterministic clock's speeds on the grid ``[B, K]`` (mean action, floored)."""
@@ -327,19 +329,22 @@ class ARTClockPolicy(_Deterministic):
 
 @torch.no_grad()
 def distil_global_clock(policy: ARTClockPolicy, features: Features,
-                        min_speed: float | None = None) -> ARTGlobalClock:
+                        min_speed: float | None = None,
+                        steps: int | None = None) -> ARTGlobalClock:
     """The paper's deployment: the mean speed ``theta(s)`` of the policy's clocks over the
-    contexts, floored, normalised so the clock ends at ``T``, read as an ``L``-step schedule."""
+    contexts, floored, normalised so the clock ends at ``T``, read as an ``L``-step schedule
+    (``steps``: another budget than the policy's, read from the same clock)."""
     theta = policy.speeds(features).double().mean(0)
     theta = theta.clamp_min(policy.min_speed if min_speed is None else min_speed)
     psi = torch.cat([theta.new_zeros(1), torch.cumsum(theta, 0)])
-    flow = clock_to_schedule(psi, policy.steps)
+    steps = policy.steps if steps is None else steps
+    flow = clock_to_schedule(psi, steps)
     # keep every step at least DEFAULT_MIN_STEP long (a valid sampler schedule)
-    steps = (flow[:-1] - flow[1:]).clamp_min(DEFAULT_MIN_STEP)
+    lengths = (flow[:-1] - flow[1:]).clamp_min(DEFAULT_MIN_STEP)
     flow = torch.cat([torch.ones(1, dtype=flow.dtype),
-                      1.0 - torch.cumsum(steps / steps.sum(), 0)])
+                      1.0 - torch.cumsum(lengths / lengths.sum(), 0)])
     flow[-1] = 0.0
-    return ARTGlobalClock(policy.steps, flow.float())
+    return ARTGlobalClock(steps, flow.float())
 
 
 __all__ = ["ARTClockPolicy", "ARTGlobalClock", "distil_global_clock", "resample_loglinear",

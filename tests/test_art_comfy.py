@@ -4,6 +4,9 @@ finite differences, and an ART policy file through the Learned Schedule node's c
 
 from __future__ import annotations
 
+import csv
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -155,3 +158,33 @@ def test_an_art_policy_file_runs_in_the_node_and_resamples_monotonically(env):
     half, _, _ = env.nodes.learned_sigmas(model, env.positive, noise, latent,
                                           "art_sd3.safetensors", 4, "mean", 0.5)
     torch.testing.assert_close(half, resample_loglinear(flow[None], 8)[0, -5:])
+
+
+def test_train_method_art_on_a_comfyui_model(env, tmp_path, capsys):
+    """``train --method art --backend comfy``: ART's trajectories run through the model's own
+    prediction; the run writes a node-loadable distilled clock."""
+    from learned_schedules.policies.policy_file import load_policy
+    from learned_schedules.training.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red cat\na blue car\na green house\na white horse\n")
+    args = {"backend": "comfy", "diffusion_model": "sd3_art.safetensors",
+            "text_encoders": "clip_l.safetensors", "vae": "vae_art.safetensors",
+            "prompts": str(prompts), "held_out": "1", "reward": "reference",
+            "reference_steps": "4", "width": "64", "height": "64", "steps": "3", "batch": "2",
+            "iterations": "2", "eval_every": "0", "eval_contexts": "2",
+            "checkpoint_every": "1", "sample_every": "0", "encoder_preset": "tiny",
+            "cache_dir": str(tmp_path / "cache"), "out": str(tmp_path / "runs"),
+            "pool_size": "8", "hidden": "16", "art.grid": "4", "art.width": "8",
+            "art.distill_contexts": "2"}
+    argv = ["train", "--no-progress", "--method", "art"]
+    for k, v in args.items():
+        argv += ["--" + k.replace("_", "-"), v]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    loaded = load_policy(out["policy"])
+    assert loaded.metadata["method"] == "art" and loaded.metadata["model_family"] == "sd3"
+    validate_schedule(loaded.policy.schedule({}, steps=5)[0])
+    with open(Path(out["run_dir"]) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["model_jvps"]) for r in rows] == [2 * 4, 4 * 4]

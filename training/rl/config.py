@@ -198,8 +198,11 @@ class ARTConfig:
     lr)."""
     critic_lr: float | None = None
     """Adam learning rate of the critic (None: ``lr``)."""
-    gamma_lr: float = 1.0
+    gamma_lr: float = 0.1
     """Step of the Lagrange multiplier: gamma += gamma_lr * mean(psi(T) - T)."""
+    penalty: float = 10.0
+    """rho of the augmented Lagrangian: a terminal reward -rho/2 (psi(T) - T)^2 (0: the
+    paper's plain Lagrangian, which oscillates between a racing and a stalled clock)."""
     natural_gradient: bool = True
     """Scale each step's actor score by the policy variance (the natural gradient of the
     Gaussian mean: same fixed point, far less variance from the high-|Q| steps whose score
@@ -238,6 +241,7 @@ class ARTConfig:
         check_number(prefix + "eps", self.eps, low=0, low_open=True)
         check_number(prefix + "lr", self.lr, low=0, high=10, low_open=True)
         check_number(prefix + "gamma_lr", self.gamma_lr, low=0)
+        check_number(prefix + "penalty", self.penalty, low=0)
         check_number(prefix + "critic_lr", self.critic_lr, low=0, high=10, low_open=True)
         check_number(prefix + "sigma_floor", self.sigma_floor, low=0, high=1, low_open=True,
                      high_open=True)

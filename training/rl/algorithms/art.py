@@ -8,18 +8,23 @@ back-end's flow field (:meth:`Backend.flow_rollout`) gives the velocity and the 
 ``psi += theta dt`` and ``x += theta F dt``. Then, with the temporal difference
 
     delta_k = V(s_{k+1}) - V(s_k) - gamma theta_k dt - |Q_k| theta_k^2 dt,
-    V = NN(s, psi, c) + lam s   (V = 0 at s = T, the terminal condition),
+    V = NN(s, psi, c) + lam s   (V(T) = -rho/2 (psi(T) - T)^2, see below),
 
 the paper's discretised updates, as Adam steps on their negated sums (batch mean):
 
     critic += a sum_k dNN(s_k)/dw delta_k        (semi-gradient: delta is held fixed)
     actor  += a sum_k dlog pi(theta_k)/dw delta_k
-    gamma  += gamma_lr (psi(T) - T).
+    gamma  += gamma_lr clip(psi(T) - T, -T, T).
 
 Choices the paper leaves open (documented here): the actor and the critic read cheap context
 features ``c`` (the encoded initial noise and prompt, :class:`policies.art.ARTClockPolicy`)
 instead of the sample ``x``, so that the learned clock can be unrolled before sampling;
-``|Q|`` is the root mean square of the error vector; the terminal value is 0; ``batch``
+``|Q|`` is the root mean square of the error vector; the terminal value is the augmented
+Lagrangian's ``-rho/2 (psi(T) - T)^2`` (``penalty``; 0 gives the paper's plain Lagrangian, whose
+primal-dual iteration oscillated here between a racing and a stalled clock); gamma starts
+at ``-2 E|Q|`` of the first batch (where the uniform clock is stationary on average, ignoring
+the critic) and its step clips the violation at ``T`` (an exploring clock can overshoot far);
+the actor's score is scaled by the policy variance (``natural_gradient``); ``batch``
 contexts give one trajectory each per iteration (the paper: one); gradients are clipped at
 ``grad_clip`` like every method's. The critic, its optimiser, gamma and the running count of
 model evaluations are the algorithm's own checkpoint state (``extra_state``), so a resumed
@@ -69,6 +74,8 @@ class ARTBatch:
     """``|Q_k|`` ``[B, K]``."""
     theta: Tensor
     """Sampled speeds ``[B, K]``."""
+    active: Tensor
+    """1 where the flow had not arrived yet at step k (its error cost counts), else 0."""
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -104,7 +111,7 @@ class ART(Algorithm):
         self.options: ARTConfig
         self.critic: Critic | None = None
         self.critic_opt: torch.optim.Optimizer | None = None
-        self.gamma = 0.0
+        self.gamma: float | None = None
         self.model_calls = 0
         self.model_jvps = 0
         self._distil_features: dict[str, Tensor] | None = None
@@ -137,14 +144,15 @@ class ART(Algorithm):
                     nn.init.normal_(p, std=1.0 / math.sqrt(p.shape[-1]))
         self.critic = Critic(encoder, o.width, o.layers, o.horizon).to(module_device(policy))
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.critic_lr)
-        self.gamma = 0.0
+        self.gamma = None
 
     def extra_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         assert self.critic is not None and self.critic_opt is not None
         tensors, groups = optimizer_tensors(self.critic_opt, "critic_opt")
         tensors.update({f"critic.{k}": v.detach().cpu() for k, v in
                         self.critic.state_dict().items()})
-        tensors["gamma"] = torch.tensor(self.gamma, dtype=torch.float64)
+        tensors["gamma"] = torch.tensor(math.nan if self.gamma is None else self.gamma,
+                                        dtype=torch.float64)
         return tensors, {"critic_opt_groups": groups, "model_calls": self.model_calls,
                          "model_jvps": self.model_jvps}
 
@@ -153,7 +161,8 @@ class ART(Algorithm):
         self.critic.load_state_dict({k[len("critic."):]: v for k, v in tensors.items()
                                      if k.startswith("critic.")})
         load_optimizer(self.critic_opt, tensors, "critic_opt", meta["critic_opt_groups"])
-        self.gamma = float(tensors["gamma"])
+        gamma = float(tensors["gamma"])
+        self.gamma = None if math.isnan(gamma) else gamma
         self.model_calls = int(meta.get("model_calls", 0))
         self.model_jvps = int(meta.get("model_jvps", 0))
 
@@ -189,7 +198,8 @@ class ART(Algorithm):
             b = x.shape[0]
             c = None if ctx is None else ctx[rows.to(ctx.device)]
             psi = torch.zeros(b, dtype=torch.float64)
-            psis, qs, thetas = [psi], [], []
+            end = o.horizon * (1.0 - o.sigma_floor)  # psi where the flow has arrived
+            psis, qs, thetas, active = [psi], [], [], []
             for k in range(o.grid):
                 sigma = (1.0 - psi / o.horizon).clamp(o.sigma_floor, 1.0)
                 v, q = velocity_and_error(flow, x, sigma.to(x.dtype), o.q_method)
@@ -197,15 +207,18 @@ class ART(Algorithm):
                 mu = policy.mean_speed(torch.tensor(k * dt), psi, c).double()
                 std = torch.sqrt(o.lam / q_size.clamp_min(o.eps))
                 theta = mu + std * torch.randn(b, dtype=torch.float64)
-                # dx/ds = theta F, F = dx/dpsi = -v / T
-                x = x - (theta * dt / o.horizon).to(x.dtype).reshape(
-                    -1, *([1] * (x.ndim - 1))) * v
+                # dx/ds = theta F, F = dx/dpsi = -v / T; the state stops where the flow ends
+                # (an exploring clock may overshoot: its x stays there, its cost stops and
+                # only the constraint sees the overshoot)
+                move = torch.minimum(theta * dt, (end - psi).clamp_min(0.0))
+                x = x - (move / o.horizon).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1))) * v
+                active.append((psi < end).double())
                 psi = psi + theta * dt
                 psis.append(psi)
                 qs.append(q_size)
                 thetas.append(theta)
             return {"psi": torch.stack(psis, 1), "q": torch.stack(qs, 1),
-                    "theta": torch.stack(thetas, 1)}
+                    "theta": torch.stack(thetas, 1), "active": torch.stack(active, 1)}
 
         out = backend.flow_rollout(contexts, trajectory)
         if out is None:
@@ -215,7 +228,7 @@ class ART(Algorithm):
         self.model_calls += b * o.grid
         self.model_jvps += b * o.grid
         return ARTBatch(features=features, psi=out["psi"].float(), q=out["q"].float(),
-                        theta=out["theta"].float())
+                        theta=out["theta"].float(), active=out["active"].float())
 
     # -- the update ----------------------------------------------------------------------
     def update(self, policy: ARTClockPolicy, optimizer: torch.optim.Optimizer,
@@ -226,13 +239,18 @@ class ART(Algorithm):
         b, k = batch.theta.shape
         device = module_device(policy)
         s = (torch.arange(k, dtype=torch.float32, device=device) * dt)[None, :].expand(b, k)
-        psi, q, theta = (t.to(device) for t in (batch.psi[:, :-1], batch.q, batch.theta))
+        psi, q, theta, active = (t.to(device) for t in (batch.psi[:, :-1], batch.q, batch.theta,
+                                                        batch.active))
         # the critic at every grid point; V(T) = 0 (terminal)
         nn_value = self.critic(s, psi, batch.features)
         value = nn_value + o.lam * s
+        if self.gamma is None:  # where the uniform clock is stationary on average
+            self.gamma = -2.0 * float(q.mean()) * o.horizon
         with torch.no_grad():
-            following = torch.cat([value[:, 1:], value.new_zeros(b, 1)], 1)
-            delta = following - value - self.gamma * theta * dt - q * theta.pow(2) * dt
+            end = batch.psi[:, -1:].to(device) - o.horizon  # terminal: -rho/2 (psi(T)-T)^2
+            following = torch.cat([value[:, 1:], -0.5 * o.penalty * end.pow(2)], 1)
+            delta = (following - value - self.gamma * theta * dt
+                     - active * q * theta.pow(2) * dt)
         var = o.lam / q.clamp_min(o.eps)
         mu = policy.mean_speed(s, psi, policy.context(batch.features)[:, None, :]
                                if policy.encoder is not None else None)
@@ -253,7 +271,7 @@ class ART(Algorithm):
         self.critic_opt.step()
         psi_end = batch.psi[:, -1].double()
         violation = float((psi_end - o.horizon).mean())
-        self.gamma += o.gamma_lr * violation
+        self.gamma += o.gamma_lr * max(-o.horizon, min(o.horizon, violation))
         return {"value_loss": float(delta.pow(2).sum(1).mean()), "gamma": self.gamma,
                 "constraint_violation": violation,
                 "abs_violation": float((psi_end - o.horizon).abs().mean()),
