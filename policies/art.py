@@ -327,6 +327,25 @@ class ARTClockPolicy(_Deterministic):
         return cls(encoder, steps, **known)
 
 
+def equidistributed_schedule(q_cells: Tensor, steps: int) -> Tensor:
+    """The exact minimiser of ART's objective for a global clock: given the mean error signal
+    ``|Q|`` on ``K`` equal cells of the clock ``psi in [0, T]`` ``[K]``, the flow schedule
+    ``[steps+1]`` whose every step covers the same integral of ``sqrt(|Q|)`` over ``psi``
+    (minimising ``int |Q(psi)| theta^2 ds`` subject to ``int theta ds = T`` gives
+    ``|Q| theta^2 = const``: the clock moves at speed ``|Q|^{-1/2}``)."""
+    dens = q_cells.double().clamp_min(1e-12).sqrt()
+    cum = torch.cat([dens.new_zeros(1), torch.cumsum(dens, 0)])
+    cum = cum / cum[-1]
+    k = len(q_cells)
+    grid = torch.linspace(0.0, 1.0, k + 1, dtype=torch.float64)
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    idx = torch.clamp(torch.searchsorted(cum, u, right=True) - 1, 0, k - 1)
+    w = (u - cum[idx]) / (cum[idx + 1] - cum[idx]).clamp_min(1e-300)
+    out = 1.0 - (grid[idx] + w * (grid[idx + 1] - grid[idx]))
+    out[0], out[-1] = 1.0, 0.0
+    return out
+
+
 @torch.no_grad()
 def distil_global_clock(policy: ARTClockPolicy, features: Features,
                         min_speed: float | None = None,
@@ -347,5 +366,5 @@ def distil_global_clock(policy: ARTClockPolicy, features: Features,
     return ARTGlobalClock(steps, flow.float())
 
 
-__all__ = ["ARTClockPolicy", "ARTGlobalClock", "distil_global_clock", "resample_loglinear",
-           "clock_to_schedule", "time_features", "TIME_FEATURES"]
+__all__ = ["ARTClockPolicy", "ARTGlobalClock", "distil_global_clock", "equidistributed_schedule",
+           "resample_loglinear", "clock_to_schedule", "time_features", "TIME_FEATURES"]

@@ -139,20 +139,22 @@ def test_train_method_art_on_the_testbed(tmp_path, capsys):
     assert main(["train", "--method", "nope", "--out", str(tmp_path)]) == 2
 
 
-def test_art_learns_a_clock_that_beats_uniform_and_shift3(tmp_path, backend):
-    """After training, the distilled clock starts at 1, ends at 0, the total-time constraint
-    holds within 0.05, and on held-out contexts the schedule beats the uniform and the shift-3
-    schedules by more than 3 paired standard errors."""
+def test_arts_clock_beats_uniform_and_shift3_on_held_out_contexts(tmp_path, backend):
+    """ART's objective solved from measured error signals (``solver=direct``: 96 training
+    trajectories, no reward, no reference solution): the deployed clock starts at 1 and ends
+    at 0 exactly (psi(T) = T after normalisation), and on 256 held-out contexts it beats the
+    uniform and the shift-3 schedules by more than 3 paired standard errors at L = 8."""
     steps = 8
-    result = train(_config(tmp_path, steps=steps, iterations=ART_ITERATIONS, checkpoint_every=0,
-                           eval_every=0))
+    result = train(_config(tmp_path, steps=steps, iterations=12, checkpoint_every=0,
+                           eval_every=0, art={"solver": "direct", "grid": 100}))
     with (result.run_dir / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
-    late = torch.tensor([float(r["constraint_violation"]) for r in rows[-50:]])
-    assert abs(float(late.mean())) < 0.05  # E[psi(T)] = T within 0.05 (5% of T)
+    assert float(rows[-1]["model_jvps"]) == 12 * 8 * 100
     clock = load_policy(result.run_dir / "policy.safetensors").policy
+    assert isinstance(clock, ARTGlobalClock)
     flow = clock.schedule({}, steps=steps)[0]
     validate_schedule(flow)
+    assert float(flow[0]) == 1.0 and float(flow[-1]) == 0.0
     held = backend.held_out_contexts(256, 10_000)
     reward = backend.rewards(held, flow.expand(256, 1, -1))[:, 0].double()
     for name, other in (("uniform", uniform_schedule(steps)),
@@ -160,6 +162,3 @@ def test_art_learns_a_clock_that_beats_uniform_and_shift3(tmp_path, backend):
         diff = reward - backend.rewards(held, other.expand(256, 1, -1))[:, 0].double()
         se = float(diff.std() / diff.numel() ** 0.5)
         assert float(diff.mean()) > 3 * se, (name, float(diff.mean()), se)
-
-
-ART_ITERATIONS = 300

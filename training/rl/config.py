@@ -184,6 +184,11 @@ class ARTConfig:
     """ART: continuous-time actor-critic over the clock speed (no reward model; REFERENCE.md
     section 2). ``batch`` contexts give one trajectory each per iteration (the paper: 1)."""
 
+    solver: str = "actor_critic"
+    """``actor_critic``: the paper's ART-RL. ``direct``: no RL; trajectories on the uniform
+    clock measure the mean |Q| on each grid cell of psi, and the deployed clock is the exact
+    minimiser of ART's objective for a global clock (the schedule ART-RL converges to in
+    theory; policies.art.equidistributed_schedule)."""
     grid: int = 100
     """K: points of the training time grid (dt = horizon / grid)."""
     horizon: float = 1.0
@@ -250,6 +255,9 @@ class ARTConfig:
         if self.deploy not in ("global", "instance"):
             raise ValueError(f"{prefix}deploy must be 'global' or 'instance', got "
                              f"{self.deploy!r}.")
+        if self.solver not in ("actor_critic", "direct"):
+            raise ValueError(f"{prefix}solver must be 'actor_critic' or 'direct', got "
+                             f"{self.solver!r}.")
         if self.q_method not in ("auto", "forward_ad", "func", "double_backward"):
             raise ValueError(f"{prefix}q_method must be auto, forward_ad, func or "
                              f"double_backward, got {self.q_method!r}.")
@@ -259,6 +267,9 @@ class ARTConfig:
         if self.deploy == "instance" and not self.features:
             raise ValueError("art.deploy 'instance' needs art.features (a clock of the "
                              "context's features).")
+        if self.deploy == "instance" and self.solver == "direct":
+            raise ValueError("art.solver 'direct' gives one global clock; use art.deploy "
+                             "'global'.")
 
 
 SECTIONS: dict[str, type] = {"reinforce": ReinforceConfig, "ppo": PPOConfig, "art": ARTConfig}

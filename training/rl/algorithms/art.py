@@ -30,6 +30,12 @@ contexts give one trajectory each per iteration (the paper: one); gradients are 
 model evaluations are the algorithm's own checkpoint state (``extra_state``), so a resumed
 run equals an uninterrupted one.
 
+``solver=direct`` skips the RL: trajectories on the uniform clock measure the mean ``|Q|`` on
+each cell of the clock, and the deployed clock is the exact minimiser of ART's objective for a
+global clock (:func:`policies.art.equidistributed_schedule`), which ART-RL converges to in
+theory. On the testbed it is what ART delivers within a CPU budget (see bench/results/art.md:
+the actor-critic did not learn a clock shape in a few hundred iterations).
+
 Deployment (:meth:`ART.deployable`): ``art.deploy=global`` distils the clock into one fixed
 schedule (:func:`policies.art.distil_global_clock`, the paper); ``instance`` keeps the clock of
 each context's features.
@@ -48,8 +54,10 @@ from torch import Tensor, nn
 from ....policies.art import (
     TIME_FEATURES,
     ARTClockPolicy,
+    ARTGlobalClock,
     _mlp,
     distil_global_clock,
+    equidistributed_schedule,
     time_features,
 )
 from ..backend import Backend, module_device, policy_features
@@ -115,6 +123,8 @@ class ART(Algorithm):
         self.model_calls = 0
         self.model_jvps = 0
         self._distil_features: dict[str, Tensor] | None = None
+        self.q_sum = torch.zeros(self.options.grid, dtype=torch.float64)
+        self.q_count = 0
 
     @property
     def critic_lr(self) -> float:
@@ -151,6 +161,8 @@ class ART(Algorithm):
         tensors, groups = optimizer_tensors(self.critic_opt, "critic_opt")
         tensors.update({f"critic.{k}": v.detach().cpu() for k, v in
                         self.critic.state_dict().items()})
+        tensors["q_sum"] = self.q_sum.clone()
+        tensors["q_count"] = torch.tensor(self.q_count)
         tensors["gamma"] = torch.tensor(math.nan if self.gamma is None else self.gamma,
                                         dtype=torch.float64)
         return tensors, {"critic_opt_groups": groups, "model_calls": self.model_calls,
@@ -161,6 +173,8 @@ class ART(Algorithm):
         self.critic.load_state_dict({k[len("critic."):]: v for k, v in tensors.items()
                                      if k.startswith("critic.")})
         load_optimizer(self.critic_opt, tensors, "critic_opt", meta["critic_opt_groups"])
+        self.q_sum = tensors["q_sum"].double().clone()
+        self.q_count = int(tensors["q_count"])
         gamma = float(tensors["gamma"])
         self.gamma = None if math.isnan(gamma) else gamma
         self.model_calls = int(meta.get("model_calls", 0))
@@ -171,6 +185,11 @@ class ART(Algorithm):
         contexts (its own seeded stream); ``instance``: the trained clock itself."""
         if self.options.deploy == "instance":
             return policy
+        if self.options.solver == "direct":
+            q = self.q_sum / max(self.q_count, 1)
+            flow = equidistributed_schedule(q, policy.steps) if self.q_count else None
+            return ARTGlobalClock(policy.steps, None if flow is None else flow.float()).to(
+                module_device(policy))
         if self._distil_features is None:
             gen = torch.Generator().manual_seed(DISTIL_SEED + self.config.seed)
             contexts = backend.draw_contexts(self.options.distill_contexts, gen)
@@ -204,9 +223,12 @@ class ART(Algorithm):
                 sigma = (1.0 - psi / o.horizon).clamp(o.sigma_floor, 1.0)
                 v, q = velocity_and_error(flow, x, sigma.to(x.dtype), o.q_method)
                 q_size = error_size(q).double() / o.horizon ** 2
-                mu = policy.mean_speed(torch.tensor(k * dt), psi, c).double()
-                std = torch.sqrt(o.lam / q_size.clamp_min(o.eps))
-                theta = mu + std * torch.randn(b, dtype=torch.float64)
+                if o.solver == "direct":  # the uniform clock: |Q| on every cell of psi
+                    theta = torch.full((b,), 1.0, dtype=torch.float64)
+                else:
+                    mu = policy.mean_speed(torch.tensor(k * dt), psi, c).double()
+                    std = torch.sqrt(o.lam / q_size.clamp_min(o.eps))
+                    theta = mu + std * torch.randn(b, dtype=torch.float64)
                 # dx/ds = theta F, F = dx/dpsi = -v / T; the state stops where the flow ends
                 # (an exploring clock may overshoot: its x stays there, its cost stops and
                 # only the constraint sees the overshoot)
@@ -235,6 +257,14 @@ class ART(Algorithm):
                batch: ARTBatch, dist: Dist) -> dict[str, float]:
         assert self.critic is not None and self.critic_opt is not None
         o = self.options
+        if o.solver == "direct":
+            self.q_sum += batch.q.double().sum(0).cpu()
+            self.q_count += batch.q.shape[0]
+            return {"q_mean": float(batch.q.mean()),
+                    "q_estimate_se": float(batch.q.double().std(0).mean()
+                                           / math.sqrt(self.q_count)),
+                    "model_calls": float(self.model_calls),
+                    "model_jvps": float(self.model_jvps)}
         dt = o.horizon / o.grid
         b, k = batch.theta.shape
         device = module_device(policy)
