@@ -23,6 +23,7 @@ Usage: ``nice python bench/art_table.py [--iterations 300] [--comfy]``; writes
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import sys
@@ -32,12 +33,17 @@ from tempfile import TemporaryDirectory
 
 import torch
 
-from learned_schedules.policies.art import clock_to_schedule, distil_global_clock
+from learned_schedules.policies.art import (
+    clock_to_schedule,
+    distil_global_clock,
+    equidistributed_schedule,
+)
 from learned_schedules.policies.schedule import shifted_schedule, uniform_schedule
 from learned_schedules.training.rl.backend import policy_features
+from learned_schedules.training.rl.checkpoint import read_checkpoint
 from learned_schedules.training.rl.config import TrainConfig
 from learned_schedules.training.rl.engine import train
-from learned_schedules.training.rl.flow_error import error_size, velocity_and_error
+from learned_schedules.training.rl.flow_error import velocity_and_error
 from learned_schedules.training.testbed.backend import TestbedBackend
 from learned_schedules.training.testbed.comparators import best_global_schedule
 from learned_schedules.training.testbed.mixture import DTYPE, Testbed
@@ -46,63 +52,38 @@ EVAL_SEED = 10_000
 REPO = Path(__file__).resolve().parents[1]
 
 
-def art_config(tmp: str, iterations: int, features: bool, grid: int, batch: int) -> TrainConfig:
+def art_config(tmp: str, iterations: int, features: bool, grid: int, batch: int,
+               solver: str = "actor_critic") -> TrainConfig:
     return TrainConfig.from_dict(dict(
         algo="art", steps=8, iterations=iterations, batch=batch, hidden=32, out=tmp,
         run_name="r", progress=False, checkpoint_every=0, eval_every=0, eval_contexts=16,
         lr_schedule="constant",
-        art=dict(grid=grid, width=64, lr=1e-3, critic_lr=3e-3, gamma_lr=0.1,
-                 sigma_floor=1e-2, features=features, distill_contexts=256)))
+        art=dict(grid=grid, width=64, lr=1e-3, critic_lr=3e-3, gamma_lr=1.0, penalty=10.0,
+                 sigma_floor=1e-2, features=features, distill_contexts=256, solver=solver)))
 
 
-def train_art(iterations: int, features: bool, grid: int, batch: int) -> dict:
+def train_art(iterations: int, features: bool, grid: int, batch: int,
+              solver: str = "actor_critic") -> dict:
     with TemporaryDirectory() as tmp:
-        cfg = art_config(tmp, iterations, features, grid, batch)
+        cfg = art_config(tmp, iterations, features, grid, batch, solver)
         t0 = time.perf_counter()
         result = train(cfg)
         seconds = time.perf_counter() - t0
-        rows = (result.run_dir / "metrics.csv").read_text().splitlines()
-        last = dict(zip(rows[0].split(","), rows[-1].split(","), strict=True))
-    return {"policy": result.policy.eval(), "config": cfg, "seconds": seconds,
-            "model_calls": float(last["model_calls"]), "model_jvps": float(last["model_jvps"]),
-            "gamma": float(last["gamma"]),
-            "violation_last50": _last_violation(rows)}
-
-
-def _last_violation(rows: list[str]) -> float:
-    head = rows[0].split(",")
-    col = head.index("constraint_violation")
-    vals = [float(r.split(",")[col]) for r in rows[1:][-50:]]
-    return sum(vals) / len(vals)
-
-
-def objective_optimum(backend: TestbedBackend, contexts, grid: int = 100) -> tuple[
-        torch.Tensor, int]:
-    """Mean |Q| over contexts on a uniform psi grid (the cell densities ``[grid]``) and the
-    model evaluations it took."""
-    field = backend.flow_field(contexts)
-    x = field.start
-    qs = []
-    for k in range(grid):
-        sigma = torch.full((len(contexts),), 1.0 - k / grid, dtype=DTYPE).clamp_min(1e-2)
-        v, q = velocity_and_error(field, x, sigma)
-        qs.append(error_size(q).mean())
-        x = x - v / grid
-    return torch.stack(qs), len(contexts) * grid
-
-
-def equidistributed(q_mean: torch.Tensor, steps: int) -> torch.Tensor:
-    """Flow schedule whose steps each cover the same integral of ``sqrt(q)`` over psi."""
-    dens = q_mean.clamp_min(1e-12).sqrt()
-    cum = torch.cat([dens.new_zeros(1), torch.cumsum(dens, 0)])
-    cum = cum / cum[-1]
-    psi_grid = torch.linspace(0, 1, len(q_mean) + 1, dtype=cum.dtype)
-    u = torch.linspace(0, 1, steps + 1, dtype=cum.dtype)
-    idx = torch.clamp(torch.searchsorted(cum, u, right=True) - 1, 0, len(q_mean) - 1)
-    w = (u - cum[idx]) / (cum[idx + 1] - cum[idx]).clamp_min(1e-300)
-    psi = psi_grid[idx] + w * (psi_grid[idx + 1] - psi_grid[idx])
-    out = 1.0 - psi
-    out[0], out[-1] = 1.0, 0.0
+        with (result.run_dir / "metrics.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        state = sorted((result.run_dir / "checkpoints").glob("state_*.safetensors"))[-1]
+        tensors, _ = read_checkpoint(state)
+    out = {"policy": result.policy.eval(), "config": cfg, "seconds": seconds,
+           "iterations": iterations, "batch": batch, "grid": grid,
+           "model_calls": float(rows[-1]["model_calls"]),
+           "model_jvps": float(rows[-1]["model_jvps"])}
+    if solver == "direct":
+        out["q_cells"] = tensors["algo.q_sum"].double() / float(tensors["algo.q_count"])
+    else:
+        late = rows[-50:]
+        out["gamma"] = float(rows[-1]["gamma"])
+        out["violation_last50"] = sum(float(r["constraint_violation"]) for r in late) / len(late)
+        out["abs_violation_last50"] = sum(float(r["abs_violation"]) for r in late) / len(late)
     return out
 
 
@@ -193,6 +174,8 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, default=512)
     parser.add_argument("--train-contexts", type=int, default=512)
     parser.add_argument("--fit-iters", type=int, default=400)
+    parser.add_argument("--direct-iterations", type=int, default=16,
+                        help="iterations (x 16 trajectories) of the direct solver")
     parser.add_argument("--no-instance", action="store_true")
     parser.add_argument("--comfy", action="store_true")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
@@ -203,14 +186,11 @@ def main() -> None:
     held = backend.held_out_contexts(args.contexts, EVAL_SEED)
     train_ctx = testbed.contexts_from_seed(args.train_contexts, EVAL_SEED + 1)
     report: dict = {"config": vars(args), "steps": {}}
-    arts = {"art global": train_art(args.iterations, False, args.grid, args.batch)}
+    arts = {"art direct": train_art(args.direct_iterations, False, 100, 16, "direct"),
+            "art-rl global": train_art(args.iterations, False, args.grid, args.batch)}
     if not args.no_instance:
-        arts["art instance"] = train_art(args.iterations, True, args.grid, args.batch)
-    t0 = time.perf_counter()
-    q_mean, q_evals = objective_optimum(backend, train_ctx)
-    q_seconds = time.perf_counter() - t0
+        arts["art-rl instance"] = train_art(args.iterations, True, args.grid, args.batch)
     js_table = json.loads((REPO / "bench" / "results" / "testbed_table.json").read_text())
-    held_features = policy_features(arts["art global"]["policy"], backend, held)
     distil_ctx = backend.draw_contexts(256, torch.Generator().manual_seed(1))
     for steps in args.steps:
         scheds = {"uniform": uniform_schedule(steps, DTYPE),
@@ -219,20 +199,21 @@ def main() -> None:
         scheds["best global"] = best_global_schedule(testbed, train_ctx, steps,
                                                      iters=args.fit_iters)
         fit_seconds = time.perf_counter() - t0
-        scheds["art objective optimum"] = equidistributed(q_mean, steps)
-        pol = arts["art global"]["policy"]
+        scheds["art direct (global)"] = equidistributed_schedule(arts["art direct"]["q_cells"],
+                                                                 steps)
+        pol = arts["art-rl global"]["policy"]
         feats = policy_features(pol, backend, distil_ctx)
-        scheds["art global"] = distil_global_clock(pol, feats, steps=steps).flow.double()
-        if "art instance" in arts:
-            ipol = arts["art instance"]["policy"]
+        scheds["art-rl global"] = distil_global_clock(pol, feats, steps=steps).flow.double()
+        if "art-rl instance" in arts:
+            ipol = arts["art-rl instance"]["policy"]
             with torch.no_grad():
                 inst = clock_to_schedule(ipol.clock(policy_features(ipol, backend, held)),
                                          steps)
-            scheds["art instance"] = inst
+            scheds["art-rl instance"] = inst
             with torch.no_grad():
                 gi = distil_global_clock(ipol, policy_features(ipol, backend, distil_ctx),
                                          steps=steps)
-            scheds["art instance, distilled"] = gi.flow.double()
+            scheds["art-rl instance, distilled"] = gi.flow.double()
         rewards = {}
         for name, s in scheds.items():
             s = s if s.ndim == 2 else s.expand(len(held), -1)
@@ -249,17 +230,15 @@ def main() -> None:
         if key in js_table["steps"]:
             js = next((r for r in js_table["steps"][key]["rows"] if r["name"] == "policy js"),
                       None)
-        cost = {"best global": 3 * (args.fit_iters + 1) * args.train_contexts * steps,
-                "art objective optimum (calls + jvps)": q_evals}
+        cost = {"best global": 3 * (args.fit_iters + 1) * args.train_contexts * steps}
         report["steps"][key] = {"rows": rows, "js": js, "fit_seconds": fit_seconds,
                                 "cost": cost,
                                 "schedules": {k: v.tolist() for k, v in scheds.items()
                                               if v.ndim == 1}}
         print(steps, [(r["name"], round(r["mean"], 3)) for r in rows], flush=True)
-    del held_features
-    report["art"] = {k: {kk: vv for kk, vv in v.items() if kk not in ("policy", "config")}
+    report["art"] = {k: {kk: (vv.tolist() if torch.is_tensor(vv) else vv)
+                         for kk, vv in v.items() if kk not in ("policy", "config")}
                      for k, v in arts.items()}
-    report["objective_optimum_seconds"] = q_seconds
     report["testbed_q_cost"] = testbed_q_cost(backend)
     if args.comfy:
         report["comfy_q_cost"] = comfy_q_cost()
@@ -273,9 +252,8 @@ def main() -> None:
 def markdown(report: dict) -> str:
     cfg = report["config"]
     lines = [f"Default testbed, {cfg['contexts']} held-out contexts (seed {EVAL_SEED}), "
-             f"fidelity reward (mean ± SE; differences paired per context). ART: "
-             f"{cfg['iterations']} iterations x {cfg['batch']} trajectories on a "
-             f"{cfg['grid']}-point grid, trained once and read at every L.\n"]
+             f"fidelity reward (mean ± SE; differences paired per context). Every ART clock "
+             f"is trained once and read at every L.\n"]
     for key, st in report["steps"].items():
         lines += [f"### L = {key}\n", "| schedule | reward | vs uniform | vs best global |",
                   "|---|---|---|---|"]
@@ -291,10 +269,12 @@ def markdown(report: dict) -> str:
                      f"(+ as many backward passes, + reference solutions), "
                      f"{st['fit_seconds']:.0f} s.\n")
     for name, a in report["art"].items():
-        lines.append(f"* {name}: {a['model_calls']:,.0f} velocity calls + "
-                     f"{a['model_jvps']:,.0f} JVPs, {a['seconds']:.0f} s; final gamma "
-                     f"{a['gamma']:.2f}; mean psi(T) - T over the last 50 iterations "
-                     f"{a['violation_last50']:+.3f}.")
+        extra = "" if "gamma" not in a else (
+            f"; final gamma {a['gamma']:.2f}; psi(T) - T over the last 50 iterations: mean "
+            f"{a['violation_last50']:+.3f}, mean absolute {a['abs_violation_last50']:.3f}")
+        lines.append(f"* {name}: {a['iterations']} iterations x {a['batch']} trajectories x "
+                     f"{a['grid']} grid points = {a['model_calls']:,.0f} velocity calls + "
+                     f"{a['model_jvps']:,.0f} JVPs, {a['seconds']:.0f} s{extra}.")
     tq = report["testbed_q_cost"]
     lines.append("* Testbed: one Q evaluation (call + JVP) costs "
                  + ", ".join(f"{v:.1f}x ({k})" for k, v in tq["q_over_call"].items())
