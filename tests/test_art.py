@@ -136,6 +136,11 @@ def test_train_method_art_on_the_testbed(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     loaded = load_policy(out["policy"])
     assert isinstance(loaded.policy, ARTClockPolicy) and loaded.metadata["method"] == "art"
+    # eval takes an ART policy file like any other
+    assert main(["eval", out["policy"], "--contexts", "8", "--train-contexts", "8",
+                 "--fit-iters", "1", "--no-oracle", "--out", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert "learned" in [r["name"] for r in report["rows"]]
     assert main(["train", "--method", "nope", "--out", str(tmp_path)]) == 2
 
 
