@@ -358,7 +358,7 @@ class TrainConfig:
     steps: int = 5
     """Sampler budget L (number of sampler steps; the policy outputs L + 1 segments)."""
     algo: str = "reinforce"
-    """Training algorithm: ``reinforce`` (the paper) or ``ppo`` (TPDM-style clipped); its
+    """Training algorithm: ``reinforce`` (the paper), ``ppo`` (TPDM-style clipped) or ``art``; its
     options are in the config section of the same name (``--reinforce.*``, ``--ppo.*``)."""
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
     """Options of ``algo=reinforce``."""
