@@ -22,22 +22,29 @@ log = logging.getLogger("learned_schedules")
 
 
 def policy_flow(policy: torch.nn.Module, features: dict[str, torch.Tensor], mode: str = "mean",
-                seed: int | None = None) -> torch.Tensor:
+                seed: int | None = None, steps: int | None = None) -> torch.Tensor:
     """The policy's flow-time schedules ``[N, L+1]`` (float64, CPU) for a batch of features.
 
     ``mode``: ``mean`` (deterministic) or ``sample`` (a draw; with ``seed`` the draw is
-    reproducible and the global RNG is left as it was)."""
+    reproducible and the global RNG is left as it was). ``steps``: another step count, which
+    the policy reaches by its own rule (``[N, steps+1]``; e.g. ART's log-linear
+    interpolation)."""
     if mode not in ("mean", "sample"):
         raise ValueError(f"mode must be 'mean' or 'sample', got {mode!r}.")
     device = next(iter((*policy.parameters(), *policy.buffers())), torch.zeros(0)).device
     feats = {k: v.to(device) for k, v in features.items()}
+    def call() -> torch.Tensor:
+        if steps is not None:
+            return policy.schedule(feats, steps=steps, mode=mode)
+        return policy.schedule(mode=mode, **feats)
+
     with torch.inference_mode():
         if mode == "sample" and seed is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(seed) % (2**63))
-                flow = policy.schedule(mode="sample", **feats)
+                flow = call()
         else:
-            flow = policy.schedule(mode=mode, **feats)
+            flow = call()
     return flow.double().cpu()
 
 
@@ -59,7 +66,8 @@ def policy_sigmas(model: Any, policy: torch.nn.Module, features: dict[str, torch
                   seed: int | None = None) -> torch.Tensor:
     """The policy's sigmas ``[N, steps+1]`` (model sigma space, float32) for N contexts'
     features (see :func:`policy_flow` and :func:`schedule_sigmas`)."""
-    return schedule_sigmas(model, policy_flow(policy, features, mode, seed), steps, denoise)
+    total = step_counts(steps, denoise) if steps else None
+    return schedule_sigmas(model, policy_flow(policy, features, mode, seed, total), steps, denoise)
 
 
 def check_feature_dims(meta: dict, feats: dict[str, torch.Tensor], name: str) -> None:
@@ -115,7 +123,8 @@ def node_sigmas(model: Any, positive: Any, noise: Any, latent_image: dict, loade
     if total != policy_steps:
         log.info("Learned Schedule: %s was trained for %d steps; resampling its schedule to %d",
                  name, policy_steps, total)
-    flow = policy_flow(loaded.policy, feats, mode, seed=int(getattr(noise, "seed", 0)))
+    flow = policy_flow(loaded.policy, feats, mode, seed=int(getattr(noise, "seed", 0)),
+                       steps=total)
     sigmas = schedule_sigmas(model, flow[0], steps, denoise)
     validate_schedule(sigmas, sigma_max=float(sigmas[0]))
     return sigmas, default_sigmas(model, steps, "simple", denoise).float()

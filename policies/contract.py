@@ -81,8 +81,10 @@ class SchedulePolicy(Protocol):
     def schedule(self, features: Features, steps: int | None = None,
                  mode: str = "mean") -> Tensor:
         """One schedule per context ``[B, steps+1]`` (``steps`` defaults to ``L``; another
-        count is resampled from the ``L``-step schedule). ``mode``: ``mean`` (deterministic)
-        or ``sample``."""
+        count is resampled from the ``L``-step schedule, by
+        :func:`policies.schedule.resample_schedule` unless the kind defines its own
+        ``resample(schedule, steps)``, e.g. ART's log-linear rule). ``mode``: ``mean``
+        (deterministic) or ``sample``."""
 
 
 @runtime_checkable

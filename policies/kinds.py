@@ -8,6 +8,7 @@ policy, so policy modules can import the contract without an import circle.)
 from __future__ import annotations
 
 from . import (
+    art,  # noqa: F401  (registers "art-clock" and "art-global")
     dirichlet,  # noqa: F401  (registers "dirichlet")
     stepwise,  # noqa: F401  (registers "adagen-step")
 )

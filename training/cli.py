@@ -111,7 +111,24 @@ def _config_from_args(args: argparse.Namespace, base: TrainConfig | None = None)
         value = getattr(args, key, None)
         if value is not None:
             data[key] = value
+    method = getattr(args, "method", None)
+    if method is not None:
+        data["algo"] = algo_of_method(method)
     return TrainConfig.from_dict(data)
+
+
+def algo_of_method(method: str) -> str:
+    """``--method``: a method name (as written in policy files) or an algorithm name -> the
+    algorithm; ``ValueError`` naming the choices otherwise."""
+    from .rl.algorithms import ALGORITHMS
+
+    by_method = {cls.method: name for name, cls in ALGORITHMS.items()}
+    if method in ALGORITHMS:
+        return method
+    if method not in by_method:
+        raise ValueError(f"Unknown --method {method!r}; choose one of "
+                         f"{', '.join(sorted(set(by_method) | set(ALGORITHMS)))}.")
+    return by_method[method]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_train = sub.add_parser("train", help="train a policy (REINFORCE/PPO)")
     p_train.add_argument("--config", help="JSON file with TrainConfig fields (flags override)")
     p_train.add_argument("--resume", help="run folder (or checkpoint file) to continue exactly")
+    p_train.add_argument("--method", help="the method by name, a shorthand for --algo: "
+                         "dirichlet-reinforce, dirichlet-ppo, art (or an algorithm name)")
     _add_config_flags(p_train)
 
     p_eval = sub.add_parser(

@@ -608,6 +608,30 @@ class ComfyBackend(Backend):
                 self._references[key] = img
         return torch.stack([self._references[key] for key in keys])
 
+    # -- the flow field (ART's error signal) -------------------------------------------------
+    def flow_rollout(self, contexts: PromptContexts,
+                     fn: Callable[[Any, torch.Tensor], dict[str, torch.Tensor]]
+                     ) -> dict[str, torch.Tensor]:
+        """Run ``fn(field, rows)`` on the model's differentiable flow field (through
+        ``apply_model`` inside ``CFGGuider.sample``, :mod:`.flow_field`), once per group of
+        contexts whose prompts batch together; the results are reassembled in context
+        order."""
+        from .flow_field import run_flow_field
+
+        prompts = self.prompt_texts(contexts)
+        noise = self.noise(contexts)
+        out: dict[str, torch.Tensor] = {}
+        for idx in self._batches(prompts):
+            part = run_flow_field(
+                self.model, self._batched_cond([prompts[int(i)] for i in idx]),
+                self._negative(len(idx)), self.cfg, noise[idx],
+                lambda field, rows=idx: fn(field, rows), seed=int(contexts.seeds[idx[0]]))
+            for key, value in part.items():
+                if key not in out:
+                    out[key] = value.new_empty((len(contexts), *value.shape[1:]), device="cpu")
+                out[key][idx] = value.detach().cpu()
+        return out
+
 
 SetMeasures = Callable[[dict[str, torch.Tensor], list[str]],
                        dict[str, dict[str, tuple[float, torch.Tensor]]]]

@@ -6,6 +6,7 @@ testbed (no weights, the embedded default) and, later, on real ComfyUI models.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from ...policies.actors import Actor, Trajectory
 
 if TYPE_CHECKING:
     from .config import TrainConfig
+    from .flow_error import FlowField
 
 
 class Backend:
@@ -145,6 +147,18 @@ class Backend:
         back-end cannot group by prompt."""
         raise ValueError("This back-end cannot draw batches grouped by prompt: set "
                          "seeds_per_prompt to 0 and use a baseline that is not grouped.")
+
+    def flow_rollout(self, contexts: Any,
+                     fn: Callable[[FlowField, torch.Tensor], dict[str, torch.Tensor]]
+                     ) -> dict[str, torch.Tensor] | None:
+        """Run ``fn(field, rows)`` on the contexts' differentiable, forward-AD capable
+        probability-flow field (:class:`training.rl.flow_error.FlowField`: the initial noise
+        and ``v(x, sigma)`` in flow time), e.g. an ART trajectory with its error signal;
+        ``rows`` are the indices of the contexts the field covers. ``fn`` returns tensors with
+        the field's batch first; a back-end that needs several fields for one batch (prompts
+        of different lengths) concatenates their results in context order. None when the
+        back-end has no such field."""
+        return None
 
 
 def grouped_indices(pool_groups: torch.Tensor, prompts: int, seeds: int,

@@ -19,7 +19,7 @@ DEFAULT_SEEDS_PER_PROMPT = 4
 """Seeds per prompt in a batch when a grouped baseline is chosen and ``seeds_per_prompt=0``."""
 CONCENTRATION_FORMS = ("softplus", "scheduled")
 """``TrainConfig.concentration`` values (:data:`policies.dirichlet.CONCENTRATIONS`)."""
-ALGOS = ("reinforce", "ppo", "adagen")
+ALGOS = ("reinforce", "ppo", "art", "adagen")
 """Algorithm names; each has a config section (a field of :class:`TrainConfig`) of that name."""
 
 LEGACY_KEYS: dict[str, tuple[str | None, str]] = {
@@ -252,7 +252,100 @@ class AdaGenConfig:
                              "> 0.")
 
 
-SECTIONS: dict[str, type] = {"reinforce": ReinforceConfig, "ppo": PPOConfig}
+@dataclass
+class ARTConfig:
+    """ART: continuous-time actor-critic over the clock speed (no reward model; REFERENCE.md
+    section 2). ``batch`` contexts give one trajectory each per iteration (the paper: 1)."""
+
+    solver: str = "actor_critic"
+    """``actor_critic``: the paper's ART-RL. ``direct``: no RL; trajectories on the uniform
+    clock measure the mean |Q| on each grid cell of psi, and the deployed clock is the exact
+    minimiser of ART's objective for a global clock (the schedule ART-RL converges to in
+    theory; policies.art.equidistributed_schedule)."""
+    grid: int = 100
+    """K: points of the training time grid (dt = horizon / grid)."""
+    horizon: float = 1.0
+    """T: the clock's total time; the constraint is psi(T) = T."""
+    lam: float = 0.1
+    """lambda: exploration temperature; the speed's variance is lam / max(|Q|, eps) and the
+    critic is V = NN + lam * t."""
+    eps: float = 1e-6
+    """Floor on |Q| in the policy variance."""
+    lr: float = 1e-4
+    """Adam learning rate of actor and critic (the engine's schedule scales it as it scales
+    lr)."""
+    critic_lr: float | None = None
+    """Adam learning rate of the critic (None: ``lr``)."""
+    gamma_lr: float = 0.1
+    """Step of the Lagrange multiplier: gamma += gamma_lr * mean(psi(T) - T)."""
+    penalty: float = 10.0
+    """rho of the augmented Lagrangian: a terminal reward -rho/2 (psi(T) - T)^2 (0: the
+    paper's plain Lagrangian, which oscillates between a racing and a stalled clock)."""
+    natural_gradient: bool = True
+    """Scale each step's actor score by the policy variance (the natural gradient of the
+    Gaussian mean: same fixed point, far less variance from the high-|Q| steps whose score
+    ``(theta - mu) |Q| / lam`` is large). Off: the paper's plain score."""
+    width: int = 128
+    """Width of the actor's and the critic's MLPs."""
+    layers: int = 3
+    """Linear layers of each MLP (Softplus between them)."""
+    features: bool = True
+    """Actor and critic read the context features (initial noise, prompt) through an
+    encoder: an instance-level clock. Off: a clock of (t, psi) only."""
+    deploy: str = "global"
+    """What the policy file holds: ``global`` (the distilled clock, one schedule; the paper)
+    or ``instance`` (the clock of each context's features)."""
+    distill_contexts: int = 256
+    """Training-pool contexts the global clock is distilled over (mean speed)."""
+    sigma_floor: float = 1e-3
+    """Smallest flow time at which the field is evaluated (an exploring clock may overshoot)."""
+    q_method: str = "auto"
+    """How Q's JVP is taken: ``auto`` (the back-end's choice), ``forward_ad`` (dual tensors),
+    ``func`` (torch.func.jvp) or ``double_backward`` (two reverse-mode passes)."""
+    min_speed: float = 1e-3
+    """Floor on the deployed clock's speed (every step moves forward)."""
+
+    def check(self, prefix: str) -> None:
+        """Types and ranges of the section's own fields."""
+        check_fields(self, prefix)
+        for name, low, high in (("grid", 2, 100_000), ("width", 1, 16_384), ("layers", 1, 64),
+                                ("distill_contexts", 1, 1_000_000)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"{prefix}{name} must be between {low} and {high}, got "
+                                 f"{value}.")
+        check_number(prefix + "horizon", self.horizon, low=0, low_open=True)
+        check_number(prefix + "lam", self.lam, low=0, low_open=True)
+        check_number(prefix + "eps", self.eps, low=0, low_open=True)
+        check_number(prefix + "lr", self.lr, low=0, high=10, low_open=True)
+        check_number(prefix + "gamma_lr", self.gamma_lr, low=0)
+        check_number(prefix + "penalty", self.penalty, low=0)
+        check_number(prefix + "critic_lr", self.critic_lr, low=0, high=10, low_open=True)
+        check_number(prefix + "sigma_floor", self.sigma_floor, low=0, high=1, low_open=True,
+                     high_open=True)
+        check_number(prefix + "min_speed", self.min_speed, low=0, high=1, low_open=True,
+                     high_open=True)
+        if self.deploy not in ("global", "instance"):
+            raise ValueError(f"{prefix}deploy must be 'global' or 'instance', got "
+                             f"{self.deploy!r}.")
+        if self.solver not in ("actor_critic", "direct"):
+            raise ValueError(f"{prefix}solver must be 'actor_critic' or 'direct', got "
+                             f"{self.solver!r}.")
+        if self.q_method not in ("auto", "forward_ad", "func", "double_backward"):
+            raise ValueError(f"{prefix}q_method must be auto, forward_ad, func or "
+                             f"double_backward, got {self.q_method!r}.")
+
+    def validate(self, config: TrainConfig) -> None:
+        """Raise ``ValueError`` for options the run cannot use."""
+        if self.deploy == "instance" and not self.features:
+            raise ValueError("art.deploy 'instance' needs art.features (a clock of the "
+                             "context's features).")
+        if self.deploy == "instance" and self.solver == "direct":
+            raise ValueError("art.solver 'direct' gives one global clock; use art.deploy "
+                             "'global'.")
+
+
+SECTIONS: dict[str, type] = {"reinforce": ReinforceConfig, "ppo": PPOConfig, "art": ARTConfig}
 """Config section class of each algorithm (the :class:`TrainConfig` field of that name)."""
 SECTIONS["adagen"] = AdaGenConfig
 SECTIONS_BY_CLASS: dict[str, type] = {cls.__name__: cls for cls in SECTIONS.values()}
@@ -339,14 +432,18 @@ class TrainConfig:
     steps: int = 5
     """Sampler budget L (number of sampler steps; the policy outputs L + 1 segments)."""
     algo: str = "reinforce"
-    """Training algorithm: ``reinforce`` (the paper) or ``ppo`` (TPDM-style clipped); its
-    options are in the config section of the same name (``--reinforce.*``, ``--ppo.*``)."""
+    """Training algorithm: ``reinforce`` (the paper), ``ppo`` (TPDM-style clipped), ``art``
+    (continuous-time actor-critic on the clock) or ``adagen`` (step-wise PPO, adversarial
+    reward); its options are in the config section of the same name (``--reinforce.*``,
+    ``--ppo.*``, ``--art.*``, ``--adagen.*``)."""
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
     """Options of ``algo=reinforce``."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """Options of ``algo=ppo``."""
     adagen: AdaGenConfig = field(default_factory=AdaGenConfig)
     """Options of ``algo=adagen``."""
+    art: ARTConfig = field(default_factory=ARTConfig)
+    """Options of ``algo=art``."""
     rollouts: int = 2
     """K: sampled schedules per context (the paper uses 2)."""
     batch: int = 16

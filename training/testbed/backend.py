@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ from torch import nn
 from ...policies.actors import Actor, StepState, Trajectory, TrajectoryRecorder, check_decision
 from ...policies.encoders import VectorEncoder
 from ..rl.backend import Backend, grouped_indices
+from ..rl.flow_error import FlowField
 from .eval import squared_errors, testbed_comparators, write_schedule_plot
 from .mixture import DTYPE, Contexts, Testbed
 
@@ -140,3 +142,20 @@ class TestbedBackend(Backend):
                              schedules: dict[str, torch.Tensor],
                              rewards: dict[str, torch.Tensor], **options: Any) -> list[Path]:
         return write_schedule_plot(out_dir, schedules, schedules["learned"].shape[-1] - 1)
+
+    # -- the flow field (ART's error signal) -------------------------------------------------
+    def flow_field(self, contexts: Contexts) -> FlowField:
+        """The exact closed-form velocity of these contexts (float64, differentiable in ``x``
+        and ``sigma``, forward-AD capable)."""
+        classes = contexts.classes
+
+        def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            return self.testbed.velocity(x, sigma, classes)
+
+        return FlowField(start=contexts.noise.to(DTYPE), velocity=velocity,
+                         jvp_method="double_backward")
+
+    def flow_rollout(self, contexts: Contexts,
+                     fn: Callable[[FlowField, torch.Tensor], dict[str, torch.Tensor]]
+                     ) -> dict[str, torch.Tensor]:
+        return fn(self.flow_field(contexts), torch.arange(len(contexts)))

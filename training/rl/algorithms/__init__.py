@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .adagen import AdaGen
+from .art import ART
 from .base import Algorithm, RolloutBatch
 from .ppo import PPO
 from .reinforce import Reinforce
@@ -14,7 +15,8 @@ from .reinforce import Reinforce
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
-ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (Reinforce, PPO, AdaGen)}
+ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls
+                                          for cls in (Reinforce, PPO, ART, AdaGen)}
 """Algorithm classes by name (``TrainConfig.algo``)."""
 
 
@@ -26,4 +28,4 @@ def make_algorithm(config: TrainConfig) -> Algorithm:
 
 
 __all__ = ["ALGORITHMS", "Algorithm", "RolloutBatch", "make_algorithm", "Reinforce", "PPO",
-           "AdaGen"]
+           "ART", "AdaGen"]
