@@ -224,6 +224,9 @@ class ARTConfig:
     restore: float = 10.0
     """With ``project``: the (normalised) projected step is pulled back towards psi(T) = T
     by ``restore * (psi(T) - T)`` on every step of the trajectory."""
+    trapezoid: bool = False
+    """Charge each step the mean |Q| of its two ends (trapezoid rule) instead of the |Q| at
+    its start: on a coarse grid a fast step otherwise jumps over a high-|Q| stretch for free."""
     critic_warmup: int = 0
     """Iterations at the start in which only the critic learns (actor and gamma frozen), so
     that the actor's first steps follow a fitted value slope dV/dpsi."""

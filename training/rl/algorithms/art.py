@@ -289,8 +289,11 @@ class ART(Algorithm):
         with torch.no_grad():
             end = batch.psi[:, -1:].to(device) - o.horizon  # terminal: -rho/2 (psi(T)-T)^2
             following = torch.cat([value[:, 1:], -0.5 * o.penalty * end.pow(2)], 1)
+            # the error cost of step k: |Q| at its start, or (trapezoid) the mean of its two
+            # ends, so that a fast step cannot jump over a high-|Q| stretch for free
+            q_cost = 0.5 * (q + torch.cat([q[:, 1:], q[:, -1:]], 1)) if o.trapezoid else q
             delta = (following - value - self.gamma * theta * dt
-                     - active * q * theta.pow(2) * dt)
+                     - active * q_cost * theta.pow(2) * dt)
             if o.trace > 0.0:  # TD(trace): A_k = sum_j trace^(j-k) delta_j (1: Monte Carlo)
                 advantage = torch.zeros_like(delta)
                 running = torch.zeros_like(delta[:, 0])
