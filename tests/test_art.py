@@ -167,3 +167,28 @@ def test_arts_clock_beats_uniform_and_shift3_on_held_out_contexts(tmp_path, back
         diff = reward - backend.rewards(held, other.expand(256, 1, -1))[:, 0].double()
         se = float(diff.std() / diff.numel() ** 0.5)
         assert float(diff.mean()) > 3 * se, (name, float(diff.mean()), se)
+
+
+def test_actor_critic_clock_beats_uniform_on_held_out_contexts(tmp_path, backend):
+    """The paper's actor-critic (``solver=actor_critic``), stabilised as documented in
+    ``ARTConfig`` (Monte Carlo advantage ``trace=1``, a critic warm-up, the actor's step
+    projected onto the constraint with a proportional pull): 250 iterations of 32 trajectories,
+    no reward, no reference solution. Its distilled clock beats the uniform schedule on 256
+    held-out contexts at L = 8 by more than 3 paired standard errors."""
+    steps = 8
+    art = {"lr": 3e-3, "critic_lr": 3e-3, "gamma_lr": 0.0, "critic_warmup": 30,
+           "project": True, "restore": 10.0, "trace": 1.0}
+    result = train(_config(tmp_path, steps=steps, batch=32, iterations=250, checkpoint_every=0,
+                           eval_every=0, art=art))
+    with (result.run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert abs(float(rows[-1]["constraint_violation"])) < 0.2  # the clock ends near psi = T
+    clock = load_policy(result.run_dir / "policy.safetensors").policy
+    assert isinstance(clock, ARTGlobalClock)
+    flow = clock.schedule({}, steps=steps)[0]
+    validate_schedule(flow)
+    held = backend.held_out_contexts(256, 10_000)
+    diff = (backend.rewards(held, flow.expand(256, 1, -1))[:, 0].double()
+            - backend.rewards(held, uniform_schedule(steps).expand(256, 1, -1))[:, 0].double())
+    se = float(diff.std() / diff.numel() ** 0.5)
+    assert float(diff.mean()) > 3 * se, (float(diff.mean()), se)

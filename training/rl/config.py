@@ -285,6 +285,24 @@ class ARTConfig:
     """Scale each step's actor score by the policy variance (the natural gradient of the
     Gaussian mean: same fixed point, far less variance from the high-|Q| steps whose score
     ``(theta - mu) |Q| / lam`` is large). Off: the paper's plain score."""
+    trace: float = 0.0
+    """Eligibility trace of the advantage that drives actor and critic: ``A_k = sum_j
+    trace^(j-k) delta_j`` (0: the paper's one-step TD error; 1: the Monte Carlo return to go
+    minus the critic, which needs no accurate value slope dV/dpsi from the critic)."""
+    project: bool = False
+    """Project the actor's step onto speed changes that keep the clock's total (the constraint
+    psi(T) = T): the per-step gradient on the mean speed minus its mean over the batch's active
+    steps. This is the Lagrange multiplier taken to its fast-time-scale limit (the value that
+    makes every actor step constraint-neutral) instead of a dual step that lags the actor."""
+    restore: float = 10.0
+    """With ``project``: the (normalised) projected step is pulled back towards psi(T) = T
+    by ``restore * (psi(T) - T)`` on every step of the trajectory."""
+    trapezoid: bool = False
+    """Charge each step the mean |Q| of its two ends (trapezoid rule) instead of the |Q| at
+    its start: on a coarse grid a fast step otherwise jumps over a high-|Q| stretch for free."""
+    critic_warmup: int = 0
+    """Iterations at the start in which only the critic learns (actor and gamma frozen), so
+    that the actor's first steps follow a fitted value slope dV/dpsi."""
     width: int = 128
     """Width of the actor's and the critic's MLPs."""
     layers: int = 3
@@ -309,7 +327,8 @@ class ARTConfig:
         """Types and ranges of the section's own fields."""
         check_fields(self, prefix)
         for name, low, high in (("grid", 2, 100_000), ("width", 1, 16_384), ("layers", 1, 64),
-                                ("distill_contexts", 1, 1_000_000)):
+                                ("distill_contexts", 1, 1_000_000),
+                                ("critic_warmup", 0, 10_000_000)):
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ValueError(f"{prefix}{name} must be between {low} and {high}, got "
@@ -320,6 +339,7 @@ class ARTConfig:
         check_number(prefix + "lr", self.lr, low=0, high=10, low_open=True)
         check_number(prefix + "gamma_lr", self.gamma_lr, low=0)
         check_number(prefix + "penalty", self.penalty, low=0)
+        check_number(prefix + "trace", self.trace, low=0, high=1)
         check_number(prefix + "critic_lr", self.critic_lr, low=0, high=10, low_open=True)
         check_number(prefix + "sigma_floor", self.sigma_floor, low=0, high=1, low_open=True,
                      high_open=True)
