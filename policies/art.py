@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import check_sizes
-from .contract import Features, features_argument, register_policy
+from .contract import Features, features_argument, kind_options, register_policy
 from .encoders import build_encoder
 from .schedule import DEFAULT_MIN_STEP, increments_to_schedule, uniform_schedule
 
@@ -190,9 +190,7 @@ class ARTGlobalClock(_Deterministic):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ARTGlobalClock:
-        if not isinstance(config, dict) or config.get("policy", cls.kind) != cls.kind:
-            raise ValueError(f"Not a {cls.kind} policy config.")
-        cfg = {k: v for k, v in config.items() if k != "policy"}
+        cfg = kind_options(cls, config)
         return cls(**cfg)
 
     @classmethod
@@ -310,9 +308,7 @@ class ARTClockPolicy(_Deterministic):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ARTClockPolicy:
-        if not isinstance(config, dict) or config.get("policy", cls.kind) != cls.kind:
-            raise ValueError(f"Not a {cls.kind} policy config.")
-        cfg = {k: v for k, v in config.items() if k != "policy"}
+        cfg = kind_options(cls, config)
         enc = cfg.pop("encoder", None)
         return cls(None if enc is None else build_encoder(enc), **cfg)
 

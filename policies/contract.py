@@ -144,6 +144,18 @@ def build_policy(config: dict[str, Any]) -> Any:
     return POLICY_KINDS[kind].from_config(config)
 
 
+def kind_options(cls: type, config: Any) -> dict[str, Any]:
+    """A policy config's options without its ``policy`` key (what a kind's ``from_config``
+    passes on), after checking it is an object written for ``cls.kind``; ``ValueError``
+    otherwise."""
+    if not isinstance(config, dict):
+        raise ValueError(f"A {cls.kind} policy config must be an object.")
+    options = dict(config)
+    if options.pop("policy", cls.kind) != cls.kind:
+        raise ValueError(f"Not a {cls.kind} policy config.")
+    return options
+
+
 def features_argument(features: Features | str | None, mode: str,
                       legacy: dict[str, Tensor]) -> tuple[Features, str]:
     """Normalise ``schedule``'s arguments, keeping the old keyword style working.
@@ -162,4 +174,4 @@ def features_argument(features: Features | str | None, mode: str,
 
 
 __all__ = ["SchedulePolicy", "Features", "POLICY_KINDS", "register_policy", "build_policy",
-           "features_argument", "StepwisePolicy", "is_stepwise"]
+           "features_argument", "StepwisePolicy", "is_stepwise", "kind_options"]

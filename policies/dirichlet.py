@@ -28,7 +28,7 @@ from torch import nn
 from torch.distributions import Dirichlet
 
 from .checks import check_sizes
-from .contract import Features, build_policy, features_argument, register_policy
+from .contract import Features, build_policy, features_argument, kind_options, register_policy
 from .encoders import build_encoder
 from .schedule import DEFAULT_MIN_STEP, clamp_increments, increments_to_schedule, resample_schedule
 
@@ -257,11 +257,7 @@ class DirichletPolicy(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DirichletPolicy:
-        if not isinstance(config, dict):
-            raise ValueError(f"A {cls.kind} policy config must be an object.")
-        cfg = dict(config)
-        if cfg.pop("policy", cls.kind) != cls.kind:
-            raise ValueError(f"Not a {cls.kind} policy config.")
+        cfg = kind_options(cls, config)
         return cls(build_encoder(cfg.pop("encoder")), **cfg)
 
     @classmethod

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from .actors import ActorStep, StepState
 from .checks import check_sizes
-from .contract import Features, is_stepwise, register_policy
+from .contract import Features, is_stepwise, kind_options, register_policy
 from .encoders import build_encoder
 from .schedule import increments_to_schedule
 
@@ -182,11 +182,7 @@ class StepPolicy(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> StepPolicy:
-        if not isinstance(config, dict):
-            raise ValueError(f"A {cls.kind} policy config must be an object.")
-        cfg = dict(config)
-        if cfg.pop("policy", cls.kind) != cls.kind:
-            raise ValueError(f"Not a {cls.kind} policy config.")
+        cfg = kind_options(cls, config)
         return cls(build_encoder(cfg.pop("encoder")), **cfg)
 
     @classmethod
