@@ -1,4 +1,4 @@
-"""ART-RL (the paper's actor-critic) with and without the stabilisers of docs/notes/art.md, vs
+"""ART-RL (the paper's actor-critic) with and without the stabilisers of the README, section ART, vs
 the uniform schedule and ART direct, on the default testbed (held-out contexts, paired).
 
 Usage: ``nice python bench/art_rl.py``; writes ``bench/results/art_rl.md`` (~5 CPU-minutes).

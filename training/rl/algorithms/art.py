@@ -30,7 +30,7 @@ contexts give one trajectory each per iteration (the paper: one); gradients are 
 model evaluations are the algorithm's own checkpoint state (``extra_state``), so a resumed
 run equals an uninterrupted one.
 
-Stabilisers (off by default; docs/notes/art.md): as written, the updates above did not learn a
+Stabilisers (off by default; the README, section ART): as written, the updates above did not learn a
 clock shape on the testbed (actor and multiplier oscillate; the critic's bootstrapped slope
 dV/dpsi misleads the actor). ``trace`` replaces delta by the TD(trace) advantage (1: the Monte
 Carlo return to go minus the critic), ``project`` replaces the dual step by its fast limit (the
