@@ -29,6 +29,9 @@ from ui_workflow import TINY_SD3, apply_stand_ins, examples, ui_to_api
 
 PACK = "learned-schedules"  # the folder name under custom_nodes/ (the templates' module)
 SD3_EXAMPLES = [p for p in examples() if "Flux" not in p.name]
+# the browser test reloads and re-runs the first one run: one with a Learned Schedule
+RUN_ORDER = sorted(SD3_EXAMPLES, key=lambda p: "LearnedSchedules_LearnedSchedule\"" not in
+                   p.read_text())
 # one sampler, one output: a bad Learned Schedule leaves nothing to run (HTTP 400)
 SD3_SINGLE = next(p for p in SD3_EXAMPLES if "text to image" in p.name)
 
@@ -203,7 +206,8 @@ def test_examples_are_human_made_ui_graphs(server):
     for path in examples():
         ui = json.loads(path.read_text())
         types = [n["type"] for n in ui["nodes"]]
-        assert "LearnedSchedules_LearnedSchedule" in types, path.name
+        assert {"LearnedSchedules_LearnedSchedule",
+                "LearnedSchedules_LearnedSampler"} & set(types), path.name
         assert any(t in ("Note", "MarkdownNote") for t in types), path.name  # explains setup
         ids = {n["id"] for n in ui["nodes"]}
         for link in ui["links"]:
@@ -222,18 +226,21 @@ def test_example_workflow_runs(server, path):
     result = _run(server, graph)
     assert result["status"]["status_str"] == "success", result["status"]
     outputs = result["outputs"]
-    sched_id = next(k for k, v in graph.items()
-                    if v["class_type"] == "LearnedSchedules_LearnedSchedule")
-    payload = outputs[sched_id]["learned_schedule"][0]
-    sig = torch.tensor(payload["sigmas"])
-    assert float(sig[0]) == pytest.approx(1.0) and float(sig[-1]) == 0.0
-    assert torch.all(sig[:-1] > sig[1:])
-    assert payload["policy"] == "sd3_test.safetensors" and payload["family"] == "sd3"
-    assert payload["trained_steps"] == 4
-    steps = graph[sched_id]["inputs"]["steps"]
-    if steps not in (0, 4):
-        assert payload["resampling"] == f"resampled from 4 to {steps} steps"
-    saved = [k for k, v in graph.items() if v["class_type"] == "SaveImage"]
+    sched_id = next((k for k, v in graph.items()
+                     if v["class_type"] == "LearnedSchedules_LearnedSchedule"), None)
+    if sched_id is not None:
+        payload = outputs[sched_id]["learned_schedule"][0]
+        sig = torch.tensor(payload["sigmas"])
+        assert float(sig[0]) == pytest.approx(1.0) and float(sig[-1]) == 0.0
+        assert torch.all(sig[:-1] > sig[1:])
+        assert payload["policy"] == "sd3_test.safetensors" and payload["family"] == "sd3"
+        assert payload["trained_steps"] == 4
+        steps = graph[sched_id]["inputs"]["steps"]
+        if steps not in (0, 4):
+            assert payload["resampling"] == f"resampled from 4 to {steps} steps"
+    else:  # a Learned Sampler example (its plot is checked by the browser test)
+        assert any(v["class_type"] == "LearnedSchedules_LearnedSampler" for v in graph.values())
+    saved = [k for k, v in graph.items() if v["class_type"] in ("SaveImage", "PreviewImage")]
     assert saved and all(outputs[k]["images"] for k in saved)
     for k, v in graph.items():
         if v["class_type"] in ("LearnedSchedules_CompareSchedules",
@@ -376,7 +383,7 @@ def test_browser_templates_panel_reload_and_cached_run(server, tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"module": PACK, "stand_ins": TINY_SD3,
                                 "examples": [p.stem for p in examples()],
-                                "run": [p.stem for p in SD3_EXAMPLES],
+                                "run": [p.stem for p in RUN_ORDER],
                                 "out_dir": str(out_dir)}))
     proc = subprocess.run(["node", str(REPO / "tests" / "browser" / "run_ui.mjs"),
                            server["url"], str(spec)],
@@ -403,7 +410,7 @@ def test_browser_templates_panel_reload_and_cached_run(server, tmp_path):
         run = result["examples"][stem]
         assert run["status"] == "success", run
         assert run["curve"] > 30, run  # pixels of the learned curve's colour on the node
-    first = result["examples"][SD3_EXAMPLES[0].stem]  # the first one run
+    first = result["examples"][RUN_ORDER[0].stem]  # the first one run
     assert first["after_reload"]["payload"] and first["after_reload"]["curve"] > 30, first
     assert first["after_cached_run"]["status"] == "success"
     assert first["after_cached_run"]["curve"] > 30, first

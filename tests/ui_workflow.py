@@ -19,6 +19,7 @@ TINY_SD3 = {
         "VAELoader": {"vae_name": "tiny_vae.safetensors"},
         "EmptySD3LatentImage": {"width": 128, "height": 128},
         "LearnedSchedules_LearnedSchedule": {"policy": "sd3_test.safetensors"},
+        "LearnedSchedules_LearnedSampler": {"policy": "sd3_test.safetensors"},
         "CLIPLoader": {"clip_name": "clip_l.safetensors", "type": "sd3"},
     },
     "replace": {

@@ -12,6 +12,8 @@ import { chromium } from "playwright-core";
 const [url, specPath] = process.argv.slice(2);
 const spec = JSON.parse(readFileSync(specPath, "utf8"));
 const LS = "LearnedSchedules_LearnedSchedule";
+// the nodes with a schedule plot: Learned Schedule, Learned Sampler
+const PLOT = [LS, "LearnedSchedules_LearnedSampler"];
 const result = { ok: false, examples: {}, screenshots: [] };
 const alerts = [];
 
@@ -44,8 +46,8 @@ async function openTemplate(page, stem) {
   const thumb = await img.evaluate((el) => el.naturalWidth).catch(() => 0);
   await card.locator("h3").first().click();
   await page.waitForFunction(
-    (ls) => window.app.graph._nodes.some((n) => n.type === ls) &&
-      !document.querySelector('[role="dialog"]'), LS, { timeout: 60000 });
+    (ls) => window.app.graph._nodes.some((n) => ls.includes(n.type)) &&
+      !document.querySelector('[role="dialog"]'), PLOT, { timeout: 60000 });
   await page.waitForTimeout(800);
   return thumb;
 }
@@ -94,7 +96,7 @@ async function runPrompt(page, prompt) {
 
 async function plotState(page) {
   return page.evaluate((ls) => {
-    const node = window.app.graph._nodes.find((n) => n.type === ls);
+    const node = window.app.graph._nodes.find((n) => ls.includes(n.type));
     const canvas = node?.__lsCanvas;
     if (!canvas) return { curve: 0, payload: false };
     const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
@@ -110,7 +112,7 @@ async function plotState(page) {
     const rect = canvas.parentElement.getBoundingClientRect();
     return { curve, payload: !!payload, width: canvas.width, height: canvas.height,
              sigmas: payload?.sigmas, rootHeight: rect.height };
-  }, LS);
+  }, PLOT);
 }
 
 async function focusNodes(page, types, clip) {
@@ -142,16 +144,16 @@ async function reloadAndRerun(page, ex) {
   await page.waitForTimeout(1500);
   ex.after_reload = await plotState(page);
   const shot = `${spec.out_dir}/after_reload.png`;
-  await focusNodes(page, [LS]);
+  await focusNodes(page, PLOT);
   await page.screenshot({ path: shot });
   result.screenshots.push(shot);
   ex.after_cached_run = { ...(await runPrompt(page, prompt)), ...(await plotState(page)) };
   await page.evaluate(() => { window.app.canvas.ds.scale = 2.5; window.app.canvas.setDirty(true, true); });
   await page.waitForTimeout(900);
   ex.sharp_at_zoom = await page.evaluate((ls) => {
-    const c = window.app.graph._nodes.find((n) => n.type === ls).__lsCanvas;
+    const c = window.app.graph._nodes.find((n) => ls.includes(n.type)).__lsCanvas;
     return { backing_over_css: c.width / parseFloat(c.style.width) };
-  }, LS);
+  }, PLOT);
   ex.bounds = await plotBounds(page);
   ex.palette = await paletteSwitch(page);
   ex.after_tab_switch = await tabSwitch(page);
@@ -159,10 +161,10 @@ async function reloadAndRerun(page, ex) {
 
 // the plot's on-screen rectangle against the node's (body below the title bar)
 async function plotBounds(page) {
-  await focusNodes(page, [LS]);
+  await focusNodes(page, PLOT);
   return page.evaluate((ls) => {
     const app = window.app;
-    const node = app.graph._nodes.find((n) => n.type === ls);
+    const node = app.graph._nodes.find((n) => ls.includes(n.type));
     const el = app.canvas.canvas.getBoundingClientRect();
     const [x0, y0] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1]]);
     const [x1, y1] = app.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0],
@@ -170,15 +172,15 @@ async function plotBounds(page) {
     const r = node.__lsCanvas.getBoundingClientRect();
     return { node: [x0 + el.left, y0 + el.top, x1 + el.left, y1 + el.top],
              plot: [r.left, r.top, r.right, r.bottom] };
-  }, LS);
+  }, PLOT);
 }
 
 // switch the colour palette: the plot is redrawn without a run (its background follows)
 async function paletteSwitch(page) {
   const pixel = () => page.evaluate((ls) => {
-    const c = window.app.graph._nodes.find((n) => n.type === ls).__lsCanvas;
+    const c = window.app.graph._nodes.find((n) => ls.includes(n.type)).__lsCanvas;
     return [...c.getContext("2d").getImageData(1, 1, 1, 1).data.slice(0, 3)];
-  }, LS);
+  }, PLOT);
   const setPalette = (id) => page.evaluate((id) =>
     window.app.extensionManager.setting.set("Comfy.ColorPalette", id), id);
   const before = await pixel();
@@ -200,14 +202,16 @@ async function tabSwitch(page) {
   await page.waitForTimeout(1200);
   const blank = await page.evaluate(() => window.app.graph._nodes.length);
   await command("Workspace.PreviousOpenedWorkflow");
-  await page.waitForFunction((ls) => window.app.graph._nodes.some((n) => n.type === ls), LS,
+  await page.waitForFunction((ls) => window.app.graph._nodes.some((n) => ls.includes(n.type)),
+    PLOT,
     { timeout: 30000 }).catch(() => {});
   await page.waitForTimeout(1200);
   return { blank_nodes: blank, ...(await plotState(page)) };
 }
 
 const THUMB = { x: 240, y: 135, width: 760, height: 760 }; // below the tab bar and workflow name
-const THUMB_NODES = [LS, "SamplerCustomAdvanced", "SaveImage", "LearnedSchedules_CompareSchedules",
+const THUMB_NODES = [...PLOT, "SamplerCustomAdvanced", "SaveImage", "PreviewImage",
+  "LearnedSchedules_CompareSchedules",
   "LearnedSchedules_ScheduleToText"];
 async function thumbnail(page, stem) {
   await focusNodes(page, THUMB_NODES, THUMB);
@@ -260,8 +264,8 @@ try {
     ex.alerts.push(...alerts.slice(before));
     if (spec.run.includes(stem)) {
       Object.assign(ex, await runPrompt(page, standIns(ex.prompt, spec.stand_ins)));
-      await page.waitForFunction((ls) => window.app.graph._nodes.find((n) => n.type === ls)
-        ?.properties?.learned_schedule_plot, LS, { timeout: 30000 }).catch(() => {});
+      await page.waitForFunction((ls) => window.app.graph._nodes
+        .find((n) => ls.includes(n.type))?.properties?.learned_schedule_plot, PLOT, { timeout: 30000 }).catch(() => {});
       await page.waitForTimeout(400);
       Object.assign(ex, await plotState(page));
       ex.preview_images = await page.evaluate(() => {
@@ -278,7 +282,7 @@ try {
       }
       if (stem === spec.run[0]) await reloadAndRerun(page, ex);
       const shot = `${spec.out_dir}/${stem.replace(/[^A-Za-z0-9]+/g, "_")}.png`;
-      await focusNodes(page, [LS, "LearnedSchedules_CompareSchedules",
+      await focusNodes(page, [...PLOT, "LearnedSchedules_CompareSchedules",
         "LearnedSchedules_ScheduleToText"]);
       await page.screenshot({ path: shot });
       result.screenshots.push(shot);
