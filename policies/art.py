@@ -33,33 +33,19 @@ from torch import Tensor, nn
 from .checks import check_sizes
 from .contract import Features, features_argument, kind_options, register_policy
 from .encoders import build_encoder
-from .schedule import DEFAULT_MIN_STEP, increments_to_schedule, uniform_schedule
+from .schedule import (
+    DEFAULT_MIN_STEP,
+    increments_to_schedule,
+    resample_schedule,
+    uniform_schedule,
+)
 
 
 def resample_loglinear(schedule: Tensor, steps: int) -> Tensor:
-    """Resample flow schedules ``[..., n+1]`` (``[1, ..., 0]``) to ``steps`` steps by
-    interpolating ``log t`` linearly in the normalised step position (ART's rule for other step
-    counts). The final cell, which ends at ``t = 0``, is interpolated linearly (``log 0`` is
-    undefined). Starts at the first value, ends at 0; strictly decreasing in, strictly
-    decreasing out."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"The number of steps must be a positive integer, got {steps!r}.")
-    n = schedule.shape[-1] - 1
-    if n == steps:
-        return schedule.clone()
-    src = torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64)
-    dst = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-    flat = schedule.reshape(-1, n + 1).to(torch.float64)
-    idx = torch.clamp(torch.searchsorted(src, dst, right=True) - 1, 0, n - 1)
-    w = (dst - src[idx]) / (src[idx + 1] - src[idx])
-    a, b = flat[:, idx], flat[:, idx + 1]
-    both = (a > 0) & (b > 0)
-    loglin = torch.exp(torch.log(a.clamp_min(1e-300)) * (1 - w)
-                       + torch.log(b.clamp_min(1e-300)) * w)
-    out = torch.where(both, loglin, a * (1 - w) + b * w)
-    out[:, 0] = flat[:, 0]
-    out[:, -1] = 0.0
-    return out.reshape(*schedule.shape[:-1], steps + 1).to(schedule.dtype)
+    """Resample flow schedules ``[..., n+1]`` to ``steps`` steps with ``log t`` interpolated
+    linearly in the normalised step position (ART's rule for other step counts; see
+    :func:`policies.schedule.resample_schedule`)."""
+    return resample_schedule(schedule, steps, interpolation="loglinear")
 
 
 def clock_to_schedule(psi: Tensor, steps: int) -> Tensor:

@@ -168,16 +168,22 @@ def validate_schedule(sigmas: torch.Tensor, sigma_max: float = 1.0,
                          f"{min_step:.3g}.")
 
 
-def resample_schedule(schedule: torch.Tensor, steps: int) -> torch.Tensor:
+def resample_schedule(schedule: torch.Tensor, steps: int,
+                      interpolation: str = "linear") -> torch.Tensor:
     """Resample a flow schedule ``[1, ..., 0]`` to another number of steps.
 
     The schedule is read as a monotone map from normalised step position ``u in [0, 1]`` to
-    time, interpolated piecewise-linearly and re-read at ``steps + 1`` uniform positions, so
-    the density of timesteps is preserved. The result starts at the original first value,
-    ends at 0 and is strictly decreasing (a strictly decreasing input gives a strictly
-    decreasing piecewise-linear map). Works on ``[..., n]``.
+    time, interpolated between its points and re-read at ``steps + 1`` uniform positions, so
+    the density of timesteps is preserved. ``interpolation``: ``linear`` (piecewise-linear in
+    ``t``) or ``loglinear`` (linear in ``log t``, ART's rule; the final cell, which ends at
+    ``t = 0``, stays linear since ``log 0`` is undefined). The result starts at the original
+    first value, ends at 0 and is strictly decreasing for a strictly decreasing input. Works on
+    ``[..., n]``.
     """
     _check_steps(steps)
+    if interpolation not in ("linear", "loglinear"):
+        raise ValueError(f"interpolation must be 'linear' or 'loglinear', got "
+                         f"{interpolation!r}.")
     n = schedule.shape[-1] - 1
     if n == steps:
         return schedule.clone()
@@ -187,7 +193,12 @@ def resample_schedule(schedule: torch.Tensor, steps: int) -> torch.Tensor:
     # index of the source interval for each destination point
     idx = torch.clamp(torch.searchsorted(src_u, dst_u, right=True) - 1, 0, n - 1)
     w = (dst_u - src_u[idx]) / (src_u[idx + 1] - src_u[idx])
-    out = flat[:, idx] * (1 - w) + flat[:, idx + 1] * w
+    a, b = flat[:, idx], flat[:, idx + 1]
+    out = a * (1 - w) + b * w
+    if interpolation == "loglinear":
+        loglin = torch.exp(torch.log(a.clamp_min(1e-300)) * (1 - w)
+                           + torch.log(b.clamp_min(1e-300)) * w)
+        out = torch.where((a > 0) & (b > 0), loglin, out)
     out[:, -1] = 0.0
     out[:, 0] = flat[:, 0]
     return out.reshape(*schedule.shape[:-1], steps + 1).to(schedule.dtype)
