@@ -54,7 +54,7 @@ def tensors_hash(path: Path) -> str:
     for name, t in sorted(load_file(str(path)).items()):
         h.update(name.encode())
         h.update(str(t.dtype).encode())
-        h.update(t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
