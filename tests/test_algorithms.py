@@ -195,6 +195,19 @@ def test_every_algorithm_collects_the_one_batch_type(tmp_path, name):
     assert metrics and all(isinstance(v, float) for v in metrics.values())
 
 
+def test_the_default_collect_asks_for_a_trainable_distribution(tmp_path):
+    """A deployed-only kind (ART's distilled clock) has no distribution: a plain TypeError,
+    not an AttributeError deep in the rollout."""
+    from learned_schedules.policies.art import ARTGlobalClock
+    from learned_schedules.training.rl.distributed import Dist
+
+    cfg = _config(tmp_path)
+    backend = TestbedBackend.from_config(cfg)
+    contexts = backend.draw_contexts(4, torch.Generator().manual_seed(1))
+    with pytest.raises(TypeError, match="no sampling distribution"):
+        make_algorithm(cfg).collect(ARTGlobalClock(cfg.steps), backend, contexts, Dist())
+
+
 def test_global_schedule_in_the_policy_file(tmp_path):
     cfg = _config(tmp_path)
     result = train(cfg)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ....policies.contract import Features, TrainableDistribution
+from ....policies.contract import Features, TrainableDistribution, is_trainable
 from ....policies.kinds import POLICY_KINDS
 from ..backend import Backend, policy_features
 from ..distributed import Dist, isolated_rng
@@ -172,7 +172,13 @@ class Algorithm:
     def collect(self, policy: TrainableDistribution, backend: Backend, contexts: Any,
                 dist: Dist) -> Batch:
         """Sample ``K`` actions per context, roll out this rank's slice, gather the rewards
-        (the policy first hears the training progress, :meth:`tell_progress`)."""
+        (the policy first hears the training progress, :meth:`tell_progress`). A kind with no
+        distribution (:func:`policies.contract.is_trainable`) needs the algorithm's own
+        ``collect`` (``TypeError`` here)."""
+        if not is_trainable(policy):
+            raise TypeError(f"{type(policy).__name__} has no sampling distribution to train "
+                            f"with {type(self).__name__}'s default collect; the algorithm must "
+                            "collect its own experience.")
         self.tell_progress(policy)
         features = policy_features(policy, backend, contexts)
         actions, logp = policy.sample(features, self.config.rollouts)
