@@ -12,9 +12,11 @@ Importing this package never imports ComfyUI; only ``comfy_entrypoint`` does, wh
 calls it.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 WEB_DIRECTORY = "./web"
+
+__all__ = ["__version__", "WEB_DIRECTORY", "comfy_entrypoint"]
 
 
 async def comfy_entrypoint():

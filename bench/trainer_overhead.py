@@ -117,15 +117,15 @@ def flux_real_backend(width: int):
 
 
 def setup(mode: str, width: int, steps: int, batch: int, rollouts: int):
+    from learned_schedules.training.rl.algorithms import make_algorithm
     from learned_schedules.training.rl.config import TrainConfig
-    from learned_schedules.training.rl.engine import build_policy_for
 
     backend = tiny_backend(width) if mode == "tiny" else flux_real_backend(width)
     device = "cuda" if mode == "flux-real" else "cpu"
     config = TrainConfig(backend="comfy", steps=steps, batch=batch, rollouts=rollouts,
                          encoder_preset=backend.encoder_preset, device=device)
     torch.manual_seed(0)
-    policy = build_policy_for(config, backend).to(device)
+    policy = make_algorithm(config).build_policy(config, backend).to(device)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
     contexts = backend.draw_contexts(batch, torch.Generator().manual_seed(1))
     return SimpleNamespace(backend=backend, config=config, policy=policy, optimizer=optimizer,

@@ -7,7 +7,8 @@ built from a policy file when the sampler is called:
 * a **step-wise** policy (AdaGen, :func:`policies.contract.is_stepwise`) decides every next
   sigma of every image from its current sample; the incoming SIGMAS give the start, the end and
   the number of steps, and (in flow time) the base schedule its residual is applied to;
-* a **one-shot** policy (Dirichlet...) gives every image of the batch its own schedule from its
+* a **one-shot** policy (Dirichlet, ART's clocks: :func:`policies.contract.has_schedule`,
+  through :func:`.service.policy_flow`) gives every image of the batch its own schedule from its
   own initial noise (the ``Learned Schedule`` node can only give one SIGMAS per batch),
   resampled to the incoming length; the start and the end are the incoming SIGMAS'.
 
@@ -26,6 +27,7 @@ import torch
 
 from ..policies.actors import FixedScheduleActor
 from ..policies.contract import is_stepwise
+from ..policies.device import module_device
 from ..policies.schedule import resample_schedule
 from .sampler import RULES, ActorSampler
 from .service import check_feature_dims, policy_flow
@@ -70,8 +72,8 @@ class PolicySampler:
         feats = self.features(x)
         steps = len(sigmas) - 1
         base = model_to_flow(sampling, sigmas.detach().double().cpu())  # may end above 0
-        device = next(iter((*policy.parameters(), *policy.buffers())), torch.zeros(0)).device
         if is_stepwise(policy):
+            device = module_device(policy)
             feats = {k: v.to(device) for k, v in feats.items()}
             generator = None
             if self.mode == "sample" and seed is not None:

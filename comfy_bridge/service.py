@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ..policies.contract import has_schedule
+from ..policies.device import module_device
 from ..policies.schedule import resample_schedule, validate_schedule
 from .features import initial_noise, model_family, text_features
 from .sigmas import default_sigmas, flow_to_model, sampling_of, step_counts
@@ -23,7 +25,8 @@ log = logging.getLogger("learned_schedules")
 
 def policy_flow(policy: torch.nn.Module, features: dict[str, torch.Tensor], mode: str = "mean",
                 seed: int | None = None, steps: int | None = None) -> torch.Tensor:
-    """The policy's flow-time schedules ``[N, L+1]`` (float64, CPU) for a batch of features.
+    """A one-shot policy's flow-time schedules ``[N, L+1]`` (float64, CPU) for a batch of
+    features (``ValueError``, a plain sentence, for a step-wise policy).
 
     ``mode``: ``mean`` (deterministic) or ``sample`` (a draw; with ``seed`` the draw is
     reproducible and the global RNG is left as it was). ``steps``: another step count, which
@@ -31,12 +34,15 @@ def policy_flow(policy: torch.nn.Module, features: dict[str, torch.Tensor], mode
     interpolation)."""
     if mode not in ("mean", "sample"):
         raise ValueError(f"mode must be 'mean' or 'sample', got {mode!r}.")
-    device = next(iter((*policy.parameters(), *policy.buffers())), torch.zeros(0)).device
+    if not has_schedule(policy):
+        raise ValueError("This is an AdaGen step-wise policy: it chooses each step while "
+                         "sampling, so it has no schedule before sampling; use the Learned "
+                         "Sampler node (or backend.rollout with policy.actor(...)).")
+    device = module_device(policy)
     feats = {k: v.to(device) for k, v in features.items()}
+
     def call() -> torch.Tensor:
-        if steps is not None:
-            return policy.schedule(feats, steps=steps, mode=mode)
-        return policy.schedule(mode=mode, **feats)
+        return policy.schedule(feats, steps=steps, mode=mode)
 
     with torch.inference_mode():
         if mode == "sample" and seed is not None:

@@ -2,8 +2,9 @@
 
 Plugs into ``SamplerCustomAdvanced`` (or ``SamplerCustom``) in place of ``KSamplerSelect``.
 With an AdaGen (step-wise) policy it decides every step of every image while sampling, within
-the incoming SIGMAS' start, end and length; with a one-shot policy (Dirichlet) it gives every
-image of a batch its own schedule. The maths is in ``comfy_bridge/policy_sampler.py``.
+the incoming SIGMAS' start, end and length; with a one-shot policy (Dirichlet, ART's clocks)
+it gives every image of a batch its own schedule. The maths is in
+``comfy_bridge/policy_sampler.py``.
 """
 
 from __future__ import annotations

@@ -100,8 +100,10 @@ class LearnedSchedule(io.ComfyNode):
                              tooltip="Sampler steps; 0 uses the policy's own step count, "
                                      "another count resamples the learned schedule."),
                 io.Combo.Input("mode", options=["mean", "sample"], default="mean",
-                               tooltip="mean: the deterministic Dirichlet mean; sample: a "
-                                       "draw, seeded by the noise seed."),
+                               tooltip="mean: the policy's deterministic schedule (a "
+                                       "Dirichlet policy's mean); sample: a draw, seeded by "
+                                       "the noise seed (ART's clocks are deterministic: "
+                                       "both agree)."),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Like BasicScheduler: below 1 keeps the last steps of "
                                        "a longer schedule (img2img)."),

@@ -14,10 +14,12 @@ time is ``sigma = 1 - psi / T``. Two registered kinds:
   distilled clock (mean ``theta(s)`` over contexts, normalised so the clock ends at ``T``;
   :func:`distil_global_clock`), stored as ``L + 1`` flow times.
 
-Both are deterministic: ``sample`` returns the schedule itself with log-probability 0 (a point
-mass; any other action has log-probability ``-inf``) and entropy 0. Other step counts come from
-**log-linear** interpolation of the ``L``-step schedule (:func:`resample_loglinear`; the
-``resample`` method the contract's resampling check uses), as in the paper.
+Both are deterministic one-shot policies (:class:`policies.contract.OneShotPolicy`; ``mode``
+``mean`` and ``sample`` agree) and nothing more: ART trains the clock with its own actor-critic
+(:mod:`training.rl.algorithms.art`, which reads :meth:`ARTClockPolicy.mean_speed`), so they
+have no sampling distribution. Other step counts come from **log-linear** interpolation of the
+``L``-step schedule (:func:`resample_loglinear`; the ``resample`` method the contract's
+resampling check uses), as in the paper.
 
 Pure torch; no ComfyUI and no trainer import.
 """
@@ -93,44 +95,14 @@ def _mlp(inputs: int, width: int, layers: int, outputs: int = 1) -> nn.Sequentia
     return nn.Sequential(*mods)
 
 
-class _Deterministic(nn.Module):
-    """The contract's sampling side for a deterministic schedule policy (a point mass)."""
+class _Clock(nn.Module):
+    """What both clocks share: ART's rule for other step counts."""
 
     steps: int
-
-    def schedule(self, features: Features | str | None = None, steps: int | None = None,
-                 mode: str = "mean", **legacy: Tensor) -> Tensor:
-        raise NotImplementedError
 
     def resample(self, schedule: Tensor, steps: int) -> Tensor:
         """How this kind reaches another step count from its ``L``-step schedule."""
         return resample_loglinear(schedule, steps)
-
-    def sample(self, features: Features, k: int) -> tuple[Tensor, Tensor]:
-        """The schedule ``k`` times ``[B, K, L+1]`` with log-probability 0 ``[B, K]``."""
-        sched = self.schedule(features)
-        return sched[:, None, :].expand(-1, k, -1).clone(), sched.new_zeros(sched.shape[0], k)
-
-    def log_prob(self, features: Features, actions: Tensor) -> Tensor:
-        """0 where an action is the schedule, ``-inf`` elsewhere ``[B, K]``."""
-        return self.evaluate_actions(features, actions)[0]
-
-    def entropy(self, features: Features) -> Tensor:
-        """0 for every context ``[B]`` (no exploration at deployment)."""
-        return self.schedule(features).new_zeros(_batch(features))
-
-    def evaluate_actions(self, features: Features, actions: Tensor) -> tuple[Tensor, Tensor]:
-        sched = self.schedule(features)
-        same = (actions - sched[:, None, :]).abs().amax(-1) <= 1e-6
-        logp = torch.where(same, 0.0, -math.inf).to(sched.dtype)
-        return logp, sched.new_zeros(sched.shape[0])
-
-    def actions_to_schedules(self, actions: Tensor) -> Tensor:
-        """Actions are the schedules themselves."""
-        return actions
-
-    def diagnostics(self, features: Features) -> dict[str, float]:
-        return {}
 
 
 def _batch(features: Features) -> int:
@@ -140,7 +112,7 @@ def _batch(features: Features) -> int:
 
 
 @register_policy
-class ARTGlobalClock(_Deterministic):
+class ARTGlobalClock(_Clock):
     """The distilled clock: one fixed flow schedule ``[L+1]`` for every context (buffers
     only). Other step counts: :func:`resample_loglinear`."""
 
@@ -189,7 +161,7 @@ class ARTGlobalClock(_Deterministic):
 
 
 @register_policy
-class ARTClockPolicy(_Deterministic):
+class ARTClockPolicy(_Clock):
     """The actor's mean clock speed ``mu(s, psi, c)``, unrolled per context (instance level).
 
     Args:
@@ -270,7 +242,7 @@ class ARTClockPolicy(_Deterministic):
         zero = theta.new_zeros(theta.shape[0], 1)
         return torch.cat([zero, torch.cumsum(theta * dt, 1)], 1)
 
-    # -- the SchedulePolicy contract --------------------------------------------------------
+    # -- the one-shot role ------------------------------------------------------------------
     def feature_dims(self) -> dict[str, list[int]]:
         return {} if self.encoder is None else self.encoder.feature_dims()
 

@@ -14,8 +14,9 @@ Two parameterisations of the concentrations ``alpha`` over ``L + 1`` simplex seg
 
 The schedule is the Dirichlet mean (``mode="mean"``, deterministic) or a sample
 (``mode="sample"``), mapped to timesteps by :mod:`policies.schedule`. One policy call
-happens before sampling. Follows :class:`policies.contract.SchedulePolicy` (actions are the
-segments ``tau [B, K, L+1]``) and is registered as kind ``dirichlet``.
+happens before sampling. Plays the roles :class:`policies.contract.OneShotPolicy` and
+:class:`policies.contract.TrainableDistribution` (actions are the segments ``tau [B, K, L+1]``)
+and is registered as kind ``dirichlet``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import nn
 from torch.distributions import Dirichlet
 
 from .checks import check_sizes
-from .contract import Features, build_policy, features_argument, kind_options, register_policy
+from .contract import Features, features_argument, kind_options, register_policy
 from .encoders import build_encoder
 from .schedule import DEFAULT_MIN_STEP, clamp_increments, increments_to_schedule, resample_schedule
 
@@ -175,7 +176,7 @@ class DirichletPolicy(nn.Module):
         ratio would carry that noise); the ``softplus`` form as it always was."""
         return Dirichlet(alpha.double() if self.concentration == "scheduled" else alpha)
 
-    # -- the SchedulePolicy contract ------------------------------------------------------
+    # -- the roles: OneShotPolicy and TrainableDistribution ---------------------------------
     def feature_dims(self) -> dict[str, list[int]]:
         return self.encoder.feature_dims()
 
@@ -292,5 +293,5 @@ def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["DirichletPolicy", "build_policy", "to_schedule", "parameter_count", "ALPHA_FLOOR",
+__all__ = ["DirichletPolicy", "to_schedule", "parameter_count", "ALPHA_FLOOR",
            "CONCENTRATIONS", "schedule_spread"]

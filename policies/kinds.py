@@ -12,6 +12,6 @@ from . import (
     dirichlet,  # noqa: F401  (registers "dirichlet")
     stepwise,  # noqa: F401  (registers "adagen-step")
 )
-from .contract import POLICY_KINDS, build_policy, register_policy
+from .contract import POLICY_KINDS, policy_from_config, register_policy
 
-__all__ = ["POLICY_KINDS", "build_policy", "register_policy"]
+__all__ = ["POLICY_KINDS", "policy_from_config", "register_policy"]

@@ -34,8 +34,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .._version import __version__
 from .families import KNOWN_FAMILIES
-from .kinds import build_policy
+from .kinds import policy_from_config
 
 FORMAT_VERSION = 1
 META_KEY = "learned_schedules"
@@ -68,8 +69,6 @@ def save_policy(path: str | Path, policy: nn.Module, *, method: str, model_famil
     if model_family not in KNOWN_FAMILIES:
         raise ValueError(f"Unknown model family {model_family!r}; expected one of "
                          f"{KNOWN_FAMILIES}.")
-    from .. import __version__
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"Policy files must end in .safetensors, got {path.name}.")
@@ -238,7 +237,7 @@ def _check_architecture(meta: dict[str, Any], header: dict[str, Any], name: str)
     real is built."""
     try:
         with torch.device("meta"):
-            skeleton = build_policy(meta["architecture"])
+            skeleton = policy_from_config(meta["architecture"])
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
         raise ValueError(f"{name} describes an architecture this version cannot build: "
                          f"{' '.join(str(exc).split())}") from None
@@ -272,7 +271,7 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> L
     validate_metadata(meta, path.name)
     _check_architecture(meta, _read_header(path), path.name)
     try:
-        policy = build_policy(meta["architecture"])
+        policy = policy_from_config(meta["architecture"])
     except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
         raise ValueError(f"{path.name} describes an architecture this version cannot build: "
                          f"{exc}") from exc

@@ -1,9 +1,11 @@
 """AdaGen's step policy: it chooses every next sigma while sampling, from the current sample.
 
 A one-shot policy (:mod:`policies.dirichlet`) decides the whole schedule before sampling; this
-one is *step-wise* (:data:`StepPolicy.stepwise`): :meth:`StepPolicy.actor` binds it to the
-prompt features of a batch and returns an :class:`~policies.actors.Actor` that any step loop
-(the testbed, the ComfyUI back-end, the ``SAMPLER`` of the nodes) asks for the next sigma.
+one is *step-wise* (:class:`policies.contract.StepwisePolicy`, so it has no schedule before
+sampling; trained through :class:`policies.contract.TrainableSteps`): :meth:`StepPolicy.actor`
+binds it to the prompt features of a batch and returns an :class:`~policies.actors.Actor` that
+any step loop (the testbed, the ComfyUI back-end, the ``SAMPLER`` of the nodes) asks for the
+next sigma.
 
 At step ``l`` of ``L`` the actor reads the current sample ``x`` and the model's clean estimate
 ``denoised`` (an MLP for the testbed's vectors, a small conv net for latents ``[C, H, W]``),
@@ -35,7 +37,7 @@ from torch import Tensor, nn
 
 from .actors import ActorStep, StepState
 from .checks import check_sizes
-from .contract import Features, is_stepwise, kind_options, register_policy
+from .contract import Features, kind_options, register_policy
 from .encoders import build_encoder
 from .schedule import increments_to_schedule
 
@@ -144,7 +146,7 @@ class StepPolicy(nn.Module):
         logp = dist.log_prob(info["action"].to(mu))
         return logp, dist.entropy().expand_as(mu), value
 
-    # -- the step-wise contract ---------------------------------------------------------------
+    # -- the step-wise role -------------------------------------------------------------------
     def actor(self, features: Features, mode: str = "mean", base: Tensor | None = None,
               scale: float = 1.0, generator: torch.Generator | None = None) -> StepActor:
         """An :class:`~policies.actors.Actor` for the ``N`` contexts of ``features``.
@@ -161,13 +163,6 @@ class StepPolicy(nn.Module):
 
     def feature_dims(self) -> dict[str, list[int]]:
         return self.encoder.feature_dims()
-
-    def schedule(self, features: Features | None = None, steps: int | None = None,
-                 mode: str = "mean", **legacy: Tensor) -> Tensor:
-        """Not available: a step-wise policy has no schedule before sampling (``ValueError``)."""
-        raise ValueError("This is an AdaGen step-wise policy: it chooses each step while "
-                         "sampling, so it has no schedule before sampling; use the Learned "
-                         "Sampler node (or backend.rollout with policy.actor(...)).")
 
     @torch.no_grad()
     def diagnostics(self, features: Features) -> dict[str, float]:
@@ -281,4 +276,4 @@ class StepActor:
         return ActorStep(t_next.to(state.sigma), info)
 
 
-__all__ = ["StepPolicy", "StepActor", "is_stepwise", "MIN_FRACTION"]
+__all__ = ["StepPolicy", "StepActor", "MIN_FRACTION"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from learned_schedules.policies.actors import FixedScheduleActor
-from learned_schedules.policies.contract import POLICY_KINDS, is_stepwise
+from learned_schedules.policies.contract import POLICY_KINDS, has_schedule, is_stepwise
 from learned_schedules.policies.encoders import VectorEncoder
 from learned_schedules.policies.latent_encoder import LatentTextEncoder
 from learned_schedules.policies.policy_file import load_policy, save_policy
@@ -47,8 +47,11 @@ def backend():
 def test_kind_is_registered_and_stepwise():
     assert POLICY_KINDS["adagen-step"] is StepPolicy
     assert is_stepwise(_vector_policy()) and not is_stepwise(torch.nn.Linear(1, 1))
+    from learned_schedules.comfy_bridge.service import policy_flow
+
+    assert not has_schedule(_vector_policy())  # no schedule before sampling: a plain error
     with pytest.raises(ValueError, match="step-wise"):
-        _vector_policy().schedule({"noise": torch.zeros(1, 8), "cond": torch.zeros(1, 6)})
+        policy_flow(_vector_policy(), {"noise": torch.zeros(1, 8), "cond": torch.zeros(1, 6)})
 
 
 def test_initial_policy_follows_its_base_schedule_exactly(backend):

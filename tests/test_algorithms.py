@@ -15,7 +15,7 @@ import torch
 from learned_schedules.policies.policy_file import load_policy
 from learned_schedules.training.cli import _config_from_args, build_parser
 from learned_schedules.training.rl import engine
-from learned_schedules.training.rl.algorithms import ALGORITHMS, make_algorithm
+from learned_schedules.training.rl.algorithms import ALGORITHMS, Batch, make_algorithm
 from learned_schedules.training.rl.backend import policy_features
 from learned_schedules.training.rl.config import SECTIONS, PPOConfig, ReinforceConfig, TrainConfig
 from learned_schedules.training.rl.engine import train, train_iteration
@@ -166,6 +166,46 @@ def test_ppo_first_epoch_is_the_reinforce_step(tmp_path):
         torch.testing.assert_close(sd_r[k], sd_p[k], rtol=1e-6, atol=1e-7)
     assert m_p["approx_kl"] == 0.0 and m_p["clip_frac"] == 0.0
     assert m_r["grad_norm"] == pytest.approx(m_p["grad_norm"], rel=1e-6)
+
+
+ONE_BATCH_OPTIONS = {"art": {"art": {"grid": 10, "width": 16, "features": False}},
+                     "adagen": {"reward": "likelihood"}}
+"""What each algorithm needs beyond ``_config`` to collect on the testbed quickly."""
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_every_algorithm_collects_the_one_batch_type(tmp_path, name):
+    """``collect`` returns a :class:`Batch` (features, this rank's slice, its share, stats)
+    for every algorithm, and ``update`` takes it."""
+    from learned_schedules.training.rl.distributed import Dist
+
+    cfg = _config(tmp_path, algo=name, **ONE_BATCH_OPTIONS.get(name, {}))
+    backend = TestbedBackend.from_config(cfg)
+    torch.manual_seed(0)
+    algorithm = make_algorithm(cfg)
+    policy = algorithm.build_policy(cfg, backend)
+    optimizer = algorithm.build_optimizer(policy)
+    algorithm.setup(policy, backend)
+    contexts = backend.draw_contexts(4, torch.Generator().manual_seed(1))
+    batch = algorithm.collect(policy, backend, contexts, Dist())
+    assert isinstance(batch, Batch)
+    assert set(batch.features) and batch.share == 1.0
+    assert torch.equal(batch.mine, torch.arange(4))
+    metrics = algorithm.update(policy, optimizer, batch, Dist())
+    assert metrics and all(isinstance(v, float) for v in metrics.values())
+
+
+def test_the_default_collect_asks_for_a_trainable_distribution(tmp_path):
+    """A deployed-only kind (ART's distilled clock) has no distribution: a plain TypeError,
+    not an AttributeError deep in the rollout."""
+    from learned_schedules.policies.art import ARTGlobalClock
+    from learned_schedules.training.rl.distributed import Dist
+
+    cfg = _config(tmp_path)
+    backend = TestbedBackend.from_config(cfg)
+    contexts = backend.draw_contexts(4, torch.Generator().manual_seed(1))
+    with pytest.raises(TypeError, match="no sampling distribution"):
+        make_algorithm(cfg).collect(ARTGlobalClock(cfg.steps), backend, contexts, Dist())
 
 
 def test_global_schedule_in_the_policy_file(tmp_path):

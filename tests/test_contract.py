@@ -1,5 +1,5 @@
-"""The policy contract and the registry of policy kinds: every registered kind follows the
-contract and round-trips through a policy file."""
+"""The policy roles and the registry of policy kinds: every registered kind plays exactly its
+roles, follows each role's contract and round-trips through a policy file."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ import torch
 
 from learned_schedules.policies.contract import (
     POLICY_KINDS,
-    SchedulePolicy,
+    DeployablePolicy,
+    OneShotPolicy,
     StepwisePolicy,
-    build_policy,
+    TrainableDistribution,
+    TrainableSteps,
+    has_schedule,
     is_stepwise,
+    is_trainable,
+    policy_from_config,
+    policy_roles,
     register_policy,
 )
 from learned_schedules.policies.encoders import VectorEncoder
@@ -20,8 +26,14 @@ from learned_schedules.policies.policy_file import load_policy, save_policy
 from learned_schedules.policies.schedule import resample_schedule, validate_schedule
 
 KINDS = sorted(POLICY_KINDS)  # filled by policies.kinds, which policy_file imports
-ONE_SHOT = [k for k in KINDS if not is_stepwise(POLICY_KINDS[k])]
+ONE_SHOT = [k for k in KINDS if has_schedule(POLICY_KINDS[k])]
 STEPWISE = [k for k in KINDS if is_stepwise(POLICY_KINDS[k])]
+TRAINABLE = [k for k in KINDS if is_trainable(POLICY_KINDS[k])]
+ROLES = {"dirichlet": {"schedule", "distribution"},
+         "art-clock": {"schedule"},  # trained by ART's own actor-critic, deployed one-shot
+         "art-global": {"schedule"},  # ART's distilled clock: deployed only
+         "adagen-step": {"actor", "steps"}}
+"""The roles each kind claims (a new kind adds its row)."""
 
 
 def _features(kind: str, b: int = 3) -> dict[str, torch.Tensor]:
@@ -61,7 +73,7 @@ def test_every_kind_round_trips_through_a_policy_file(tmp_path, kind, encoder_ki
     assert loaded.policy.config() == pol.config()
     assert loaded.metadata["architecture"]["policy"] == kind
     feats = _features(encoder_kind)
-    rebuilt = build_policy(pol.config())
+    rebuilt = policy_from_config(pol.config())
     rebuilt.load_state_dict(pol.state_dict())
     if is_stepwise(pol):  # no schedule before sampling: compare the first decisions
         first = [_first_step(p, feats) for p in (pol, loaded.policy, rebuilt.eval())]
@@ -86,11 +98,14 @@ def _first_step(pol, feats: dict[str, torch.Tensor]) -> torch.Tensor:
 @pytest.mark.parametrize("kind", STEPWISE)
 def test_every_stepwise_kind_follows_its_contract(kind):
     """Step-wise kinds: an actor per batch whose choices are valid next sigmas, the recorded
-    steps re-evaluated differentiably, and no schedule before sampling (a plain error)."""
+    steps re-evaluated differentiably, and no schedule before sampling (a plain error from the
+    service that asks for one)."""
+    from learned_schedules.comfy_bridge.service import policy_flow
     from learned_schedules.policies.actors import StepState, TrajectoryRecorder, check_decision
 
     pol = _policy(kind, "vector", steps=4)
-    assert isinstance(pol, StepwisePolicy) and pol.kind == kind and pol.steps == 4
+    assert isinstance(pol, StepwisePolicy) and isinstance(pol, TrainableSteps)
+    assert pol.kind == kind and pol.steps == 4
     feats = _features("vector", b=3)
     actor = pol.actor(feats, mode="sample")
     x, sigma = feats["noise"], torch.ones(3)
@@ -106,15 +121,16 @@ def test_every_stepwise_kind_follows_its_contract(kind):
     logp, entropy, value = pol.evaluate_steps(feats, traj.info)
     assert logp.shape == entropy.shape == value.shape == (3, 4)
     assert logp.requires_grad
+    assert not hasattr(pol, "schedule") and not has_schedule(pol)
     with pytest.raises(ValueError, match="step-wise"):
-        pol.schedule(feats)
+        policy_flow(pol, feats)
     assert isinstance(pol.diagnostics(feats), dict)
 
 
-@pytest.mark.parametrize("kind", ONE_SHOT)
-def test_every_kind_follows_the_contract(kind):
+@pytest.mark.parametrize("kind", TRAINABLE)
+def test_every_trainable_kind_follows_its_contract(kind):
     pol = _policy(kind, "vector", steps=4)
-    assert isinstance(pol, SchedulePolicy) and pol.kind == kind and pol.steps == 4
+    assert isinstance(pol, TrainableDistribution) and pol.kind == kind and pol.steps == 4
     feats = _features("vector", b=3)
     torch.manual_seed(1)
     actions, logp = pol.sample(feats, 5)
@@ -127,6 +143,14 @@ def test_every_kind_follows_the_contract(kind):
     assert schedules.shape == (3, 5, 5)
     for row in schedules.reshape(-1, 5):
         validate_schedule(row.detach())
+    assert isinstance(pol.diagnostics(feats), dict)
+
+
+@pytest.mark.parametrize("kind", ONE_SHOT)
+def test_every_one_shot_kind_follows_its_contract(kind):
+    pol = _policy(kind, "vector", steps=4)
+    assert isinstance(pol, OneShotPolicy) and pol.kind == kind and pol.steps == 4
+    feats = _features("vector", b=3)
     # schedule() discretises to any step count itself (a kind may bring its own rule)
     mean = pol.schedule(feats)
     assert mean.shape == (3, 5)
@@ -140,7 +164,40 @@ def test_every_kind_follows_the_contract(kind):
     assert pol.schedule(feats, mode="sample").shape == (3, 5)
     with pytest.raises(ValueError, match="mode"):
         pol.schedule(feats, mode="median")
-    assert isinstance(pol.diagnostics(feats), dict)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_plays_exactly_the_roles_it_claims(kind):
+    """The roles of the class and of an instance are the kind's row in ROLES; every kind is
+    deployable, one-shot or step-wise, never both."""
+    assert kind in ROLES, f"add {kind!r} and its roles to ROLES"
+    pol = _policy(kind, "vector")
+    assert policy_roles(POLICY_KINDS[kind]) == ROLES[kind]
+    assert policy_roles(pol) == ROLES[kind]
+    assert isinstance(pol, DeployablePolicy)
+    assert has_schedule(pol) != is_stepwise(pol)
+
+
+def test_deployed_only_kinds_have_no_distribution_and_stepwise_ones_no_schedule():
+    for kind in ("art-global", "art-clock"):
+        pol = _policy(kind, "vector")
+        for name in ("sample", "log_prob", "entropy", "evaluate_actions",
+                     "actions_to_schedules"):
+            assert not hasattr(pol, name), (kind, name)
+        assert not isinstance(pol, TrainableDistribution)
+    assert not hasattr(_policy("adagen-step", "vector"), "schedule")
+
+
+def test_a_kind_with_no_deployable_role_is_refused():
+    class Undeployable:
+        kind = "undeployable"
+
+        def sample(self, features, k):
+            raise NotImplementedError
+
+    with pytest.raises(ValueError, match="neither one-shot"):
+        register_policy(Undeployable)
+    assert "undeployable" not in POLICY_KINDS
 
 
 def test_gradients_flow_through_log_prob():
@@ -167,7 +224,7 @@ def test_old_keyword_call_style_still_works():
 
 def test_registry_errors():
     with pytest.raises(ValueError, match="Unknown policy kind 'nope'"):
-        build_policy({"policy": "nope", "steps": 3})
+        policy_from_config({"policy": "nope", "steps": 3})
 
     class Clash:
         kind = "dirichlet"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learned_schedules.policies.dirichlet import DirichletPolicy, build_policy, parameter_count
+from learned_schedules.policies.contract import policy_from_config
+from learned_schedules.policies.dirichlet import DirichletPolicy, parameter_count
 from learned_schedules.policies.latent_encoder import LatentTextEncoder
 from learned_schedules.policies.schedule import validate_schedule
 
@@ -88,7 +89,7 @@ def test_output_depends_on_noise_and_prompt():
 
 def test_rebuild_from_config_and_size_budget():
     pol = _policy()
-    clone = build_policy(pol.config())
+    clone = policy_from_config(pol.config())
     assert parameter_count(clone) == parameter_count(pol)
     # about 1% of the sampler or less: Flux-dev has 12B parameters, SD3-medium 2B
     flux = DirichletPolicy(LatentTextEncoder.for_family("flux"), 20, head_hidden=256)

@@ -188,3 +188,35 @@ def test_header_length_starting_with_the_pickle_byte_is_still_safetensors(tmp_pa
     assert path.read_bytes()[:1] == b"\x80"
     loaded = load_policy(path)
     assert loaded.metadata["pad"] == "x" * pad
+
+
+def test_the_version_has_one_home(tmp_path):
+    """``_version.py`` holds it; the package root re-exports it, pyproject.toml repeats it
+    (the Comfy Registry reads it statically) and policy files record it."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")
+    import learned_schedules
+    from learned_schedules._version import __version__
+
+    root = Path(learned_schedules.__file__).parent
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    assert learned_schedules.__version__ == __version__ == pyproject["project"]["version"]
+    path = tmp_path / "p.safetensors"
+    save_policy(path, _vector_policy(), method="dirichlet-reinforce", model_family="testbed")
+    assert read_metadata(path)["package_version"] == __version__
+
+
+def test_policies_import_nothing_from_the_package_root():
+    """``policies/`` is the leaf of the pack: the only module above it that it may read is the
+    leaf ``_version.py``."""
+    import ast
+    from pathlib import Path
+
+    import learned_schedules.policies as policies
+
+    for path in sorted(Path(policies.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:
+                assert node.module == "_version" and node.level == 2, \
+                    f"{path.name} imports {'.' * node.level}{node.module or ''}"

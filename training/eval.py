@@ -29,10 +29,9 @@ from typing import Any
 import torch
 
 from ..policies.policy_file import LoadedPolicy, load_policy
-from .rl.backend import Backend, SetMetric, make_backend, policy_features
+from .rl.backend import Backend, SetMetric, make_backend
 from .rl.config import LEGACY_KEYS, TrainConfig
-from .rl.stepwise import is_stepwise
-from .rl.stepwise import policy_schedules as stepwise_schedules
+from .rl.stepwise import policy_schedules as deployed_schedules
 
 log = logging.getLogger("learned_schedules.training")
 
@@ -216,13 +215,9 @@ def _share(value: float, lo: float, hi: float) -> float:
 
 
 def policy_schedules(loaded: LoadedPolicy, backend: Backend, contexts: Any) -> torch.Tensor:
-    """The policy's deterministic (mean-mode) flow-time schedules ``[N, L+1]``."""
-    policy = loaded.policy.eval()
-    if is_stepwise(policy):  # AdaGen: the flow times its rollout used
-        return stepwise_schedules(policy, backend, contexts).cpu()
-    feats = policy_features(policy, backend, contexts)
-    with torch.no_grad():
-        return policy.schedule(feats, mode="mean").cpu()
+    """The policy's deterministic (mean-mode) flow-time schedules ``[N, L+1]`` (a step-wise
+    policy's: the flow times its rollout used)."""
+    return deployed_schedules(loaded.policy.eval(), backend, contexts).cpu()
 
 
 def backend_for_policy(loaded: LoadedPolicy, overrides: dict[str, Any] | None = None

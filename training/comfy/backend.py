@@ -33,8 +33,10 @@ from ...comfy_bridge.sigmas import (
 )
 from ...plots import image_grid
 from ...policies.actors import Actor, FixedScheduleActor, Trajectory
+from ...policies.contract import is_stepwise
 from ...policies.latent_encoder import PRESETS, LatentTextEncoder
 from ..rl.backend import Backend, SetMetric, grouped_indices
+from ..rl.stepwise import policy_rollout
 from .cond_cache import ConditioningCache, default_cache_dir, file_identity
 from .prompts import load_prompts, split_prompts
 
@@ -348,12 +350,8 @@ class ComfyBackend(Backend):
         """The policy's mean schedules for contexts, in the model's sigma space ``[N, L+1]``
         (the bridge's service, as in the node). A step-wise policy (AdaGen): the sigmas its
         rollout of the contexts used (the same images as with these sigmas)."""
-        if getattr(policy, "stepwise", False):
-            device = next(iter((*policy.parameters(), *policy.buffers())),
-                          torch.zeros(0)).device
-            feats = {k: v.to(device) for k, v in self.features(contexts).items()}
-            actor = policy.actor(feats, mode="mean")
-            flow = self.rollout(contexts, actor, actor.steps).sigmas
+        if is_stepwise(policy):
+            flow = policy_rollout(policy, self, contexts).sigmas
             return flow_to_model(sampling_of(self.model), flow.double()).float()
         return service.policy_sigmas(self.model, policy, self.features(contexts), mode="mean")
 

@@ -1,7 +1,8 @@
 """Rollout back-ends: where contexts, features and rewards come from.
 
 The RL engine only talks to this interface, so the same engine trains on the exact analytic
-testbed (no weights, the embedded default) and, later, on real ComfyUI models.
+testbed (no weights, the embedded default) and on real ComfyUI models
+(:mod:`training.comfy.backend`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from ...policies.actors import Actor, Trajectory
+from ...policies.device import module_device
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -200,14 +202,6 @@ class SetMetric:
         d = (self.replicates.double() - other.replicates.double())
         d = d[torch.isfinite(d)]
         return float(d.std()) if d.numel() > 1 else 0.0
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """Where a module's tensors live (its first parameter, else its first buffer, else CPU):
-    a deployed policy may hold only buffers (a distilled fixed schedule)."""
-    for tensor in (*module.parameters(), *module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def policy_features(policy: nn.Module, backend: Backend, contexts: Any

@@ -20,8 +20,8 @@ metrics are the single-process ones; local losses are scaled so that the all-red
 gradient is the single-process gradient, and every rank takes the same step. Only the main rank
 writes the run folder.
 
-The engine is back-end agnostic (:class:`training.rl.backend.Backend`), policy agnostic
-(:class:`policies.contract.SchedulePolicy`) and imports no ComfyUI.
+The engine is back-end agnostic (:class:`training.rl.backend.Backend`), policy agnostic (it
+evaluates any deployable policy by its role, :mod:`policies.contract`) and imports no ComfyUI.
 """
 
 from __future__ import annotations
@@ -43,14 +43,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...policies.contract import is_stepwise
+from ...policies.device import module_device
 from ...policies.policy_file import save_policy
 from .algorithms import Algorithm, make_algorithm
-from .backend import Backend, make_backend, module_device, policy_features
+from .backend import Backend, make_backend, policy_features
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .config import TrainConfig, check_device
 from .distributed import Dist, current, isolated_rng
 from .progress import Progress
-from .stepwise import is_stepwise, policy_rollout, policy_schedules
+from .stepwise import check_deployable, policy_rollout, policy_schedules
 from .tensorboard import ScalarWriter
 
 log = logging.getLogger("learned_schedules.training")
@@ -78,11 +80,6 @@ class RunResult:
     eval_history: list[tuple[int, float]] = field(default_factory=list)
     is_main: bool = True
     """False on the other ranks of a data-parallel run (they write nothing)."""
-
-
-def build_policy_for(config: TrainConfig, backend: Backend) -> nn.Module:
-    """The policy a config's algorithm trains, with the back-end's encoder."""
-    return make_algorithm(config).build_policy(config, backend)
 
 
 def learning_rate(config: TrainConfig, iteration: int) -> float:
@@ -137,6 +134,7 @@ def evaluate_policy(policy: nn.Module, backend: Backend, contexts: Any,
             with isolated_rng(module_device(policy)):
                 local = evaluate_policy(policy, backend, contexts.select(mine), mode).float()
         return dist.all_gather(local)
+    check_deployable(policy)
     was_training = policy.training
     policy.eval()
     if is_stepwise(policy):  # it decides each step while sampling: the rollout's reward
@@ -512,5 +510,5 @@ def save_run_policy(path: Path, policy: nn.Module, backend: Backend, config: Tra
                 training=training, reward=backend.reward_name, global_schedule=global_schedule)
 
 
-__all__ = ["train", "train_iteration", "evaluate_policy", "build_policy_for", "RunResult",
+__all__ = ["train", "train_iteration", "evaluate_policy", "RunResult",
            "global_schedule", "policy_features", "seed_everything", "learning_rate"]

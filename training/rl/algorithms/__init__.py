@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .adagen import AdaGen
 from .art import ART
-from .base import Algorithm, RolloutBatch
+from .base import Algorithm, Batch, RolloutBatch
 from .ppo import PPO
 from .reinforce import Reinforce
 
@@ -27,5 +27,5 @@ def make_algorithm(config: TrainConfig) -> Algorithm:
     return ALGORITHMS[config.algo](config)
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "RolloutBatch", "make_algorithm", "Reinforce", "PPO",
+__all__ = ["ALGORITHMS", "Algorithm", "Batch", "RolloutBatch", "make_algorithm", "Reinforce", "PPO",
            "ART", "AdaGen"]

@@ -30,11 +30,13 @@ import torch
 from torch import Tensor, nn
 
 from ....policies.contract import Features
+from ....policies.device import module_device
 from ..backend import Backend, policy_features
 from ..checkpoint import load_optimizer, optimizer_tensors
 from ..config import AdaGenConfig, TrainConfig
 from ..distributed import Dist
-from .base import Algorithm, RolloutBatch
+from ..losses import clipped_surrogate
+from .base import Algorithm, Batch, RolloutBatch
 
 LOGIT_CLIP = 10.0
 """Discriminator rewards are clipped to ``[-LOGIT_CLIP, LOGIT_CLIP]``."""
@@ -73,9 +75,11 @@ class Discriminator(nn.Module):
         return self.out(h)[:, 0]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrajectoryBatch(RolloutBatch):
-    """One iteration's trajectories (``N = B * K`` rollouts, context-major)."""
+    """One iteration's trajectories (``N = B * K`` rollouts, context-major): a
+    :class:`.base.RolloutBatch` whose actions and log-probabilities are per step
+    ``[N, L]``, plus what the step-wise update and the discriminator need."""
 
     info: dict[str, Tensor] = field(default_factory=dict)
     """The actor's per-step records ``[N, L, ...]``."""
@@ -104,15 +108,9 @@ class AdaGen(Algorithm):
         self.discriminator: Discriminator | None = None
         self.disc_opt: torch.optim.Optimizer | None = None
 
-    def build_policy(self, config: TrainConfig, backend: Backend) -> nn.Module:
-        from ....policies.kinds import POLICY_KINDS
-
-        encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth)
-        segments = backend.default_segments(config.steps) \
-            if config.init_schedule == "default" else None
-        return POLICY_KINDS[self.policy_kind].for_training(
-            encoder, config.steps, hidden=config.hidden, init_segments=segments,
-            ema=self.options.ema, init_std=self.options.init_std)
+    def policy_options(self, config: TrainConfig) -> dict[str, Any]:
+        """The step policy's residual smoothing and initial spread."""
+        return {"ema": self.options.ema, "init_std": self.options.init_std}
 
     def setup(self, policy: nn.Module, backend: Backend) -> None:
         """Build the discriminator from a probe of the back-end's features (its own seeded
@@ -127,7 +125,7 @@ class AdaGen(Algorithm):
             cond_dim = int(condition_vector(probe).shape[-1])
             torch.manual_seed(self.config.seed + 1)
             self.discriminator = Discriminator(shape, cond_dim, self.options.disc_hidden)
-        self.discriminator.to(next(policy.parameters()).device)
+        self.discriminator.to(module_device(policy))
         self.disc_opt = torch.optim.Adam(self.discriminator.parameters(), lr=self.options.disc_lr,
                                          betas=(0.5, 0.999))
 
@@ -163,11 +161,11 @@ class AdaGen(Algorithm):
             reference=reference, cond=cond)
 
     # -- updates ----------------------------------------------------------------------------
-    def update(self, policy: Any, optimizer: torch.optim.Optimizer, batch: RolloutBatch,
+    def update(self, policy: Any, optimizer: torch.optim.Optimizer, batch: Batch,
                dist: Dist) -> dict[str, float]:
         assert isinstance(batch, TrajectoryBatch)
         opts = self.options
-        device = next(policy.parameters()).device
+        device = module_device(policy)
         info = {key: v.to(device) for key, v in batch.info.items()}
         active = info["active"]
         count = active.sum().clamp_min(1)
@@ -181,20 +179,17 @@ class AdaGen(Algorithm):
         for _ in range(opts.epochs):
             optimizer.zero_grad(set_to_none=True)
             logp, entropy, value = policy.evaluate_steps(batch.features, info)
-            log_ratio = (logp - old_logp) * active
-            ratio = log_ratio.exp()
-            clipped = ratio.clamp(1 - opts.clip, 1 + opts.clip)
-            pg = -(torch.minimum(ratio * adv, clipped * adv) * active).sum() / count
+            surrogate = clipped_surrogate((logp - old_logp) * active, adv, opts.clip, active,
+                                          count)
+            pg = surrogate.loss
             value_loss = (value - returns[:, None]).pow(2).mean()
             ent = (entropy * active).sum() / count
             loss = pg + opts.value_coef * value_loss - opts.entropy_coef * ent
             grad_norm = self.gradient_step(policy, optimizer, loss, 1.0, dist)
             with torch.no_grad():
                 logged = {"policy_loss": float(pg), "value_loss": float(value_loss),
-                          "entropy": float(ent),
-                          "approx_kl": float((((ratio - 1) - log_ratio) * active).sum() / count),
-                          "clip_frac": float((((ratio - 1).abs() > opts.clip).float()
-                                              * active).sum() / count)}
+                          "entropy": float(ent), "approx_kl": float(surrogate.approx_kl),
+                          "clip_frac": float(surrogate.clip_frac)}
         disc = self.update_discriminator(batch)
         rewards = batch.rewards
         return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),

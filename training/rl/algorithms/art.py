@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -68,22 +68,22 @@ from ....policies.art import (
     equidistributed_schedule,
     time_features,
 )
-from ..backend import Backend, module_device, policy_features
+from ....policies.device import module_device
+from ..backend import Backend, policy_features
 from ..checkpoint import load_optimizer, optimizer_tensors
 from ..config import ARTConfig
 from ..distributed import Dist
 from ..flow_error import FlowField, error_size, velocity_and_error
-from .base import Algorithm
+from .base import Algorithm, Batch
 
 DISTIL_SEED = 1_234_567
 """Seed of the training-pool contexts the global clock is distilled over (its own stream)."""
 
 
-@dataclass
-class ARTBatch:
+@dataclass(kw_only=True)
+class ARTBatch(Batch):
     """One iteration's trajectories (what :meth:`ART.update` learns from)."""
 
-    features: dict[str, Tensor]
     psi: Tensor
     """Clock values ``[B, K+1]`` (``psi_0 = 0``)."""
     q: Tensor
@@ -92,7 +92,6 @@ class ARTBatch:
     """Sampled speeds ``[B, K]``."""
     active: Tensor
     """1 where the flow had not arrived yet at step k (its error cost counts), else 0."""
-    stats: dict[str, float] = field(default_factory=dict)
 
 
 class Critic(nn.Module):
@@ -141,12 +140,16 @@ class ART(Algorithm):
         return o.lr if o.critic_lr is None else o.critic_lr
 
     # -- modules ------------------------------------------------------------------------
-    def build_policy(self, config: Any, backend: Backend) -> nn.Module:
+    policy_starts_at_default = False  # the clock starts uniform (ART's start)
+
+    @property
+    def policy_reads_features(self) -> bool:  # type: ignore[override]
+        return self.options.features
+
+    def policy_options(self, config: Any) -> dict[str, Any]:
         o = self.options
-        encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth) \
-            if o.features else None
-        return ARTClockPolicy(encoder, config.steps, width=o.width, layers=o.layers,
-                              grid=o.grid, horizon=o.horizon, min_speed=o.min_speed)
+        return {"width": o.width, "layers": o.layers, "grid": o.grid, "horizon": o.horizon,
+                "min_speed": o.min_speed}
 
     def build_optimizer(self, policy: nn.Module) -> torch.optim.Optimizer:
         """Adam at ``art.lr`` (the engine multiplies the scheduled rate by ``lr_scale``)."""
@@ -259,12 +262,14 @@ class ART(Algorithm):
         b = out["psi"].shape[0]
         self.model_calls += b * o.grid
         self.model_jvps += b * o.grid
-        return ARTBatch(features=features, psi=out["psi"].float(), q=out["q"].float(),
-                        theta=out["theta"].float(), active=out["active"].float())
+        return ARTBatch(features=features, mine=torch.arange(b), psi=out["psi"].float(),
+                        q=out["q"].float(), theta=out["theta"].float(),
+                        active=out["active"].float())
 
     # -- the update ----------------------------------------------------------------------
     def update(self, policy: ARTClockPolicy, optimizer: torch.optim.Optimizer,
-               batch: ARTBatch, dist: Dist) -> dict[str, float]:
+               batch: Batch, dist: Dist) -> dict[str, float]:
+        assert isinstance(batch, ARTBatch)
         assert self.critic is not None and self.critic_opt is not None
         o = self.options
         if o.solver == "direct":

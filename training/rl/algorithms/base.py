@@ -1,17 +1,19 @@
 """What a training algorithm supplies to the engine: a policy, rollouts and an update.
 
 The engine (:mod:`training.rl.engine`) owns everything every method shares; an
-:class:`Algorithm` owns what differs: which policy kind it trains (:meth:`build_policy`), how
-it gathers experience (:meth:`collect`) and how it turns that into a parameter update
-(:meth:`update`, which returns the metrics the engine writes, one CSV column per key).
+:class:`Algorithm` owns what differs: which policy kind it trains (:meth:`build_policy`, the
+one trainer-side builder; a kind's options come from :meth:`Algorithm.policy_options`), how it
+gathers experience (:meth:`collect`, which returns a :class:`Batch`) and how it turns that into
+a parameter update (:meth:`update`, which takes that batch and returns the metrics the engine
+writes, one CSV column per key).
 
 The default :meth:`collect` is the one-shot rollout of the paper: ``K`` actions per context
-from the policy (:class:`policies.contract.SchedulePolicy`), each turned into a schedule and
-scored by the back-end. Data-parallel (``dist``): every rank draws the same contexts and samples
-the same actions, rolls out only its own slice of the batch and all-gathers the rewards, so
-everything downstream sees the single-process batch; :attr:`RolloutBatch.mine` and
-:attr:`RolloutBatch.share` say which slice the local loss covers and how to weight it so that
-the summed gradient is the single-process one.
+from the policy's distribution (:class:`policies.contract.TrainableDistribution`), each turned
+into a schedule and scored by the back-end. Data-parallel (``dist``): every rank draws the same
+contexts and samples the same actions, rolls out only its own slice of the batch and
+all-gathers the rewards, so everything downstream sees the single-process batch;
+:attr:`Batch.mine` and :attr:`Batch.share` say which slice the local loss covers and how to
+weight it so that the summed gradient is the single-process one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ....policies.contract import Features, SchedulePolicy
+from ....policies.contract import Features, TrainableDistribution, is_trainable
 from ....policies.kinds import POLICY_KINDS
 from ..backend import Backend, policy_features
 from ..distributed import Dist, isolated_rng
@@ -31,12 +33,31 @@ if TYPE_CHECKING:
     from ..config import TrainConfig
 
 
-@dataclass
-class RolloutBatch:
-    """One iteration's experience (global batch; the same on every rank)."""
+@dataclass(kw_only=True)
+class Batch:
+    """One iteration's experience: what every algorithm's :meth:`Algorithm.collect` returns
+    and its :meth:`Algorithm.update` takes (global batch; the same on every rank).
+
+    One base type rather than one type with optional fields: the methods learn from different
+    tensors (sampled actions and their rewards, :class:`RolloutBatch`; per-step records of
+    trajectories; a clock's trajectories), and a field that is None for most methods is a
+    question every reader must ask. The base holds what every method shares: the contexts'
+    features, this rank's slice and its weight, and the diagnostics to log."""
 
     features: Features
     """Policy inputs of every context ``[B, ...]``."""
+    mine: Tensor
+    """Indices of this rank's contexts (all of them in a single process)."""
+    share: float = 1.0
+    """``len(mine) / B``: a local mean times ``share``, summed over ranks, is the global mean."""
+    stats: dict[str, float] = field(default_factory=dict)
+    """Policy diagnostics at collection time (logged as they are)."""
+
+
+@dataclass(kw_only=True)
+class RolloutBatch(Batch):
+    """Sampled actions and their rewards (the one-shot methods' batch)."""
+
     actions: Tensor
     """Sampled actions ``[B, K, ...]``."""
     logp: Tensor
@@ -45,12 +66,6 @@ class RolloutBatch:
     """The schedules rolled out ``[B, K, L+1]`` (flow time)."""
     rewards: Tensor
     """Rewards ``[B, K]`` (all-gathered over ranks)."""
-    mine: Tensor
-    """Indices of this rank's contexts (all of them in a single process)."""
-    share: float
-    """``len(mine) / B``: a local mean times ``share``, summed over ranks, is the global mean."""
-    stats: dict[str, float] = field(default_factory=dict)
-    """Policy diagnostics at collection time (logged as they are)."""
     groups: Tensor | None = None
     """Prompt-group id of every context ``[B]`` (:meth:`Backend.context_groups`), or None."""
 
@@ -100,15 +115,29 @@ class Algorithm:
         return self.name
 
     # -- policy -----------------------------------------------------------------------------
+    policy_reads_features: ClassVar[bool] = True
+    """Whether the trained policy gets the back-end's encoder (else ``None``)."""
+    policy_starts_at_default: ClassVar[bool] = True
+    """Whether ``init_schedule=default`` starts the policy at the back-end's default
+    schedule (a kind that cannot start there ignores it, and the back-end is not asked)."""
+
+    def policy_options(self, config: TrainConfig) -> dict[str, Any]:
+        """The options of :attr:`policy_kind`'s ``for_training`` beyond the encoder, the steps,
+        ``hidden`` and the initial segments (default: the initial concentration)."""
+        return {"init_concentration": config.init_concentration}
+
     def build_policy(self, config: TrainConfig, backend: Backend) -> nn.Module:
-        """A fresh policy of :attr:`policy_kind` with the back-end's encoder; its mean starts at
-        the back-end's default schedule with ``init_schedule=default`` (when it has one)."""
-        encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth)
+        """A fresh policy of :attr:`policy_kind` for ``backend`` (the trainer's one builder; a
+        saved policy is rebuilt by :func:`policies.contract.policy_from_config`): the
+        back-end's encoder, the mean at the back-end's default schedule with
+        ``init_schedule=default`` (see the two class flags) and :meth:`policy_options`."""
+        encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth) \
+            if self.policy_reads_features else None
         segments = backend.default_segments(config.steps) \
-            if config.init_schedule == "default" else None
+            if config.init_schedule == "default" and self.policy_starts_at_default else None
         return POLICY_KINDS[self.policy_kind].for_training(
-            encoder, config.steps, hidden=config.hidden,
-            init_concentration=config.init_concentration, init_segments=segments)
+            encoder, config.steps, hidden=config.hidden, init_segments=segments,
+            **self.policy_options(config))
 
     def build_optimizer(self, policy: nn.Module) -> torch.optim.Optimizer:
         """The optimiser of the trained module (default: AdamW at ``config.lr``). The engine
@@ -131,18 +160,25 @@ class Algorithm:
         """Restore what :meth:`extra_state` saved (called on resume, after :meth:`setup`)."""
 
     def deployable(self, policy: nn.Module, backend: Backend) -> nn.Module:
-        """The :class:`~policies.contract.SchedulePolicy` that ``eval``, the held-out
-        evaluation and the policy file see. Default: the trained policy itself; a method that
+        """The deployable policy (:class:`~policies.contract.OneShotPolicy` or
+        :class:`~policies.contract.StepwisePolicy`) that ``eval``, the held-out evaluation and
+        the policy file see. Default: the trained policy itself; a method that
         trains something else (an actor-critic) returns what it deploys (e.g. a distilled
         schedule)."""
         return policy
 
     # -- experience -------------------------------------------------------------------------
     @torch.no_grad()
-    def collect(self, policy: SchedulePolicy, backend: Backend, contexts: Any,
-                dist: Dist) -> RolloutBatch:
+    def collect(self, policy: TrainableDistribution, backend: Backend, contexts: Any,
+                dist: Dist) -> Batch:
         """Sample ``K`` actions per context, roll out this rank's slice, gather the rewards
-        (the policy first hears the training progress, :meth:`tell_progress`)."""
+        (the policy first hears the training progress, :meth:`tell_progress`). A kind with no
+        distribution (:func:`policies.contract.is_trainable`) needs the algorithm's own
+        ``collect`` (``TypeError`` here)."""
+        if not is_trainable(policy):
+            raise TypeError(f"{type(policy).__name__} has no sampling distribution to train "
+                            f"with {type(self).__name__}'s default collect; the algorithm must "
+                            "collect its own experience.")
         self.tell_progress(policy)
         features = policy_features(policy, backend, contexts)
         actions, logp = policy.sample(features, self.config.rollouts)
@@ -155,8 +191,8 @@ class Algorithm:
                             share=len(mine) / batch, stats=policy.diagnostics(features),
                             groups=backend.context_groups(contexts))
 
-    def update(self, policy: SchedulePolicy, optimizer: torch.optim.Optimizer,
-               batch: RolloutBatch, dist: Dist) -> dict[str, float]:
+    def update(self, policy: Any, optimizer: torch.optim.Optimizer, batch: Batch,
+               dist: Dist) -> dict[str, float]:
         """One parameter update from ``batch``; returns the metrics to log (name -> value)."""
         raise NotImplementedError
 
@@ -185,4 +221,4 @@ def _local_rewards(backend: Backend, contexts: Any, schedules: Tensor, mine: Ten
         return backend.rewards(contexts.select(mine), schedules[mine])
 
 
-__all__ = ["Algorithm", "RolloutBatch"]
+__all__ = ["Algorithm", "Batch", "RolloutBatch"]

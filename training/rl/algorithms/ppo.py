@@ -2,8 +2,9 @@
 
 Same rollouts and advantages as :mod:`.reinforce`; the loss is
 ``-mean(min(rho A, clip(rho, 1 - eps, 1 + eps) A))`` with ``rho = pi(a) / pi_old(a)``, where
-``pi_old`` is the policy that sampled the batch. Logs the last epoch's approximate KL
-divergence to ``pi_old`` (``mean((rho - 1) - log rho)``) and the fraction of clipped ratios.
+``pi_old`` is the policy that sampled the batch (:func:`training.rl.losses.clipped_surrogate`,
+shared with AdaGen). Logs the last epoch's approximate KL divergence to ``pi_old``
+(``mean((rho - 1) - log rho)``) and the fraction of clipped ratios.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..config import PPOConfig
+from ..losses import clipped_surrogate
 from .reinforce import Reinforce
 
 
@@ -39,18 +41,12 @@ class PPO(Reinforce):
         assert reference is not None
         logp, entropy = policy.evaluate_actions(features, actions)
         entropy = entropy.mean()
-        log_ratio = logp - reference
-        ratio = torch.exp(log_ratio)
-        clip = self.options.clip
-        clipped = ratio.clamp(1 - clip, 1 + clip)
-        loss = -torch.minimum(ratio * adv, clipped * adv).mean()
+        surrogate = clipped_surrogate(logp - reference, adv, self.options.clip)
+        loss = surrogate.loss
         if self.options.entropy_coef:
             loss = loss - self.options.entropy_coef * entropy
-        with torch.no_grad():
-            approx_kl = ((ratio - 1) - log_ratio).mean()
-            clip_frac = ((ratio - 1).abs() > clip).to(ratio.dtype).mean()
-        return loss, {"entropy": entropy.detach(), "approx_kl": approx_kl,
-                      "clip_frac": clip_frac}
+        return loss, {"entropy": entropy.detach(), "approx_kl": surrogate.approx_kl,
+                      "clip_frac": surrogate.clip_frac}
 
 
 __all__ = ["PPO"]

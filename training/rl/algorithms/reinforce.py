@@ -14,16 +14,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ....policies.kinds import POLICY_KINDS
-from ..backend import Backend
 from ..baselines import advantages, compute_baseline
 from ..config import GROUPED_BASELINES, ReinforceConfig
 from ..distributed import Dist
-from .base import Algorithm, RolloutBatch
+from .base import Algorithm, Batch, RolloutBatch
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from ..config import TrainConfig
 
 log = logging.getLogger("learned_schedules.training")
@@ -45,7 +41,7 @@ class Reinforce(Algorithm):
     def run_tag(self) -> str:
         return f"{self.name}-{self.options.baseline}"
 
-    def build_policy(self, config: TrainConfig, backend: Backend) -> nn.Module:
+    def policy_options(self, config: TrainConfig) -> dict[str, Any]:
         """The Dirichlet policy in the configured parameterisation (``concentration``: the
         ``scheduled`` form's concentration follows :meth:`Algorithm.training_progress`)."""
         if config.concentration == "scheduled" and self.options.baseline in ("none", "xctx"):
@@ -54,16 +50,12 @@ class Reinforce(Algorithm):
                         "such runs ended far below the uniform schedule, bench/results/"
                         "quality_table); prefer rloo, js or js_group_pooled",
                         self.options.baseline)
-        encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth)
-        segments = backend.default_segments(config.steps) \
-            if config.init_schedule == "default" else None
-        return POLICY_KINDS[self.policy_kind].for_training(
-            encoder, config.steps, hidden=config.hidden,
-            init_concentration=config.init_concentration, init_segments=segments,
-            concentration=config.concentration, kappa_end=config.final_concentration)
+        return {"init_concentration": config.init_concentration,
+                "concentration": config.concentration, "kappa_end": config.final_concentration}
 
-    def update(self, policy: Any, optimizer: torch.optim.Optimizer, batch: RolloutBatch,
+    def update(self, policy: Any, optimizer: torch.optim.Optimizer, batch: Batch,
                dist: Dist) -> dict[str, float]:
+        assert isinstance(batch, RolloutBatch)
         rewards = batch.rewards
         groups = batch.groups if self.options.baseline in GROUPED_BASELINES else None
         base = compute_baseline(rewards, self.options.baseline, groups=groups)
