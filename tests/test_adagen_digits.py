@@ -15,7 +15,7 @@ fits a CI suite. At this budget the digit-only collapse held on 3 of 3 training 
 the digit-only one on both measures on 3 of 3; but "the adversarial run is at least as good as
 the default schedule" held on only 1 of 3 seeds (the discriminator is still weak after 15 to 30
 iterations), so it is not asserted here: ``bench/adagen_digits.py`` shows it at 60 iterations
-(README, section AdaGen).
+(docs/adagen.md).
 """
 
 from __future__ import annotations
