@@ -248,8 +248,8 @@ class ComfyBackend(Backend):
         probe = self.features(self.held_out_contexts(1, 0))
         preset = self.encoder_preset
         auto = preset == "auto"
-        if auto:
-            preset = self.family.encoder_preset
+        if auto:  # families without a preset: sized from the features alone
+            preset = self.family.encoder_preset or "generic"
         if preset not in PRESETS:
             raise ValueError(f"encoder_preset must be 'auto' or one of {sorted(PRESETS)}.")
         sizes = {"latent_channels": probe["noise"].shape[1],
