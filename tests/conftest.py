@@ -12,8 +12,9 @@ import pytest  # noqa: E402
 def tiny_family_models(tmp_path_factory):
     """ComfyUI (imported once per process) and every tiny family model, written once per
     session into the process-wide ComfyUI base's models folder: ``(cui, {key: path})``."""
-    from comfy_env import import_comfy
     from tiny_families import write_tiny_models
+
+    from comfy_env import import_comfy
 
     cui = import_comfy(tmp_path_factory.mktemp("families_base"))
     return cui, write_tiny_models(cui.base / "models")

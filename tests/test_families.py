@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from learned_schedules.policies.dirichlet import DirichletPolicy
-from learned_schedules.policies.families import FAMILIES, SUPPORTED_IMAGE_FAMILIES
-from learned_schedules.policies.latent_encoder import LatentTextEncoder
-from learned_schedules.policies.policy_file import save_policy
 from tiny_families import (
     DISCRETE_KEYS,
     FLOW_KEYS,
@@ -21,6 +16,11 @@ from tiny_families import (
     load_tiny,
     shaped_conditioning,
 )
+
+from learned_schedules.policies.dirichlet import DirichletPolicy
+from learned_schedules.policies.families import FAMILIES, SUPPORTED_IMAGE_FAMILIES
+from learned_schedules.policies.latent_encoder import LatentTextEncoder
+from learned_schedules.policies.policy_file import save_policy
 
 STEPS = 4
 
@@ -51,8 +51,9 @@ def _conditioning(env, key):
         clip = env["cui"].nodes.CLIPLoader().load_clip("clip_l.safetensors", type="sd3")[0]
         cond = env["cui"].nodes.CLIPTextEncode().encode(clip, "a red fox in snow")[0]
     elif spec.text_encoder == "real-small":
-        from comfy_env import build_tiny_flux_text_encoders
         from comfy_extras.nodes_flux import FluxGuidance
+
+        from comfy_env import build_tiny_flux_text_encoders
 
         clip = build_tiny_flux_text_encoders(env["cui"].base)
         cond = clip.encode_from_tokens_scheduled(clip.tokenize("a red fox in snow"))
@@ -208,3 +209,48 @@ def test_discrete_families_are_refused_in_a_sentence(env, key):
 
     with pytest.raises(ValueError, match="does not support SD|supported models: Flux dev"):
         model_family(env["models"][key])
+
+
+def test_a_subclass_of_a_supported_family_resolves_to_it(env):
+    """Lookup walks the config class's bases: a fine-tune's own class (a synthetic subclass
+    of ``Flux``) is Flux dev; ``ZImage`` and ``HunyuanImage21`` keep their own rows."""
+    import comfy.supported_models as sm
+
+    from learned_schedules.policies.families import family_for_config_class
+
+    class MyFluxFinetune(sm.Flux):
+        pass
+
+    class MyZImage(sm.ZImage):
+        pass
+
+    config = MyFluxFinetune(dict(sm.Flux.unet_config))
+    assert family_for_config_class(MyFluxFinetune).name == "flux-dev"
+    assert family_for_config_class(config).name == "flux-dev"  # a config object
+    assert family_for_config_class(MyZImage).name == "z-image"
+    assert family_for_config_class(sm.ZImage).name == "z-image"
+    assert family_for_config_class(sm.Lumina2).name == "lumina2"
+    assert family_for_config_class(sm.HunyuanImage21).name == "hunyuan-image-2.1"
+    assert family_for_config_class(sm.Flux2).name == "flux2"
+    assert family_for_config_class("Flux2").name == "flux2"  # by name: exact names only
+
+
+@pytest.mark.parametrize("name, what", [
+    ("StableAudio", "an audio model"), ("ACEStep", "an audio model"),
+    ("Hunyuan3Dv2", "a 3D model"), ("SD_X4Upscaler", "an upscaler"),
+    ("Stable_Cascade_C", "two-stage Stable Cascade"), ("Stable_Cascade_B", "two-stage"),
+    ("HunyuanVideo", "a video model"), ("WAN22_T2V", "a video model"),
+    ("HunyuanImage21Refiner", "an upscaler / refiner"), ("SDXL", "SDXL"),
+    ("PixArtSigma", "this model")])
+def test_unsupported_kinds_get_a_plain_sentence(env, name, what):
+    import comfy.supported_models as sm
+
+    from learned_schedules.policies.families import family_for_config_class
+
+    with pytest.raises(ValueError) as err:
+        family_for_config_class(getattr(sm, name))
+    message = str(err.value)
+    assert what in message and "does not support" in message
+    for family in ("Flux dev", "SD3", "Flux.2", "Chroma", "Qwen-Image", "Z-Image", "HiDream",
+                   "Lumina 2", "HunyuanImage 2.1", "AuraFlow"):
+        assert family in message.split("supported models:")[1]
