@@ -50,6 +50,11 @@ def _conditioning(env, key):
             build_clip_l(path)
         clip = env["cui"].nodes.CLIPLoader().load_clip("clip_l.safetensors", type="sd3")[0]
         cond = env["cui"].nodes.CLIPTextEncode().encode(clip, "a red fox in snow")[0]
+    elif spec.small_te is not None:
+        from tiny_families import small_text_encoder
+
+        clip = small_text_encoder(spec, env["cui"].base / "models" / "text_encoders")
+        cond = clip.encode_from_tokens_scheduled(clip.tokenize("a red fox in snow"))
     elif spec.text_encoder == "real-small":
         from comfy_extras.nodes_flux import FluxGuidance
 

@@ -17,8 +17,13 @@ back through one of three paths:
   ``dim`` 3840); the model type still comes from ComfyUI's own checkpoint tests.
 
 Text: SD3 uses the stock ``CLIPLoader(type="sd3")`` on a random full-size CLIP-L, Flux a
-tiny CLIP-L + T5 through ComfyUI's classes; every other family gets CONDITIONING of its real
-shapes (:attr:`TinyFamily.text`), the same the real encoders give.
+tiny CLIP-L + T5, Z-Image (``z-image-te``) a width-64 Qwen3-4B, all through ComfyUI's own
+encoder classes and ``comfy.sd.load_clip`` (its detection picks the encoder); every other
+family gets CONDITIONING of its real shapes (:attr:`TinyFamily.text`), as the real encoders
+give them. Not built small: Mistral-3 (Flux.2; detection needs width 5120), Qwen2.5-VL
+(Qwen-Image, HunyuanImage; its vision tower has a fixed real size), Gemma-2 (Lumina 2; its
+tokenizer does not load here), T5-XXL / Pile-T5 alone (Chroma, AuraFlow; detection needs 24
+blocks), HiDream's four encoders.
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ class TinyFamily:
     """Checkpoint marker keys ComfyUI reads (``v_pred``, ``ztsnr``)."""
     text_encoder: str = "shaped"
     """``real-small`` (ComfyUI's own encoder, small config) or ``shaped`` CONDITIONING."""
+    small_te: dict[str, Any] | None = None
+    """A real-small encoder other than SD3's / Flux's: ``module`` (in
+    ``comfy.text_encoders``), ``key`` (its state-dict / options name), ``clip_type``,
+    ``config`` (the small config, given to the loader as ``<key>_model_config``)."""
     flow: bool = True
 
 
@@ -80,6 +89,16 @@ def _unet(context: int, linear: bool, channels: int = 32, adm: int | None = None
 # (the output list is consumed from its end: its first entries are the last blocks)
 _SD2 = _unet(1024, True, channels=64, levels=4, num_res_blocks=[2] * 4,
              transformer_depth=[1, 1] + [0] * 6, transformer_depth_output=[1] * 3 + [0] * 9)
+_ZIMAGE = {  # dim >= 256: Z-Image's modulation reads a 256-wide timestep embedding
+    "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256,
+    "cap_feat_dim": 2560, "n_layers": 1, "n_refiner_layers": 1, "qk_norm": True, "n_heads": 2,
+    "n_kv_heads": 2, "axes_dims": [32, 48, 48], "axes_lens": [1536, 512, 512],
+    "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0, "z_image_modulation": True,
+    "time_scale": 1000.0}
+# Qwen3-4B at width 64 (3 layers: ComfyUI reads the second-to-last); its full vocabulary
+_QWEN3_TE = {"module": "z_image", "key": "qwen3_4b", "clip_type": "lumina2",
+             "config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+                        "num_attention_heads": 2, "num_key_value_heads": 1}}
 _LLAMA = {"tokens": (16, 4096), "pooled": 2048, "extra": {"conditioning_llama3": (32, 16, 4096)}}
 
 TINY_FAMILIES: dict[str, TinyFamily] = {f"{f.family}{'' if not k else '-' + k}": f for k, f in (
@@ -120,14 +139,11 @@ TINY_FAMILIES: dict[str, TinyFamily] = {f"{f.family}{'' if not k else '-' + k}":
         "num_layers": 1, "attention_head_dim": 32, "num_attention_heads": 2,
         "joint_attention_dim": 3584, "axes_dims_rope": [8, 12, 12]}, "unet_config",
         (16, 16, 16), {"tokens": (32, 3584)})),
-    ("", TinyFamily("z-image", "ZImage", {
-        # dim >= 256: Z-Image's modulation reads a 256-wide timestep embedding
-        "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256,
-        "cap_feat_dim": 2560, "n_layers": 1, "n_refiner_layers": 1, "qk_norm": True,
-        "n_heads": 2, "n_kv_heads": 2, "axes_dims": [32, 48, 48],
-        "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
-        "z_image_modulation": True, "time_scale": 1000.0}, "config_class", (16, 16, 16),
-        {"tokens": (32, 2560), "mask": True})),
+    ("", TinyFamily("z-image", "ZImage", _ZIMAGE, "config_class", (16, 16, 16),
+                    {"tokens": (32, 2560), "mask": True})),
+    ("te", TinyFamily("z-image", "ZImage", {**_ZIMAGE, "cap_feat_dim": 64}, "config_class",
+                      (16, 16, 16), {"tokens": (13, 64), "mask": True},
+                      text_encoder="real-small", small_te=_QWEN3_TE)),
     ("", TinyFamily("hidream", "HiDream", {
         "image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16,
         "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 32,
@@ -236,6 +252,28 @@ def shaped_conditioning(spec: TinyFamily, seed: int = 0, batch: int = 1) -> list
 
 
 
+def small_text_encoder(spec: TinyFamily, folder: Path):
+    """The family's real text encoder at a small width, saved once (key prefix stripped, as
+    the single-encoder files users download) and loaded through ``comfy.sd.load_clip`` with
+    the small config in ``model_options`` (the trainer's ``--text-encoder-options``)."""
+    import importlib
+
+    import comfy.sd
+
+    te = spec.small_te
+    options = {f"{te['key']}_model_config": dict(te["config"])}
+    path = folder / f"tiny_{te['key']}.safetensors"
+    if not path.exists():
+        module = importlib.import_module(f"comfy.text_encoders.{te['module']}")
+        sd = _randomize(module.te()(model_options=options), seed=1)
+        prefix = f"{te['key']}.transformer."
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)},
+                  str(path))
+    clip_type = getattr(comfy.sd.CLIPType, te["clip_type"].upper())
+    return comfy.sd.load_clip([str(path)], clip_type=clip_type, model_options=options)
+
+
 def write_tiny_models(models: Path) -> dict[str, Path]:
     """Every tiny model file in ``models/diffusion_models`` (kept when already written, so
     a session builds each once); returns key -> path."""
@@ -251,4 +289,4 @@ def write_tiny_models(models: Path) -> dict[str, Path]:
 
 
 __all__ = ["TinyFamily", "TINY_FAMILIES", "FLOW_KEYS", "DISCRETE_KEYS", "build_tiny",
-           "load_tiny", "shaped_conditioning", "write_tiny_models"]
+           "load_tiny", "shaped_conditioning", "small_text_encoder", "write_tiny_models"]
