@@ -66,6 +66,12 @@ def _conditioning(env, key):
             cond = FluxGuidance.execute(cond, FAMILIES[spec.family].guidance).result[0]
     else:
         cond = shaped_conditioning(spec)
+    if key.endswith("-kontext"):  # Kontext: the ReferenceLatent node's edit image
+        import node_helpers
+
+        ref = torch.randn(1, *spec.latent, generator=torch.Generator().manual_seed(5))
+        cond = node_helpers.conditioning_set_values(cond, {"reference_latents": [ref]},
+                                                    append=True)
     env["conds"][key] = cond
     return cond
 

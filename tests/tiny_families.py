@@ -6,6 +6,8 @@ buffers with random values, saves the diffusion model as safetensors (no key pre
 the checkpoint markers ComfyUI reads, such as SDXL's ``v_pred`` / ``ztsnr``) and loads it
 back through one of three paths:
 
+* ``checkpoint``: ``CheckpointLoaderSimple``'s ``comfy.sd.load_checkpoint_guess_config``
+  on a checkpoint-layout file (``model.diffusion_model.*``; SD 1.x at 320 channels);
 * ``stock``: ``UNETLoader`` (``comfy.sd.load_diffusion_model``), ComfyUI's detection sizes
   the model from its weights (SD3, HunyuanImage 2.1);
 * ``unet_config``: the trainer's ``--unet-config`` path
@@ -13,8 +15,9 @@ back through one of three paths:
   (Flux's 24 heads, Flux.2's 48, Chroma, Qwen-Image, Lumina 2, HiDream, AuraFlow): ComfyUI
   still picks the config class by matching the config against its own table;
 * ``config_class``: the config class named directly, when even matching needs real sizes
-  (SD 1.x / 2.x / SDXL require 320 channels and SDXL its 10-deep transformers; Z-Image
-  ``dim`` 3840); the model type still comes from ComfyUI's own checkpoint tests.
+  (SDXL's 320 channels with 10-deep transformers; SD 2.x's v-prediction test reads the 12th
+  output block, 4 levels deep; Z-Image's ``dim`` 3840); the model type still comes from
+  ComfyUI's own checkpoint tests (SDXL's ``v_pred`` / ``ztsnr`` keys, SD 2.x's test).
 
 Text: SD3 uses the stock ``CLIPLoader(type="sd3")`` on a random full-size CLIP-L, Flux a
 tiny CLIP-L + T5, Z-Image (``z-image-te``) a width-64 Qwen3-4B, all through ComfyUI's own
@@ -52,7 +55,7 @@ class TinyFamily:
     unet_config: dict[str, Any]
     """The network's config (what the config class gets)."""
     loader: str
-    """``stock``, ``unet_config`` or ``config_class`` (see the module docstring)."""
+    """``checkpoint``, ``stock``, ``unet_config`` or ``config_class`` (module docstring)."""
     latent: tuple[int, ...]
     """An empty latent's shape without the batch ``[C, H, W]`` (for 128..256 px images)."""
     text: dict[str, Any]
@@ -102,8 +105,9 @@ _QWEN3_TE = {"module": "z_image", "key": "qwen3_4b", "clip_type": "lumina2",
 _LLAMA = {"tokens": (16, 4096), "pooled": 2048, "extra": {"conditioning_llama3": (32, 16, 4096)}}
 
 TINY_FAMILIES: dict[str, TinyFamily] = {f"{f.family}{'' if not k else '-' + k}": f for k, f in (
-    ("", TinyFamily("sd1", "SD15", _unet(768, False), "config_class", (4, 16, 16),
-                    {"tokens": (77, 768), "pooled": 768}, flow=False)),
+    # 320 channels (what SD15's detection needs), one level: 26M parameters
+    ("", TinyFamily("sd1", "SD15", _unet(768, False, channels=320, levels=1), "checkpoint",
+                    (4, 16, 16), {"tokens": (77, 768), "pooled": 768}, flow=False)),
     ("", TinyFamily("sd2", "SD20", _SD2, "config_class", (4, 16, 16),
                     {"tokens": (77, 1024), "pooled": 1024}, markers={"v_test": 1.0},
                     flow=False)),
@@ -200,6 +204,8 @@ def build_tiny(spec: TinyFamily, path: Path, seed: int = 0, std: float = 0.05) -
     if spec.family == "sd3":
         return build_tiny_sd3(path, seed=seed, std=0.1)
     sd = _network_state(spec, seed, std)
+    if spec.loader == "checkpoint":  # a full checkpoint's layout (no text encoder, no VAE)
+        sd = {f"model.diffusion_model.{k}": v for k, v in sd.items()}
     if spec.markers.get("v_test"):  # SD 2.x: ComfyUI's own v-prediction test on block 11
         key = "output_blocks.11.1.transformer_blocks.0.norm1.bias"
         sd[key] = torch.randn(sd[key].shape, generator=torch.Generator().manual_seed(seed))
@@ -219,6 +225,9 @@ def load_tiny(spec: TinyFamily, path: Path):
 
     if spec.loader == "stock":
         return comfy.sd.load_diffusion_model(str(path))
+    if spec.loader == "checkpoint":  # CheckpointLoaderSimple's function
+        return comfy.sd.load_checkpoint_guess_config(str(path), output_vae=False,
+                                                     output_clip=False)[0]
     if spec.loader == "unet_config":
         from learned_schedules.training.comfy.models import load_diffusion_model
 
