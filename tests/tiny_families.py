@@ -20,13 +20,13 @@ back through one of three paths:
   ComfyUI's own checkpoint tests (SDXL's ``v_pred`` / ``ztsnr`` keys, SD 2.x's test).
 
 Text: SD3 uses the stock ``CLIPLoader(type="sd3")`` on a random full-size CLIP-L, Flux a
-tiny CLIP-L + T5, Z-Image (``z-image-te``) a width-64 Qwen3-4B, all through ComfyUI's own
+tiny CLIP-L + T5, Z-Image (``z-image-te``) a width-64 Qwen3-4B and Lumina 2 (``lumina2-te``)
+a width-64 Gemma-2 (with a 64-piece tokenizer trained here), all through ComfyUI's own
 encoder classes and ``comfy.sd.load_clip`` (its detection picks the encoder); every other
 family gets CONDITIONING of its real shapes (:attr:`TinyFamily.text`), as the real encoders
 give them. Not built small: Mistral-3 (Flux.2; detection needs width 5120), Qwen2.5-VL
-(Qwen-Image, HunyuanImage; its vision tower has a fixed real size), Gemma-2 (Lumina 2; its
-tokenizer does not load here), T5-XXL / Pile-T5 alone (Chroma, AuraFlow; detection needs 24
-blocks), HiDream's four encoders.
+(Qwen-Image, HunyuanImage; its vision tower has a fixed real size), T5-XXL / Pile-T5
+(Chroma, AuraFlow, HiDream; detection needs 24 blocks of width 4096 / 2048).
 """
 
 from __future__ import annotations
@@ -98,10 +98,20 @@ _ZIMAGE = {  # dim >= 256: Z-Image's modulation reads a 256-wide timestep embedd
     "n_kv_heads": 2, "axes_dims": [32, 48, 48], "axes_lens": [1536, 512, 512],
     "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0, "z_image_modulation": True,
     "time_scale": 1000.0}
+_LUMINA2 = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 64,
+            "cap_feat_dim": 2304, "n_layers": 1, "n_refiner_layers": 1, "qk_norm": True,
+            "n_heads": 2, "n_kv_heads": 1, "axes_dims": [8, 12, 12],
+            "axes_lens": [300, 512, 512], "rope_theta": 10000.0, "ffn_dim_multiplier": 4.0}
 # Qwen3-4B at width 64 (3 layers: ComfyUI reads the second-to-last); its full vocabulary
 _QWEN3_TE = {"module": "z_image", "key": "qwen3_4b", "clip_type": "lumina2",
              "config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
                         "num_attention_heads": 2, "num_key_value_heads": 1}}
+# Gemma-2 at width 64 with a 64-piece sentencepiece tokenizer trained here, stored in the
+# file as real Gemma files store theirs (``spiece_model``)
+_GEMMA_TE = {"module": "lumina2", "key": "gemma2_2b", "clip_type": "lumina2", "spiece": True,
+             "config": {"vocab_size": 64, "hidden_size": 64, "intermediate_size": 128,
+                        "num_hidden_layers": 3, "num_attention_heads": 2,
+                        "num_key_value_heads": 1}}
 _LLAMA = {"tokens": (16, 4096), "pooled": 2048, "extra": {"conditioning_llama3": (32, 16, 4096)}}
 
 TINY_FAMILIES: dict[str, TinyFamily] = {f"{f.family}{'' if not k else '-' + k}": f for k, f in (
@@ -155,12 +165,11 @@ TINY_FAMILIES: dict[str, TinyFamily] = {f"{f.family}{'' if not k else '-' + k}":
         "num_routed_experts": 2, "num_activated_experts": 1, "axes_dims_rope": [16, 8, 8],
         "max_resolution": [128, 128], "llama_layers": [0, 31]}, "unet_config", (16, 16, 16),
         _LLAMA)),
-    ("", TinyFamily("lumina2", "Lumina2", {
-        "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 64,
-        "cap_feat_dim": 2304, "n_layers": 1, "n_refiner_layers": 1, "qk_norm": True,
-        "n_heads": 2, "n_kv_heads": 1, "axes_dims": [8, 12, 12], "axes_lens": [300, 512, 512],
-        "rope_theta": 10000.0, "ffn_dim_multiplier": 4.0}, "unet_config", (16, 16, 16),
-        {"tokens": (32, 2304), "mask": True})),
+    ("", TinyFamily("lumina2", "Lumina2", _LUMINA2, "unet_config", (16, 16, 16),
+                    {"tokens": (32, 2304), "mask": True})),
+    ("te", TinyFamily("lumina2", "Lumina2", {**_LUMINA2, "cap_feat_dim": 64}, "unet_config",
+                      (16, 16, 16), {"tokens": (19, 64), "mask": True},
+                      text_encoder="real-small", small_te=_GEMMA_TE)),
     ("", TinyFamily("hunyuan-image-2.1", "HunyuanImage21", {
         "image_model": "hunyuan_video", "in_channels": 64, "out_channels": 64,
         "patch_size": [1, 1], "vec_in_dim": None, "context_in_dim": 3584, "hidden_size": 128,
@@ -261,6 +270,21 @@ def shaped_conditioning(spec: TinyFamily, seed: int = 0, batch: int = 1) -> list
 
 
 
+def _tiny_sentencepiece(vocab: int) -> torch.Tensor:
+    """A character-level sentencepiece model of at most ``vocab`` pieces, as bytes."""
+    import io
+
+    import sentencepiece as spm
+
+    text = ["a red fox in snow", "a photo of a cat", "a lighthouse at dusk",
+            "an oil painting of a harbour, bright colours"] * 20
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_writer=buf,
+                                   vocab_size=vocab, model_type="char", pad_id=0, eos_id=1,
+                                   bos_id=2, unk_id=3, hard_vocab_limit=False, minloglevel=2)
+    return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+
+
 def small_text_encoder(spec: TinyFamily, folder: Path):
     """The family's real text encoder at a small width, saved once (key prefix stripped, as
     the single-encoder files users download) and loaded through ``comfy.sd.load_clip`` with
@@ -276,9 +300,11 @@ def small_text_encoder(spec: TinyFamily, folder: Path):
         module = importlib.import_module(f"comfy.text_encoders.{te['module']}")
         sd = _randomize(module.te()(model_options=options), seed=1)
         prefix = f"{te['key']}.transformer."
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if te.get("spiece"):
+            sd["spiece_model"] = _tiny_sentencepiece(te["config"]["vocab_size"])
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)},
-                  str(path))
+        save_file(sd, str(path))
     clip_type = getattr(comfy.sd.CLIPType, te["clip_type"].upper())
     return comfy.sd.load_clip([str(path)], clip_type=clip_type, model_options=options)
 
