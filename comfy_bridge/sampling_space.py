@@ -13,7 +13,7 @@ schedule on this model means, whatever the family row says:
 * ``discrete_eps`` / ``discrete_v``: the 1000-step DDPM schedule of SD 1.x / 2.x / SDXL
   (``ModelSamplingDiscrete``), predicting eps or v, with ``zsnr`` for zero-terminal SNR;
 * ``edm`` / ``edm_v``: continuous EDM sigmas (Playground 2.5, EDM v-prediction);
-* ``other`` for anything else (Stable Cascade, Cosmos, LCM/x0 patches).
+* ``other`` for anything else (Stable Cascade, Cosmos, LCM / x0 patches).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ class SamplingSpace:
     kind: str
     """``flow``, ``discrete_eps``, ``discrete_v``, ``edm``, ``edm_v`` or ``other``."""
     prediction: str
-    """What the network predicts: ``eps``, ``v``, ``edm``, ``flow`` (CONST), ``x0``..."""
+    """What the network predicts: ``eps``, ``v``, ``edm``, ``flow`` (CONST), ``x0``,
+    ``lcm``..."""
     sampling: str
     """The ``model_sampling`` base that maps time to sigma (``ModelSamplingDiscreteFlow``,
     ``ModelSamplingFlux``, ``ModelSamplingDiscrete``, ``ModelSamplingContinuousEDM``...)."""
@@ -53,19 +54,20 @@ class SamplingSpace:
         return self.kind in ("discrete_eps", "discrete_v")
 
 
-_PREDICTIONS = (("IMG_TO_IMG", "x0"), ("X0", "x0"), ("EDM", "edm"), ("V_PREDICTION", "v"),
-                ("CONST", "flow"), ("COSMOS_RFLOW", "flow"), ("EPS", "eps"))
-"""Prediction classes of ``comfy.model_sampling`` (subclasses first: EDM is a V_PREDICTION,
-V_PREDICTION and X0 are EPS)."""
+_PREDICTIONS = {"IMG_TO_IMG": "x0", "X0": "x0", "LCM": "lcm", "EDM": "edm", "V_PREDICTION": "v",
+                "CONST": "flow", "COSMOS_RFLOW": "flow", "EPS": "eps"}
+"""Prediction classes of ``comfy.model_sampling`` (and ``LCM`` of ComfyUI's
+``ModelSamplingDiscrete`` node); the first one in the object's MRO wins (EDM is a
+V_PREDICTION, V_PREDICTION / X0 / LCM are EPS)."""
 
 _SAMPLINGS = ("ModelSamplingDiscreteFlow", "ModelSamplingFlux", "StableCascadeSampling",
               "ModelSamplingDiscreteEDM", "ModelSamplingDiscrete", "ModelSamplingCosmosRFlow",
               "ModelSamplingContinuousV", "ModelSamplingContinuousEDM")
 
 
-def _first_base(sampling: Any, names: tuple[str, ...]) -> str | None:
-    bases = {c.__name__ for c in type(sampling).__mro__}
-    return next((n for n in names if n in bases), None)
+def _first_base(sampling: Any, names: tuple[str, ...] | dict[str, str]) -> str | None:
+    """The first class of the object's MRO named in ``names`` (most specific first)."""
+    return next((c.__name__ for c in type(sampling).__mro__ if c.__name__ in names), None)
 
 
 def sampling_space(model_or_sampling: Any) -> SamplingSpace:
@@ -73,8 +75,7 @@ def sampling_space(model_or_sampling: Any) -> SamplingSpace:
     sampling = model_or_sampling
     if hasattr(model_or_sampling, "get_model_object"):
         sampling = model_or_sampling.get_model_object("model_sampling")
-    pred_base = _first_base(sampling, tuple(n for n, _ in _PREDICTIONS))
-    prediction = dict(_PREDICTIONS).get(pred_base, "unknown")
+    prediction = _PREDICTIONS.get(_first_base(sampling, _PREDICTIONS), "unknown")
     base = _first_base(sampling, _SAMPLINGS) or type(sampling).__name__
     lo, hi = float(sampling.sigma_min), float(sampling.sigma_max)
     sigma_data = float(getattr(sampling, "sigma_data", 1.0))

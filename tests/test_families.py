@@ -265,3 +265,35 @@ def test_unsupported_kinds_get_a_plain_sentence(env, name, what):
     for family in ("Flux dev", "SD3", "Flux.2", "Chroma", "Qwen-Image", "Z-Image", "HiDream",
                    "Lumina 2", "HunyuanImage 2.1", "AuraFlow"):
         assert family in message.split("supported models:")[1]
+
+
+def test_sampling_space_follows_comfyuis_sampling_nodes(env):
+    """The space is read from the model's current ``model_sampling``: ComfyUI's
+    ModelSampling* nodes (a v-prediction + zsnr patch on SD 1.x, a shift on Z-Image,
+    ModelSamplingAuraFlow on Qwen-Image, EDM on SDXL) change it, and the node's default
+    follows."""
+    import comfy_extras.nodes_model_advanced as adv
+
+    from learned_schedules.comfy_bridge.sampling_space import sampling_space
+
+    models = env["models"]
+    sd1 = adv.ModelSamplingDiscrete().patch(models["sd1"], "v_prediction", True)[0]
+    space = sampling_space(sd1)
+    assert (space.kind, space.zero_terminal_snr) == ("discrete_v", True)
+    lcm = adv.ModelSamplingDiscrete().patch(models["sd1"], "lcm", False)[0]
+    assert sampling_space(lcm).kind == "other"
+    z = adv.ModelSamplingSD3().patch(models["z-image"], 5.0)[0]
+    assert (sampling_space(z).shift, sampling_space(z).multiplier) == (5.0, 1000.0)
+    qwen = adv.ModelSamplingAuraFlow().patch_aura(models["qwen-image"], 3.1)[0]
+    space = sampling_space(qwen)
+    assert (space.sampling, space.shift, space.multiplier) == (
+        "ModelSamplingDiscreteFlow", pytest.approx(3.1), 1.0)
+    edm = adv.ModelSamplingContinuousEDM().patch(models["sdxl"], "edm", 80.0, 0.002)[0]
+    assert sampling_space(edm).kind == "edm"
+    assert sampling_space(models["z-image"]).shift == 3.0  # the original is untouched
+
+    # the node's default (and a fresh policy's mean) follow the patched sampling
+    from learned_schedules.comfy_bridge.sigmas import default_sigmas
+
+    assert not torch.allclose(default_sigmas(qwen, STEPS),
+                              default_sigmas(models["qwen-image"], STEPS))

@@ -4,7 +4,7 @@ Each row builds the family's real network through ComfyUI's own model-config cla
 ``get_model`` picks the ``comfy.ldm`` network and ``model_sampling``), fills weights and
 buffers with random values, saves the diffusion model as safetensors (no key prefix, plus
 the checkpoint markers ComfyUI reads, such as SDXL's ``v_pred`` / ``ztsnr``) and loads it
-back through one of three paths:
+back through one of four paths:
 
 * ``checkpoint``: ``CheckpointLoaderSimple``'s ``comfy.sd.load_checkpoint_guess_config``
   on a checkpoint-layout file (``model.diffusion_model.*``; SD 1.x at 320 channels);
