@@ -1,6 +1,6 @@
 """Training algorithms, by name: each supplies a policy, ``collect`` and ``update``
-(:class:`.base.Algorithm`) and has a config section of the same name in
-:class:`training.rl.config.TrainConfig`."""
+(:class:`.base.Algorithm`) and declares its names, options and policy kind once, in its own
+module (:mod:`.registry`). One import line per built-in algorithm registers it."""
 
 from __future__ import annotations
 
@@ -10,14 +10,11 @@ from .adagen import AdaGen
 from .art import ART
 from .base import Algorithm, RolloutBatch
 from .ppo import PPO
+from .registry import ALGORITHMS, register_algorithm, resolve_algorithm
 from .reinforce import Reinforce
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
-
-ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls
-                                          for cls in (Reinforce, PPO, ART, AdaGen)}
-"""Algorithm classes by name (``TrainConfig.algo``)."""
 
 
 def make_algorithm(config: TrainConfig) -> Algorithm:
@@ -27,5 +24,5 @@ def make_algorithm(config: TrainConfig) -> Algorithm:
     return ALGORITHMS[config.algo](config)
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "RolloutBatch", "make_algorithm", "Reinforce", "PPO",
-           "ART", "AdaGen"]
+__all__ = ["ALGORITHMS", "Algorithm", "RolloutBatch", "make_algorithm", "register_algorithm",
+           "resolve_algorithm", "Reinforce", "PPO", "ART", "AdaGen"]

@@ -70,10 +70,11 @@ from ....policies.art import (
 )
 from ..backend import Backend, module_device, policy_features
 from ..checkpoint import load_optimizer, optimizer_tensors
-from ..config import ARTConfig
 from ..distributed import Dist
 from ..flow_error import FlowField, error_size, velocity_and_error
+from .art_options import ARTConfig
 from .base import Algorithm
+from .registry import register_algorithm
 
 DISTIL_SEED = 1_234_567
 """Seed of the training-pool contexts the global clock is distilled over (its own stream)."""
@@ -114,13 +115,14 @@ class Critic(nn.Module):
         return self.net(torch.cat(inputs, -1))[..., 0]
 
 
+@register_algorithm
 class ART(Algorithm):
     """Continuous-time actor-critic over the clock speed (see the module docstring)."""
 
     name = "art"
     method = "art"
     policy_kind = "art-clock"
-    config_section = ARTConfig
+    options_class = ARTConfig
 
     def __init__(self, config: Any):
         super().__init__(config)
@@ -143,7 +145,7 @@ class ART(Algorithm):
     # -- modules ------------------------------------------------------------------------
     def build_policy(self, config: Any, backend: Backend) -> nn.Module:
         o = self.options
-        encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth) \
+        encoder = backend.build_encoder(hidden=config.policy.hidden, depth=config.policy.depth) \
             if o.features else None
         return ARTClockPolicy(encoder, config.steps, width=o.width, layers=o.layers,
                               grid=o.grid, horizon=o.horizon, min_speed=o.min_speed)

@@ -63,13 +63,18 @@ class Algorithm:
     """Base class of training algorithms (subclasses set the class attributes)."""
 
     name: ClassVar[str]
-    """Registry name (``--algo``) and the name of its :class:`TrainConfig` section."""
+    """Registry name (``--algo``) and the name of its config section (``--<name>.<option>``,
+    ``"<name>"`` in ``config.json``)."""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    """Other names ``--algo`` (and its alias ``--method``) accept."""
     method: ClassVar[str]
-    """Written into policy files as ``method`` (:data:`policies.policy_file.KNOWN_METHODS`)."""
+    """Written into policy files as ``method`` (also accepted by ``--algo``)."""
     policy_kind: ClassVar[str]
     """The policy kind it trains (:data:`policies.contract.POLICY_KINDS`)."""
-    config_section: ClassVar[type]
-    """Dataclass type of its config section."""
+    options_class: ClassVar[type]
+    """Its options dataclass (the config section; fields documented by docstrings, ranges
+    and choices declared with :func:`policies.fields.option`; optional ``check(prefix)`` and
+    ``validate(config)`` methods)."""
 
     iteration: int | None = None
     """The 1-based iteration being trained (set by the engine before each one; None outside
@@ -77,7 +82,7 @@ class Algorithm:
 
     def __init__(self, config: TrainConfig):
         self.config = config
-        self.options = getattr(config, self.name)
+        self.options = config.options(self.name)
 
     def training_progress(self) -> float | None:
         """How far the run is: 0 at the first iteration, 1 at the last (None outside a run).
@@ -103,12 +108,13 @@ class Algorithm:
     def build_policy(self, config: TrainConfig, backend: Backend) -> nn.Module:
         """A fresh policy of :attr:`policy_kind` with the back-end's encoder; its mean starts at
         the back-end's default schedule with ``init_schedule=default`` (when it has one)."""
-        encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth)
+        p = config.policy
+        encoder = backend.build_encoder(hidden=p.hidden, depth=p.depth)
         segments = backend.default_segments(config.steps) \
-            if config.init_schedule == "default" else None
+            if p.init_schedule == "default" else None
         return POLICY_KINDS[self.policy_kind].for_training(
-            encoder, config.steps, hidden=config.hidden,
-            init_concentration=config.init_concentration, init_segments=segments)
+            encoder, config.steps, hidden=p.hidden,
+            init_concentration=p.init_concentration, init_segments=segments)
 
     def build_optimizer(self, policy: nn.Module) -> torch.optim.Optimizer:
         """The optimiser of the trained module (default: AdamW at ``config.lr``). The engine
