@@ -143,9 +143,11 @@ class TrainConfig:
     progress: bool = True
     """Show a progress bar."""
     comfy: ComfyConfig = field(default_factory=ComfyConfig)
-    """ComfyUI back-end options (owned by :mod:`training.comfy.config`)."""
+    """ComfyUI back-end options (``--backend comfy``): model files, sampler, guidance, prompts,
+    caches (:mod:`training.comfy.config`)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
-    """Policy options (owned by :mod:`policies.config`)."""
+    """Policy options: network size and the Dirichlet policy's concentration
+    (:mod:`policies.config`)."""
     sections: dict[str, Any] = field(default_factory=default_sections)
     """Every registered algorithm's options, by algorithm name (``config.ppo`` reads
     ``sections["ppo"]``; ``config.json`` writes each as a top-level section)."""
@@ -197,8 +199,8 @@ class TrainConfig:
     def check_types(self) -> None:
         """Every field (and every section's field) of its declared JSON type."""
         check_types(self)
-        check_types(self.comfy, "comfy.")
-        check_types(self.policy, "policy.")
+        check_types(self.comfy)  # flat names, as their flags are
+        check_types(self.policy)
         for name, section in self.sections.items():
             check_types(section, f"{name}.")
 
@@ -245,9 +247,11 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: dict[str, Any], strict: bool = True) -> TrainConfig:
         """Build from a dict of any layout (:func:`~.config_migration.migrate`: old flat keys
-        go into their sections), so old ``config.json`` files and configs keep working."""
+        go into their sections), so old ``config.json`` files and configs keep working.
+        ``strict``: unknown keys are an error (else ignored: a policy file's training config
+        from another version)."""
         if not isinstance(data, dict):
             raise ValueError(f"A training config must be a JSON object, got "
                              f"{json_type(data)}.")
@@ -258,8 +262,9 @@ class TrainConfig:
         built = {name: _section(name, section_cls, data.pop(name, None), unknown)
                  for name, section_cls in classes.items()}
         unknown[:0] = sorted(set(data) - set(cls.run_fields()))
-        if unknown:
+        if unknown and strict:
             raise ValueError(f"Unknown config fields: {', '.join(unknown)}.")
+        data = {k: v for k, v in data.items() if k in cls.run_fields()}
         comfy, policy = built.pop("comfy"), built.pop("policy")
         return cls(**data, comfy=comfy, policy=policy, sections=built)
 

@@ -327,7 +327,7 @@ def _train(config: TrainConfig, *, backend: Backend | None = None,
                 bar.update(it, metrics)
             if dist.is_main and config.checkpoint_every and it % config.checkpoint_every == 0:
                 checkpoint(it)
-            if dist.is_main and config.sample_every and it % config.sample_every == 0:
+            if dist.is_main and config.comfy.sample_every and it % config.comfy.sample_every == 0:
                 backend.write_samples(policy, run_dir / "samples" / f"iter_{it:06d}.png")
             if callback is not None:
                 callback(it, metrics)

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .adagen import AdaGen
-from .art import ART
-from .base import Algorithm, RolloutBatch
-from .ppo import PPO
-from .registry import ALGORITHMS, register_algorithm, resolve_algorithm
+# isort: off  (one line per built-in algorithm, in the order --help and messages list them)
 from .reinforce import Reinforce
+from .ppo import PPO
+from .art import ART
+from .adagen import AdaGen
+
+# isort: on
+from .base import Algorithm, RolloutBatch
+from .registry import ALGORITHMS, register_algorithm, resolve_algorithm
 
 if TYPE_CHECKING:
     from ..config import TrainConfig

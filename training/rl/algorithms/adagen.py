@@ -324,5 +324,5 @@ def best_of_n(policy: Any, discriminator: Discriminator, backend: Backend, conte
     return traj.final[pick], traj.sigmas[pick], reward
 
 
-__all__ = ["AdaGen", "AdaGenConfig", "Discriminator", "TrajectoryBatch", "best_of_n", "load_discriminator",
-           "condition_vector"]
+__all__ = ["AdaGen", "AdaGenConfig", "Discriminator", "TrajectoryBatch", "best_of_n",
+           "load_discriminator", "condition_vector"]
