@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-# isort: off  (one line per built-in algorithm, in the order --help and messages list them)
+# one line per built-in algorithm, in the order --help and messages list them
+# isort: off
 from .reinforce import Reinforce
 from .ppo import PPO
 from .art import ART
