@@ -91,6 +91,9 @@ def _rewrite(argv: list[str], base_algo: str) -> list[str]:
             section, name = SHORTHANDS[key]
             name = name.replace("_", "-")
             flag = f"--{section or active}.{'no-' if negated else ''}{name}"
+        elif negated and "." in flag:  # argparse's --no-art.features is tyro's --art.no-features
+            section, _, name = flag[5:].partition(".")
+            flag = f"--{section}.no-{name}"
         out.append(flag + eq + value)
     return out
 
@@ -268,10 +271,22 @@ def parse_schedule_option(value: str) -> tuple[str, list[float]]:
     return name.strip(), values
 
 
+def parse_eval_args(argv: list[str]) -> tuple[EvalArgs, dict[str, Any]]:
+    """``eval``'s flags -> (arguments, overrides of the policy's training config: the
+    ComfyUI options given, ``reward`` and ``testbed_config``)."""
+    args = _tyro(EvalArgs, argv, None, "learned-schedules eval", EvalArgs.__doc__ or "")
+    given = _flags(argv)
+    overrides: dict[str, Any] = {
+        f.name: getattr(args.comfy, f.name) for f in dataclasses.fields(ComfyConfig)
+        if {f"--{f.name.replace('_', '-')}", f"--no-{f.name.replace('_', '-')}"} & given}
+    overrides.update(reward=args.reward, testbed_config=args.testbed_config)
+    return args, overrides
+
+
 def cmd_eval(argv: list[str]) -> int:
     from .eval import evaluate_policy_file
 
-    args = _tyro(EvalArgs, argv, None, "learned-schedules eval", EvalArgs.__doc__ or "")
+    args, overrides = parse_eval_args(argv)
     for flag, value, low in (("--contexts", args.contexts, 1), ("--seeds", args.seeds, 1),
                              ("--train-contexts", args.train_contexts, 1),
                              ("--fit-iters", args.fit_iters, 0),
@@ -281,11 +296,6 @@ def cmd_eval(argv: list[str]) -> int:
             raise ValueError(f"eval {flag} must be >= {low}, got {value}.")
     if not any(s.strip() for s in args.schedulers.split(",")):
         raise ValueError("eval --schedulers needs at least one scheduler name.")
-    given = _flags(argv)
-    overrides: dict[str, Any] = {
-        f.name: getattr(args.comfy, f.name) for f in dataclasses.fields(ComfyConfig)
-        if {f"--{f.name.replace('_', '-')}", f"--no-{f.name.replace('_', '-')}"} & given}
-    overrides.update(reward=args.reward, testbed_config=args.testbed_config)
     options = {"train_contexts": args.train_contexts, "fit_iters": args.fit_iters,
                "oracle": not args.no_oracle, "grid_columns": args.grid_columns,
                "schedulers": tuple(s.strip() for s in args.schedulers.split(",") if s.strip())}
