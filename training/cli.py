@@ -221,7 +221,7 @@ class EvalArgs:
     table, per-prompt CSV, image grid); model and prompt options default to the policy's
     training run (the ComfyUI options below override them)."""
 
-    policy: tyro.conf.Positional[str]
+    policy: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="POLICY")]
     """Policy file (.safetensors) or a run folder."""
     testbed_config: str | None = None
     """Testbed JSON (default: the policy's)."""
@@ -274,7 +274,8 @@ def parse_schedule_option(value: str) -> tuple[str, list[float]]:
 def parse_eval_args(argv: list[str]) -> tuple[EvalArgs, dict[str, Any]]:
     """``eval``'s flags -> (arguments, overrides of the policy's training config: the
     ComfyUI options given, ``reward`` and ``testbed_config``)."""
-    args = _tyro(EvalArgs, argv, None, "learned-schedules eval", EvalArgs.__doc__ or "")
+    args = _tyro(EvalArgs, argv, None, "learned-schedules eval",
+                 " ".join((EvalArgs.__doc__ or "").split()))
     given = _flags(argv)
     overrides: dict[str, Any] = {
         f.name: getattr(args.comfy, f.name) for f in dataclasses.fields(ComfyConfig)
@@ -330,7 +331,8 @@ def cmd_demo(argv: list[str]) -> int:
     from .eval import evaluate_policy_file
     from .rl.engine import train
 
-    args = _tyro(DemoArgs, argv, None, "learned-schedules demo", DemoArgs.__doc__ or "")
+    args = _tyro(DemoArgs, argv, None, "learned-schedules demo",
+                 " ".join((DemoArgs.__doc__ or "").split()))
     cfg = dict(DEMO_CONFIG, seed=args.seed, out=args.out,
                run_name=f"demo-js-L5__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}")
     if args.iterations is not None:

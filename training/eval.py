@@ -232,9 +232,9 @@ def backend_for_policy(loaded: LoadedPolicy, overrides: dict[str, Any] | None = 
     training = dict(loaded.metadata.get("training") or {})
     family = loaded.metadata.get("model_family")
     training.setdefault("backend", "testbed" if family == "testbed" else "comfy")
-    extra = training.pop("extra", None)  # older files: only set_metrics has a home now
-    if isinstance(extra, dict) and "set_metrics" in extra:
-        training["extra"] = {"set_metrics": extra["set_metrics"]}
+    extra = training.get("extra")
+    if isinstance(extra, dict):  # older files: only set_metrics has a home now
+        training["extra"] = {k: v for k, v in extra.items() if k == "set_metrics"}
     data = migrate(training)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     TrainConfig.from_dict(given).validate()  # the overrides' types and ranges, named
