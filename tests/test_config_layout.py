@@ -260,3 +260,16 @@ def test_options_that_cannot_apply_are_warned_about(caplog):
         parse_train_args(["--backend", "comfy", "--cfg", "2", "--algo", "ppo",
                           "--ppo.epochs", "2"])
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_policy_file_holds_the_nested_training_config(tmp_path):
+    from learned_schedules.policies.policy_file import load_policy
+
+    assert cli_main(["train", *SMALL, "--algo", "ppo", "--ppo.epochs", "2", "--out",
+                     str(tmp_path), "--run-name", "r"]) == 0
+    training = load_policy(tmp_path / "r" / "policy.safetensors").metadata["training"]
+    assert training["config_version"] == CONFIG_VERSION and training["ppo"]["epochs"] == 2
+    assert training["policy"]["hidden"] == 8 and "sections" not in training
+    saved = TrainConfig.load(tmp_path / "r" / "config.json")
+    assert TrainConfig.from_dict(training, strict=False) == TrainConfig.from_dict(
+        {**json.loads(saved.to_json()), "progress": True})

@@ -27,7 +27,6 @@ The engine is back-end agnostic (:class:`training.rl.backend.Backend`), policy a
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import math
@@ -506,7 +505,7 @@ def save_run_policy(path: Path, policy: nn.Module, backend: Backend, config: Tra
                     global_schedule: torch.Tensor | None = None) -> None:
     """Write the policy in the node-loadable policy file format (``method``: the algorithm's;
     ``global_schedule``: see :func:`global_schedule`)."""
-    training = {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}
+    training = {k: v for k, v in config.to_dict().items() if k != "progress"}
     training["iterations_done"] = iteration
     save_policy(path, policy, method=method, model_family=backend.model_family,
                 training=training, reward=backend.reward_name, global_schedule=global_schedule)
