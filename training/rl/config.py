@@ -63,8 +63,10 @@ def check_device(device: str, available: bool = True) -> None:
         raise ValueError(f"device {device!r} is not available on this machine.")
 
 
-def _algorithms() -> dict[str, type]:
-    from .algorithms import ALGORITHMS  # registers the built-in algorithms
+def _algorithms() -> dict[str, Any]:
+    """The registry (imported when first needed: importing the package registers the built-in
+    algorithms, whose modules read this one)."""
+    from .algorithms.registry import ALGORITHMS
 
     return ALGORITHMS
 

@@ -81,7 +81,7 @@ def _extra_keys(extra: Any) -> dict[str, Any]:
 
 
 def _section_names() -> tuple[str, ...]:
-    from .algorithms import ALGORITHMS
+    from .algorithms.registry import ALGORITHMS  # the package registers the built-in ones
 
     return tuple(ALGORITHMS)
 

@@ -11,15 +11,14 @@ per built-in algorithm.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    from .base import Algorithm
+A = TypeVar("A", bound=type)
 
-A = TypeVar("A", bound="type[Algorithm]")
-
-ALGORITHMS: dict[str, type[Algorithm]] = {}
-"""Algorithm classes by name (``TrainConfig.algo``), in registration order."""
+ALGORITHMS: dict[str, Any] = {}
+"""Algorithm classes (:class:`~.base.Algorithm` subclasses) by name (``TrainConfig.algo``), in
+registration order. This module imports nothing of the pack, so the config can read it
+without an import circle (``training.rl.algorithms`` registers the built-in ones)."""
 
 
 def register_algorithm(cls: A) -> A:
@@ -33,7 +32,7 @@ def register_algorithm(cls: A) -> A:
     return cls
 
 
-def names_of(cls: type[Algorithm]) -> tuple[str, ...]:
+def names_of(cls: Any) -> tuple[str, ...]:
     """The names ``--algo`` accepts for ``cls``: its name, its aliases and its method."""
     return tuple(dict.fromkeys((cls.name, *cls.aliases, cls.method)))
 
