@@ -273,3 +273,14 @@ def test_a_policy_file_holds_the_nested_training_config(tmp_path):
     saved = TrainConfig.load(tmp_path / "r" / "config.json")
     assert TrainConfig.from_dict(training, strict=False) == TrainConfig.from_dict(
         {**json.loads(saved.to_json()), "progress": True})
+
+
+def test_demo_and_top_level_flags(capsys):
+    from learned_schedules.training import cli
+
+    args = cli._tyro(cli.DemoArgs, ["--out", "o", "--iterations", "3", "--seed", "2"], None,
+                     "demo", "")
+    assert (args.out, args.iterations, args.seed) == ("o", 3, 2)
+    with pytest.raises(SystemExit) as info:
+        cli_main(["-v", "train", "--help"])
+    assert info.value.code == 0 and "--ppo.epochs" in capsys.readouterr().out
