@@ -131,26 +131,27 @@ class ComfyBackend(Backend):
         from .models import load_models, parse_json_option
         from .runtime import import_comfyui
 
-        cui = import_comfyui(config.comfyui_path, config.comfyui_base,
-                             cpu=True if config.comfyui_cpu else None)
-        if not config.prompts:
+        cui = import_comfyui(config.comfy.comfyui_path, config.comfy.comfyui_base,
+                             cpu=True if config.comfy.comfyui_cpu else None)
+        if not config.comfy.prompts:
             raise ValueError("The comfy back-end needs --prompts (a .txt, .jsonl or .csv file).")
-        prompts = load_prompts(config.prompts)
-        if config.eval_prompts:
-            held = load_prompts(config.eval_prompts)
+        prompts = load_prompts(config.comfy.prompts)
+        if config.comfy.eval_prompts:
+            held = load_prompts(config.comfy.eval_prompts)
             train_prompts = [p for p in prompts if p not in set(held)]
             if not train_prompts:
                 raise ValueError("Every training prompt is also in --eval-prompts.")
-        elif config.held_out == 0:
+        elif config.comfy.held_out == 0:
             train_prompts, held = prompts, []  # held-out seeds, not prompts
         else:
-            train_prompts, held = split_prompts(prompts, config.held_out, seed=config.seed)
+            train_prompts, held = split_prompts(prompts, config.comfy.held_out,
+                                                seed=config.seed)
         models = load_models(
-            checkpoint=config.checkpoint, diffusion_model=config.diffusion_model,
-            text_encoders=_split_list(config.text_encoders), vae=config.vae,
-            clip_type=config.clip_type, weight_dtype=config.weight_dtype,
-            unet_config=parse_json_option(config.unet_config, "--unet-config"),
-            text_encoder_options=parse_json_option(config.text_encoder_options,
+            checkpoint=config.comfy.checkpoint, diffusion_model=config.comfy.diffusion_model,
+            text_encoders=_split_list(config.comfy.text_encoders), vae=config.comfy.vae,
+            clip_type=config.comfy.clip_type, weight_dtype=config.comfy.weight_dtype,
+            unet_config=parse_json_option(config.comfy.unet_config, "--unet-config"),
+            text_encoder_options=parse_json_option(config.comfy.text_encoder_options,
                                                    "--text-encoder-options"))
         reward_name = config.reward or ""
         reward = None
@@ -163,19 +164,21 @@ class ComfyBackend(Backend):
 
             mm = cui.model_management
             reward = load_reward(
-                reward_name, paths=_split_pairs(config.reward_paths),
+                reward_name, paths=_split_pairs(config.comfy.reward_paths),
                 search_dirs=[Path(p) for p in cui.folder_paths.get_folder_paths("rewards")]
                 if "rewards" in cui.folder_paths.folder_names_and_paths
                 else [Path(cui.folder_paths.models_dir) / "rewards"],
-                device=mm.get_torch_device(), allow_download=config.allow_download)
+                device=mm.get_torch_device(), allow_download=config.comfy.allow_download)
         return cls(models, train_prompts=train_prompts, eval_prompts=held, reward=reward,
-                   reward_name=reward_name, width=config.width, height=config.height,
-                   sampler=config.sampler, cfg=config.cfg, guidance=config.guidance,
-                   negative_prompt=config.negative_prompt, rollout_batch=config.rollout_batch,
-                   cache_dir=config.cache_dir, pool_size=config.pool_size,
-                   pool_seed=config.seed + 7_919, encoder_preset=config.encoder_preset,
-                   reference_steps=config.reference_steps,
-                   held_out_seeds=config.held_out == 0 and not config.eval_prompts,
+                   reward_name=reward_name, width=config.comfy.width,
+                   height=config.comfy.height, sampler=config.comfy.sampler,
+                   cfg=config.comfy.cfg, guidance=config.comfy.guidance,
+                   negative_prompt=config.comfy.negative_prompt,
+                   rollout_batch=config.comfy.rollout_batch,
+                   cache_dir=config.comfy.cache_dir, pool_size=config.pool_size,
+                   pool_seed=config.seed + 7_919, encoder_preset=config.policy.encoder_preset,
+                   reference_steps=config.comfy.reference_steps,
+                   held_out_seeds=config.comfy.held_out == 0 and not config.comfy.eval_prompts,
                    set_measures=set_measures_for(config))
 
     # -- contexts -------------------------------------------------------------------------------
@@ -637,15 +640,13 @@ SetMeasures = Callable[[dict[str, torch.Tensor], list[str]],
 
 
 def set_measures_for(config: TrainConfig) -> SetMeasures | None:
-    """The set measures ``eval`` reports for a config: ``extra["set_metrics"]`` = ``digits``
+    """The set measures ``eval`` reports for a config: ``comfy.set_metrics`` = ``digits``
     (Fréchet distance, per-class coverage and accuracy on the digits classifier's features),
     ``none``, or ``auto`` (the default: ``digits`` for the shipped digits model, i.e. a
     diffusion model file named ``digits_*``)."""
-    choice = str((config.extra or {}).get("set_metrics", "auto"))
-    if choice not in ("auto", "digits", "none"):
-        raise ValueError(f"extra.set_metrics must be auto, digits or none, got {choice!r}.")
+    choice = config.comfy.set_metrics
     if choice == "auto":
-        name = Path(config.diffusion_model or "").name
+        name = Path(config.comfy.diffusion_model or "").name
         choice = "digits" if name.startswith("digits_") else "none"
     if choice == "none":
         return None

@@ -17,10 +17,9 @@ from typing import Any
 
 import torch
 
-log = logging.getLogger("learned_schedules.training")
+from .config import CLIP_TYPES, WEIGHT_DTYPES
 
-WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
-CLIP_TYPES = ("auto", "flux", "sd3")
+log = logging.getLogger("learned_schedules.training")
 
 
 @dataclass

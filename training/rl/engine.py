@@ -27,7 +27,6 @@ evaluates any deployable policy by its role, :mod:`policies.contract`) and impor
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import math
@@ -325,7 +324,7 @@ def _train(config: TrainConfig, *, backend: Backend | None = None,
                 bar.update(it, metrics)
             if dist.is_main and config.checkpoint_every and it % config.checkpoint_every == 0:
                 checkpoint(it)
-            if dist.is_main and config.sample_every and it % config.sample_every == 0:
+            if dist.is_main and config.comfy.sample_every and it % config.comfy.sample_every == 0:
                 backend.write_samples(policy, run_dir / "samples" / f"iter_{it:06d}.png")
             if callback is not None:
                 callback(it, metrics)
@@ -504,7 +503,7 @@ def save_run_policy(path: Path, policy: nn.Module, backend: Backend, config: Tra
                     global_schedule: torch.Tensor | None = None) -> None:
     """Write the policy in the node-loadable policy file format (``method``: the algorithm's;
     ``global_schedule``: see :func:`global_schedule`)."""
-    training = {k: v for k, v in dataclasses.asdict(config).items() if k != "progress"}
+    training = {k: v for k, v in config.to_dict().items() if k != "progress"}
     training["iterations_done"] = iteration
     save_policy(path, policy, method=method, model_family=backend.model_family,
                 training=training, reward=backend.reward_name, global_schedule=global_schedule)
