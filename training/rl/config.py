@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...policies.json_io import read_json  # also imported from here (its old home)
+
 BASELINES = ("none", "rloo", "xctx", "js", "js_winsor", "js_rank", "js_group",
              "js_group_pooled")
 """The paper's four baselines, then the robust and grouped James-Stein variants
@@ -696,24 +698,3 @@ class TrainConfig:
         """``field (old -> new)`` for every :data:`RESUME_FIXED` field that differs."""
         return [f"{name} ({getattr(saved, name)!r} -> {getattr(self, name)!r})"
                 for name in RESUME_FIXED if getattr(saved, name) != getattr(self, name)]
-
-
-def read_json(path: str | Path, what: str) -> Any:
-    """A JSON file's content; ``ValueError`` naming the file (``what``: "Config file"...) if
-    it is missing, not a file, not UTF-8 or not JSON."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{what} not found: {path}.")
-    if not path.is_file():
-        raise ValueError(f"{what} {path} is not a file.")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValueError(f"{what} {path} is not UTF-8 text (is it a binary file?).") from None
-    except OSError as exc:
-        raise ValueError(f"{what} {path} cannot be read: {exc.strerror}.") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} {path} is not valid JSON (line {exc.lineno}, column "
-                         f"{exc.colno}: {exc.msg}).") from None

@@ -1,0 +1,103 @@
+"""A run's metrics, one row per iteration: ``metrics.csv`` always, TensorBoard event files
+(``tensorboard/``) through ``torch.utils.tensorboard`` when the ``tensorboard`` package is
+installed (the ``[tensorboard]`` extra).
+
+A resumed run opens its event file with ``purge_step`` at the first iteration it trains, so
+TensorBoard drops the earlier files' points past the checkpoint (a crashed run logged them) and
+shows one point per iteration, as ``metrics.csv`` (cut back by
+:func:`training.rl.run_folder.truncate_metrics`) holds one row.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("learned_schedules.training")
+
+FIRST_COLUMNS = ["iteration", "lr"]
+LAST_COLUMNS = ["eval_reward", "seconds"]
+"""``metrics.csv`` columns around the algorithm's own metrics."""
+
+
+def metric_columns(path: Path, metrics: dict[str, Any]) -> list[str]:
+    """The CSV's columns: an existing file's header (a resumed run), else from ``metrics``."""
+    if path.exists() and path.stat().st_size:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), None)
+        if header:
+            return header
+    names = [k for k in metrics if k not in FIRST_COLUMNS + LAST_COLUMNS]
+    return FIRST_COLUMNS + names + LAST_COLUMNS
+
+
+def append_row(path: Path, columns: list[str], row: dict[str, Any]) -> None:
+    """Append one row to a CSV file (its header first when the file is new or empty)."""
+    new = not path.exists() or not path.stat().st_size
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in columns})
+
+
+def open_tensorboard(folder: Path, purge_step: int | None = None) -> Any | None:
+    """A ``SummaryWriter`` on ``folder``, or None (logged once, in one line) when the
+    ``tensorboard`` package is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("TensorBoard is not installed: metrics go to metrics.csv only (pip install "
+                 "'learned-schedules[tensorboard]' to get event files too).")
+        return None
+    return SummaryWriter(str(folder), purge_step=purge_step)
+
+
+class MetricsLog:
+    """``write(row)`` after every iteration, ``close()`` at the end; files are opened with the
+    first row. ``purge_step``: a resumed run's first iteration (see the module docstring)."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None):
+        self.csv_path = run_dir / "metrics.csv"
+        self.board_dir = run_dir / "tensorboard"
+        self.purge_step = purge_step
+        self._columns: list[str] | None = None
+        self._board: Any | None = None
+        self._board_opened = False
+
+    def write(self, row: dict[str, Any]) -> None:
+        """One row: every key a CSV column (the columns are fixed by the first row or an
+        existing header); every finite number but ``iteration`` a TensorBoard scalar at step
+        ``row["iteration"]``."""
+        self._columns = self._columns or metric_columns(self.csv_path, row)
+        append_row(self.csv_path, self._columns, row)
+        if not self._board_opened:
+            self._board_opened = True
+            self._board = open_tensorboard(self.board_dir, self.purge_step)
+        if self._board is None:
+            return
+        step = int(row["iteration"])
+        for tag, value in row.items():
+            if tag == "iteration" or isinstance(value, bool) \
+                    or not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            self._board.add_scalar(tag, float(value), step)
+
+    def close(self) -> None:
+        """Flush and close the event file; a failure here (a full disk) is a warning only:
+        ``metrics.csv`` holds every row."""
+        board, self._board = self._board, None
+        if board is None:
+            return
+        try:
+            board.close()
+        except OSError as exc:
+            log.warning("TensorBoard event file in %s not completed: %s", self.board_dir,
+                        exc.strerror or exc)
+
+
+__all__ = ["FIRST_COLUMNS", "LAST_COLUMNS", "MetricsLog", "append_row", "metric_columns",
+           "open_tensorboard"]
