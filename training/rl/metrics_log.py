@@ -94,9 +94,9 @@ class MetricsLog:
             return
         try:
             board.close()
-        except OSError as exc:
+        except Exception as exc:  # never hides the error that ended the run
             log.warning("TensorBoard event file in %s not completed: %s", self.board_dir,
-                        exc.strerror or exc)
+                        getattr(exc, "strerror", None) or exc)
 
 
 __all__ = ["FIRST_COLUMNS", "LAST_COLUMNS", "MetricsLog", "append_row", "metric_columns",

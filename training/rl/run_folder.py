@@ -246,8 +246,10 @@ def _reason(exc: BaseException) -> str:
     """The operating system's words for a failed write (safetensors wraps them in text)."""
     if isinstance(exc, OSError):
         return exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
-    found = re.search(r'message: "([^"]+)"', str(exc))
-    return found.group(1) if found else (" ".join(str(exc).split()) or type(exc).__name__)
+    text = " ".join(str(exc).split())
+    found = re.search(r"([^:]+) \(os error \d+\)", text) \
+        or re.search(r'message: "([^"]+)"', text)
+    return found.group(1).strip() if found else (text or type(exc).__name__)
 
 
 @contextmanager
