@@ -237,3 +237,24 @@ def test_a_failed_write_is_one_line_and_resume_continues(tmp_path, caplog, refer
     assert not (run / "policy.safetensors").exists()
     assert cli_main(["train", "--resume", str(run)]) == 0
     _same_run(run, reference)
+
+
+# -- the resume plan, as the CLI uses it -------------------------------------------------------
+def test_the_cli_resume_sequence(tmp_path, reference):
+    """``plan_resume`` -> ``base_config`` (flags change it) -> ``train(config, resume=plan)``."""
+    import shutil
+
+    from learned_schedules.training.rl.engine import train
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    plan = plan_resume(run)
+    assert plan.checkpoint == run / "checkpoints" / "state_000012.safetensors"
+    assert plan.iteration == 12 and not plan.unreadable
+    config = plan.base_config()
+    config.iterations = 14
+    assert train(config, resume=plan).iterations_done == 14
+    assert len(_rows(run)) == 14
+    (run / "config.json").unlink()
+    with pytest.raises(ValueError, match="no config.json"):
+        plan_resume(run).base_config()
