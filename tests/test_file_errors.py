@@ -233,6 +233,7 @@ def test_a_failed_write_is_one_line_and_resume_continues(tmp_path, caplog, refer
     assert reason in msg and f"--resume {run}" in msg
     states = sorted((run / "checkpoints").glob("state_*.safetensors"))
     assert states[-1].name == f"state_{last:06d}.safetensors"
+    assert f"last complete checkpoint, {states[-1].name}, is intact" in msg
     assert not list(run.rglob("*.tmp"))
     assert not (run / "policy.safetensors").exists()
     assert cli_main(["train", "--resume", str(run)]) == 0

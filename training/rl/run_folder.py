@@ -259,10 +259,12 @@ def writing(run_dir: Path, what: str) -> Iterator[None]:
     try:
         yield
     except (OSError, SafetensorError) as exc:
+        states = sorted((run_dir / "checkpoints").glob("state_*.safetensors"))
+        kept = f"its last complete checkpoint, {states[-1].name}, is intact" if states \
+            else "it has no checkpoint yet (a resume starts it again)"
         raise RunFolderWriteError(
-            f"Cannot write {what} in {run_dir}: {_reason(exc)}. The last complete checkpoint "
-            f"is intact: free some space (or restore write access), then continue with "
-            f"--resume {run_dir}.") from None
+            f"Cannot write {what} in {run_dir}: {_reason(exc)}; {kept}. Free some space (or "
+            f"restore write access), then continue with --resume {run_dir}.") from None
 
 
 def _discard(path: Path) -> None:
