@@ -121,6 +121,17 @@ def test_nested_prompt_jsonl(tmp_path, caplog):
     assert not (tmp_path / "runs").exists()
 
 
+def test_nested_json_model_options(tmp_path):
+    """``--unet-config`` / ``--text-encoder-options``: inline JSON or a file."""
+    from learned_schedules.training.comfy.models import parse_json_option
+
+    path = tmp_path / "unet.json"
+    path.write_text(NESTED_OBJECT)
+    for value in (NESTED_OBJECT, str(path)):
+        with pytest.raises(ValueError, match="--unet-config is nested too deeply"):
+            parse_json_option(value, "--unet-config")
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained")
