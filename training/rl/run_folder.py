@@ -301,9 +301,11 @@ class RunFolder:
         self.metrics = MetricsLog(run_dir, purge_step=purge_step)
 
     def state_path(self, iteration: int) -> Path:
+        """The checkpoint file of ``iteration``."""
         return self.checkpoints / f"state_{iteration:06d}.safetensors"
 
     def has_checkpoint(self, iteration: int) -> bool:
+        """Whether ``iteration`` has its checkpoint already."""
         return self.state_path(iteration).exists()
 
     def log_metrics(self, row: dict[str, Any]) -> None:
@@ -343,6 +345,7 @@ class RunFolder:
             backend.write_samples(policy, self.run_dir / "samples" / f"iter_{iteration:06d}.png")
 
     def close(self) -> None:
+        """Close the metrics files."""
         self.metrics.close()
 
 
