@@ -38,6 +38,7 @@ from torch import nn
 
 from .._version import __version__
 from .families import KNOWN_FAMILIES
+from .json_io import parse_json
 from .kinds import policy_from_config
 
 FORMAT_VERSION = 1
@@ -47,6 +48,8 @@ METHOD_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 REQUIRED_FIELDS = ("format_version", "method", "model_family", "steps", "feature_dims",
                    "architecture")
 _MAX_HEADER = 100 * 1024 * 1024
+MAX_METADATA_BYTES = 1024 * 1024
+"""The largest policy metadata read (1 MiB; ours is a few kilobytes)."""
 
 
 @dataclass
@@ -124,8 +127,8 @@ def _read_header(path: Path) -> dict[str, Any]:
                              "(its header length does not fit the file).")
         raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = parse_json(raw, path.name, max_bytes=_MAX_HEADER)
+    except ValueError as exc:
         raise ValueError(f"{path.name} is not a safetensors file (unreadable header).") from exc
     if not isinstance(header, dict):
         raise ValueError(f"{path.name} is not a safetensors file (unreadable header).")
@@ -157,10 +160,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if raw is None:
         raise ValueError(f"{path.name} has no Learned Schedules metadata; it is not a policy "
                          "file.")
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path.name} has unreadable policy metadata.") from exc
+    meta = parse_json(raw, f"The policy metadata of {path.name}",
+                      max_bytes=MAX_METADATA_BYTES)
     if not isinstance(meta, dict):
         raise ValueError(f"{path.name} has unreadable policy metadata.")
     return meta

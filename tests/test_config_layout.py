@@ -192,7 +192,7 @@ def test_config_file_and_resume_are_the_base(tmp_path):
     run.mkdir()
     (run / "config.json").write_text(TrainConfig.from_dict({"steps": 4}).to_json())
     config, resume = parse_train_args(["--resume", str(run), "--iterations", "9"])
-    assert resume == run and config.steps == 4 and config.iterations == 9
+    assert resume.run_dir == run and config.steps == 4 and config.iterations == 9
 
 
 def test_eval_flags():

@@ -23,7 +23,6 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any
 
 import tyro
@@ -32,6 +31,7 @@ from ..policies.config import PolicyConfig
 from .comfy.config import ComfyConfig
 from .rl.config import TrainConfig
 from .rl.config_migration import MOVED
+from .rl.run_folder import RunPlan, plan_resume
 
 log = logging.getLogger("learned_schedules.training")
 
@@ -143,7 +143,7 @@ def _tyro(cls: type, argv: list[str], default: Any, prog: str, description: str)
         raise ValueError(f"{line} (see {prog} --help).") from None
 
 
-def _base_config(argv: list[str]) -> tuple[TrainConfig, Path | None]:
+def _base_config(argv: list[str]) -> tuple[TrainConfig, RunPlan | None]:
     """The config the flags apply to (``--config``'s file, ``--resume``'s run, or the
     defaults) and the run to resume."""
     configs, resumes = _flag_values(argv, "--config"), _flag_values(argv, "--resume")
@@ -156,17 +156,12 @@ def _base_config(argv: list[str]) -> tuple[TrainConfig, Path | None]:
     if given:
         raise ValueError(f"--resume continues the run in its own folder, so {' and '.join(given)} "
                          "cannot be combined with it.")
-    run = Path(resumes[-1])
-    if not run.exists():
-        raise ValueError(f"--resume: {run} does not exist.")
-    run_dir = run if run.is_dir() else run.parent.parent
-    if not (run_dir / "config.json").is_file():
-        raise ValueError(f"--resume: {run_dir} is not a run folder (it has no config.json).")
-    return TrainConfig.load(run_dir / "config.json"), run
+    plan = plan_resume(resumes[-1])  # every resume check, before anything is written
+    return plan.base_config(), plan
 
 
-def parse_train_args(argv: list[str]) -> tuple[TrainConfig, Path | None]:
-    """``train``'s flags -> (config, run to resume or None); ``ValueError`` (one sentence)
+def parse_train_args(argv: list[str]) -> tuple[TrainConfig, RunPlan | None]:
+    """``train``'s flags -> (config, the resume plan or None); ``ValueError`` (one sentence)
     for a bad flag or value. Options that cannot apply are warned about in one log line."""
     base, resume = _base_config(argv)
     cli = _cli_type()

@@ -21,6 +21,7 @@ from typing import Any
 
 from ...policies.config import PolicyConfig
 from ...policies.fields import check_types, check_values, json_type, option
+from ...policies.json_io import read_json  # also imported from here (its old home)
 from ..comfy.config import ComfyConfig
 from .config_migration import CONFIG_VERSION, migrate
 
@@ -312,27 +313,6 @@ def _section(name: str, section_cls: type, value: Any, unknown: list[str]) -> An
     fields = {f.name for f in dataclasses.fields(section_cls)}
     unknown += [f"{name}.{k}" for k in sorted(set(value) - fields)]
     return section_cls(**{k: v for k, v in value.items() if k in fields})
-
-
-def read_json(path: str | Path, what: str) -> Any:
-    """A JSON file's content; ``ValueError`` naming the file (``what``: "Config file"...) if
-    it is missing, not a file, not UTF-8 or not JSON."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{what} not found: {path}.")
-    if not path.is_file():
-        raise ValueError(f"{what} {path} is not a file.")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValueError(f"{what} {path} is not UTF-8 text (is it a binary file?).") from None
-    except OSError as exc:
-        raise ValueError(f"{what} {path} cannot be read: {exc.strerror}.") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} {path} is not valid JSON (line {exc.lineno}, column "
-                         f"{exc.colno}: {exc.msg}).") from None
 
 
 __all__ = ["DEFAULT_SEEDS_PER_PROMPT", "RESUME_FIXED", "TrainConfig", "check_device",
