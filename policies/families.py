@@ -31,7 +31,7 @@ class Family:
     """Policy encoder preset (:data:`policies.latent_encoder.PRESETS`)."""
     sigma_space: str = "flow"
     """``flow`` (sigma = t, rectified flow) or ``loglinear`` (t mapped log-linearly onto the
-    model's sigma range, see :func:`policies.schedule.flow_to_sigmas`)."""
+    model's sigma range, see :mod:`comfy_bridge.sigmas`)."""
     supported: bool = True
     """Whether policies can be trained for and applied to it today."""
 
