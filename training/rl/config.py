@@ -447,6 +447,11 @@ class TrainConfig:
     encoder_preset: str = "auto"
     """Policy encoder size preset: auto (flux / sd3 by model family), tiny, or small (one
     stride-2 level: latents down to 4x4, e.g. the digits model at 32x32)."""
+    set_metrics: str | None = None
+    """Set-level measures ``eval`` reports beside the reward: ``digits`` (the digits model:
+    Fréchet distance, per-class coverage and accuracy on the digits classifier's features) or
+    None (none; configs from before this option keep what they got, see
+    :func:`training.comfy.evaluation.set_metrics_option`)."""
     sample_every: int = 100
     """Comfy: save sample images (default vs learned schedule) every N iterations (0: off)."""
     steps: int = 5
