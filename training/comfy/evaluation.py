@@ -34,7 +34,7 @@ SetMeasures = Callable[[dict[str, torch.Tensor], list[str]],
 """Images by schedule name + prompts -> name -> metric -> (value, bootstrap replicates)."""
 
 SET_METRICS = ("digits",)
-"""Values of the ``set_metrics`` option besides None (no set-level measures)."""
+"""Set-level measures there are (the ``set_metrics`` option; ``none``: no such measures)."""
 
 IMAGE_MEMO_LIMIT = 12_000
 """Images :meth:`Evaluation.images` remembers (32x32 digits: ~12 KB each)."""
@@ -51,34 +51,35 @@ def check_scheduler_names(names: Sequence[str]) -> None:
 
 
 def set_metrics_option(config: TrainConfig) -> str | None:
-    """The config's ``set_metrics`` (``digits`` or None), ``ValueError`` for another value.
+    """The set-level measures a config asks for: ``digits`` or None (none). ``ValueError`` for
+    an unknown value.
 
-    Migration, the one place it is written: configs from before the ``set_metrics`` field
-    (None there, as in any config that does not set it) keep what they got then: their
-    ``extra["set_metrics"]`` (``auto``, ``digits`` or ``none``) when given, else ``auto``,
-    which meant ``digits`` for the shipped digits model (a diffusion model file named
-    ``digits_*``, as in ``models/digits``: its shipped policies' training configs have no
-    ``set_metrics``) and none otherwise."""
-    if config.set_metrics is not None:
-        if config.set_metrics not in SET_METRICS:
-            raise ValueError(f"set_metrics must be one of {', '.join(SET_METRICS)} or null, "
-                             f"got {config.set_metrics!r}.")
-        return config.set_metrics
-    legacy = str((config.extra or {}).get("set_metrics", "auto"))
-    if legacy not in ("auto", "digits", "none"):
-        raise ValueError(f"extra.set_metrics must be auto, digits or none, got {legacy!r}.")
-    if legacy == "auto":
-        legacy = "digits" if Path(config.diffusion_model or "").name.startswith("digits_") \
-            else "none"
-    return None if legacy == "none" else legacy
+    The one migration rule, written here once: a config that does not choose (``set_metrics``
+    None or ``auto``), e.g. one written before the option existed (a run's ``config.json``,
+    the training config in a policy file such as those in ``models/digits``), keeps what it
+    got then: its ``extra["set_metrics"]`` (``auto`` / ``digits`` / ``none``) when given, else
+    ``auto``, which meant ``digits`` for the digits model (a diffusion model file named
+    ``digits_*``) and none otherwise."""
+    choice = config.set_metrics
+    if choice is None or choice == "auto":
+        choice = str((config.extra or {}).get("set_metrics", "auto"))
+        if choice == "auto":
+            digits = Path(config.diffusion_model or "").name.startswith("digits_")
+            choice = "digits" if digits else "none"
+    if choice == "none":
+        return None
+    if choice not in SET_METRICS:
+        raise ValueError(f"set_metrics must be one of {', '.join(SET_METRICS)} or none, got "
+                         f"{choice!r}.")
+    return choice
 
 
 def set_measures_for(choice: str | None) -> SetMeasures | None:
-    """The set measures of a ``set_metrics`` value (:data:`SET_METRICS`; None: none)."""
+    """The set measures of a ``set_metrics`` choice (:func:`set_metrics_option`)."""
     if choice is None:
         return None
     if choice not in SET_METRICS:
-        raise ValueError(f"set_metrics must be one of {', '.join(SET_METRICS)} or null, got "
+        raise ValueError(f"set_metrics must be one of {', '.join(SET_METRICS)} or none, got "
                          f"{choice!r}.")
     from ..rewards.digits import DigitSetMeasures
 

@@ -450,8 +450,9 @@ class TrainConfig:
     set_metrics: str | None = None
     """Set-level measures ``eval`` reports beside the reward: ``digits`` (the digits model:
     Fréchet distance, per-class coverage and accuracy on the digits classifier's features) or
-    None (none; configs from before this option keep what they got, see
-    :func:`training.comfy.evaluation.set_metrics_option`)."""
+    ``none``. None (not chosen, as in configs written before this option): what those got,
+    ``digits`` for the digits model and none otherwise
+    (:func:`training.comfy.evaluation.set_metrics_option`)."""
     sample_every: int = 100
     """Comfy: save sample images (default vs learned schedule) every N iterations (0: off)."""
     steps: int = 5
