@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,7 +27,6 @@ from .memo import SampleMemo
 
 if TYPE_CHECKING:
     from ..rl.config import TrainConfig
-    from .backend import ComfyBackend
 
 SetMeasures = Callable[[dict[str, torch.Tensor], list[str]],
                        dict[str, dict[str, tuple[float, torch.Tensor]]]]
@@ -87,9 +86,10 @@ def set_measures_for(choice: str | None) -> SetMeasures | None:
 
 
 class Evaluation:
-    """A ComfyUI back-end's ``eval`` capabilities (see the module docstring)."""
+    """A ComfyUI back-end's ``eval`` capabilities (see the module docstring). ``backend``: the
+    :class:`.backend.ComfyBackend` they belong to (its public methods)."""
 
-    def __init__(self, backend: ComfyBackend, comparator_schedulers: Sequence[str],
+    def __init__(self, backend: Any, comparator_schedulers: Sequence[str],
                  set_measures: SetMeasures | None = None):
         check_scheduler_names(comparator_schedulers)
         self.backend = backend

@@ -13,15 +13,12 @@ Many-step samples are computed once per (prompt, seed) (:class:`.memo.SampleMemo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from .contexts import PromptContexts
 from .memo import SampleMemo, context_keys
-
-if TYPE_CHECKING:
-    from .backend import ComfyBackend
 
 REFERENCE_SOURCES: dict[str, str] = {
     "default": "the model's many-step samples",
@@ -37,9 +34,10 @@ def psnr(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
 
 
 class References:
-    """A back-end's references: many-step samples (remembered per context) and real digits."""
+    """A back-end's references: many-step samples (remembered per context) and real digits.
+    ``backend``: the :class:`.backend.ComfyBackend` they belong to (its public methods)."""
 
-    def __init__(self, backend: ComfyBackend, steps: int, scheduler: str = "simple"):
+    def __init__(self, backend: Any, steps: int, scheduler: str = "simple"):
         self.backend = backend
         self.steps, self.scheduler = steps, scheduler
         self._latents = SampleMemo()
