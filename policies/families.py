@@ -29,9 +29,6 @@ class Family:
     """Default distilled guidance (Flux dev), or None when the model has no such input."""
     encoder_preset: str | None = None
     """Policy encoder preset (:data:`policies.latent_encoder.PRESETS`)."""
-    sigma_space: str = "flow"
-    """``flow`` (sigma = t, rectified flow) or ``loglinear`` (t mapped log-linearly onto the
-    model's sigma range, see :mod:`comfy_bridge.sigmas`)."""
     supported: bool = True
     """Whether policies can be trained for and applied to it today."""
 
@@ -44,10 +41,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            encoder_preset="flux"),
     Family("sd3", "SD3", ("SD3",), clip_type="sd3", cfg=4.5, encoder_preset="sd3"),
     Family("sdxl", "SDXL", ("SDXL", "SDXLRefiner", "SSD1B", "Segmind_Vega", "KOALA_700M",
-                            "KOALA_1B"), clip_type="sdxl", cfg=7.0, sigma_space="loglinear",
-           supported=False),
+                            "KOALA_1B"), clip_type="sdxl", cfg=7.0, supported=False),
     Family("sd1", "SD 1.x", ("SD15",), clip_type="stable_diffusion", cfg=7.0,
-           sigma_space="loglinear", supported=False),
+           supported=False),
 )}
 """Every family the pack knows, by our name."""
 
