@@ -13,7 +13,7 @@ from ...policies.fields import check_values, option
 
 WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
 CLIP_TYPES = ("auto", "flux", "sd3")
-SET_METRICS = ("auto", "digits", "none")
+SET_METRICS = ("none", "digits")
 
 
 @dataclass
@@ -77,10 +77,11 @@ class ComfyConfig:
     """Steps of the reference sample for the ``reference`` reward."""
     sample_every: int = option(100, ge=0)
     """Save sample images (default vs learned schedule) every N iterations (0: off)."""
-    set_metrics: str = option("auto", choices=SET_METRICS)
-    """Set-level metrics ``eval`` reports: ``digits`` (Fréchet distance, per-class coverage
-    and accuracy on the digits classifier's features), ``none``, or ``auto`` (``digits`` for
-    the shipped digits model). Older configs held it as ``extra.set_metrics``."""
+    set_metrics: str = option("none", choices=SET_METRICS)
+    """Set-level metrics ``eval`` reports beside the reward: ``digits`` (the digits model:
+    Fréchet distance, per-class coverage and accuracy on the digits classifier's features) or
+    ``none``. Configs written before this option get what they got then
+    (:func:`training.rl.config_migration.migrate`)."""
 
     def validate(self) -> None:
         """``ValueError`` naming the field, for a wrong type, range or choice."""

@@ -30,7 +30,6 @@ MOVED: dict[str, tuple[str | None, str]] = {
     "baseline": (ACTIVE, "baseline"), "normalize_advantages": (ACTIVE, "normalize_advantages"),
     "entropy_coef": (ACTIVE, "entropy_coef"), "ppo_epochs": ("ppo", "epochs"),
     "ppo_clip": ("ppo", "clip"),
-    "extra.set_metrics": ("comfy", "set_metrics"),
 }
 """Flat key -> (section, field) (``extra.<key>``: a key of the old ``extra`` object)."""
 
@@ -56,6 +55,11 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
         data["concentration"] = "softplus"  # a run saved before the option trained it
     flat = {key: data.pop(key) for key in list(data) if key in MOVED}
     flat.update(_extra_keys(data.pop("extra", None)))
+    old = flat.pop("extra.set_metrics", None)
+    if old is not None:
+        flat.setdefault("set_metrics", old)
+    if version == 1:
+        _old_set_metrics(flat)
     algo = data.get("algo")
     active = algo if isinstance(algo, str) and algo in _section_names() else "reinforce"
     for key, value in flat.items():
@@ -78,6 +82,19 @@ def _extra_keys(extra: Any) -> dict[str, Any]:
     raise ValueError(f"extra is no longer read (every option is declared in its section), "
                      f"got {extra!r} ({json_type(extra)}); move its options into their "
                      "sections.")
+
+
+def _old_set_metrics(flat: dict[str, Any]) -> None:
+    """Set metrics before they were a declared option: ``extra.set_metrics`` (``auto``,
+    ``digits`` or ``none``), where ``auto`` (also when absent) meant ``digits`` for the
+    digits model (a diffusion model file named ``digits_*``) and none otherwise. Written once,
+    here, so old run folders and the policy files in ``models/digits`` keep their metrics."""
+    choice = flat.get("set_metrics")
+    if choice is None or choice == "auto":
+        model = flat.get("diffusion_model")
+        name = model.replace("\\", "/").rsplit("/", 1)[-1] if isinstance(model, str) else ""
+        choice = "digits" if name.startswith("digits_") else "none"
+    flat["set_metrics"] = choice
 
 
 def _section_names() -> tuple[str, ...]:
