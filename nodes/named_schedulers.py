@@ -14,7 +14,6 @@ is built when ComfyUI starts: restart it after adding a policy.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..comfy_bridge.sigmas import schedule_to_model
+from ..policies.json_io import parse_json
 from ..policies.policy_file import read_metadata
 from ..policies.schedule import validate_schedule
 
@@ -45,7 +45,8 @@ def enabled(settings_dir: str | os.PathLike | None = None) -> bool:
     if not path.is_file():
         return False
     try:
-        return bool(json.loads(path.read_text()).get("named_schedulers", False))
+        return bool(parse_json(path.read_text(), f"Settings file {path}")
+                    .get("named_schedulers", False))
     except (OSError, ValueError, AttributeError):
         log.warning("Learned Schedules: %s is not a JSON object; named schedulers stay off",
                     path)
