@@ -27,11 +27,12 @@ from learned_schedules.training.testbed.mixture import Testbed
 
 def run(steps: int, iterations: int, adversarial: float, task: float, out: str,
         seed: int = 0, **kw) -> tuple[torch.nn.Module, float]:
-    cfg = TrainConfig(algo="adagen", steps=steps, batch=32, rollouts=2, iterations=iterations,
-                      eval_every=0, eval_contexts=64, pool_size=4096, out=out,
-                      run_name=f"a{adversarial}-t{task}-L{steps}-s{seed}", progress=False,
-                      hidden=64, reward="likelihood", lr=1e-3, seed=seed,
-                      checkpoint_every=0, sample_every=0)
+    cfg = TrainConfig.from_dict(dict(
+        algo="adagen", steps=steps, batch=32, rollouts=2, iterations=iterations,
+        eval_every=0, eval_contexts=64, pool_size=4096, out=out,
+        run_name=f"a{adversarial}-t{task}-L{steps}-s{seed}", progress=False,
+        hidden=64, reward="likelihood", lr=1e-3, seed=seed,
+        checkpoint_every=0, sample_every=0))
     cfg.adagen.adversarial, cfg.adagen.task = adversarial, task
     for k, v in kw.items():
         setattr(cfg.adagen, k, v)
@@ -66,10 +67,11 @@ def main() -> None:
                                             secs)
         # the project's primary method (one-shot Dirichlet, REINFORCE + James-Stein) on the
         # likelihood reward, with the same budget
-        cfg = TrainConfig(algo="reinforce", steps=args.steps, batch=32, rollouts=2,
-                          iterations=args.iterations, eval_every=0, eval_contexts=64,
-                          pool_size=4096, out=out, run_name="js", progress=False, hidden=64,
-                          reward="likelihood", seed=args.seed, checkpoint_every=0)
+        cfg = TrainConfig.from_dict(dict(
+            algo="reinforce", steps=args.steps, batch=32, rollouts=2,
+            iterations=args.iterations, eval_every=0, eval_contexts=64,
+            pool_size=4096, out=out, run_name="js", progress=False, hidden=64,
+            reward="likelihood", seed=args.seed, checkpoint_every=0))
         t0 = time.perf_counter()
         js = train(cfg).policy
         secs = time.perf_counter() - t0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import time
@@ -73,7 +74,11 @@ def run_one(args: tuple) -> dict:
             concentration = result.policy.diagnostics(feats).get("concentration")
         metrics = list(csv.DictReader((Path(tmp) / "r" / "metrics.csv").open()))
         js_w = [float(m["js_weight"]) for m in metrics if m.get("js_weight")]
+        weights = hashlib.sha256()
+        for name, t in sorted(result.policy.state_dict().items()):
+            weights.update(name.encode() + t.detach().cpu().reshape(-1).numpy().tobytes())
     return {"method": method, "steps": steps, "seed": seed, "rewards": rewards.tolist(),
+            "weights_sha256": weights.hexdigest(),
             "curve": result.eval_history, "seconds": seconds, "spread": spread,
             "concentration": concentration,
             "js_weight_mean": sum(js_w) / len(js_w) if js_w else None}

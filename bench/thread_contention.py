@@ -25,8 +25,9 @@ if threads > 0:
 from learned_schedules.training.rl.config import TrainConfig
 from learned_schedules.training.rl.engine import train
 with tempfile.TemporaryDirectory() as d:
-    cfg = TrainConfig(steps=5, baseline="rloo", iterations=int(sys.argv[2]), out=d, run_name="r",
-                      progress=False, checkpoint_every=0, eval_every=0, eval_contexts=16)
+    cfg = TrainConfig.from_dict(dict(
+        steps=5, baseline="rloo", iterations=int(sys.argv[2]), out=d, run_name="r",
+        progress=False, checkpoint_every=0, eval_every=0, eval_contexts=16))
     t = time.perf_counter()
     train(cfg)
     print(torch.get_num_threads(), time.perf_counter() - t)

@@ -122,8 +122,9 @@ def setup(mode: str, width: int, steps: int, batch: int, rollouts: int):
 
     backend = tiny_backend(width) if mode == "tiny" else flux_real_backend(width)
     device = "cuda" if mode == "flux-real" else "cpu"
-    config = TrainConfig(backend="comfy", steps=steps, batch=batch, rollouts=rollouts,
-                         encoder_preset=backend.encoder_preset, device=device)
+    config = TrainConfig.from_dict(dict(backend="comfy", steps=steps, batch=batch,
+                                        rollouts=rollouts, device=device,
+                                        encoder_preset=backend.encoder_preset))
     torch.manual_seed(0)
     policy = make_algorithm(config).build_policy(config, backend).to(device)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)

@@ -16,9 +16,9 @@ import torch
 
 from ..policies.contract import has_schedule
 from ..policies.device import module_device
-from ..policies.schedule import resample_schedule, validate_schedule
+from ..policies.schedule import validate_schedule
 from .features import initial_noise, model_family, text_features
-from .sigmas import default_sigmas, flow_to_model, sampling_of, step_counts
+from .sigmas import default_sigmas, sampling_of, schedule_to_model, step_counts
 
 log = logging.getLogger("learned_schedules")
 
@@ -56,15 +56,9 @@ def policy_flow(policy: torch.nn.Module, features: dict[str, torch.Tensor], mode
 
 def schedule_sigmas(model: Any, flow: torch.Tensor, steps: int = 0, denoise: float = 1.0
                     ) -> torch.Tensor:
-    """Flow schedules ``[..., L+1]`` -> the model's sigmas ``[..., steps+1]`` (float32):
-    resampled to ``int(steps / denoise)`` steps when that differs from ``L`` (``steps`` 0:
-    ``L``), then the last ``steps`` steps kept, as ``BasicScheduler`` does."""
-    steps = steps or flow.shape[-1] - 1
-    total = step_counts(steps, denoise)
-    if total != flow.shape[-1] - 1:
-        flow = resample_schedule(flow.double(), total)
-    full = flow_to_model(sampling_of(model), flow.double())
-    return full[..., -(steps + 1):].float()
+    """Flow schedules ``[..., L+1]`` -> a MODEL's sigmas ``[..., steps+1]`` (float32), see
+    :func:`.sigmas.schedule_to_model`."""
+    return schedule_to_model(sampling_of(model), flow, steps, denoise)
 
 
 def policy_sigmas(model: Any, policy: torch.nn.Module, features: dict[str, torch.Tensor], *,

@@ -1,14 +1,20 @@
 """Flow time <-> a ComfyUI model's own sigmas, and ComfyUI's default schedules.
 
+This module is the one home of that mapping: the node, the named schedulers, the step-wise
+sampler and the trainer's ComfyUI back-end all call it.
+
 Policies and actors speak **flow time** ``t in [0, 1]`` (1 = pure noise, 0 = data). Rectified-
 flow models (Flux, SD3) use ``sigma = t * sigma_max`` (``sigma_max`` is 1 for both); other
-families map ``t`` log-linearly onto ``[sigma_min, sigma_max]`` (see
-:func:`policies.schedule.flow_to_sigmas`). Both directions are computed in float64 and
-returned in the input's dtype, so ``flow -> sigma -> flow`` is exact when ``sigma_max == 1``.
+families map ``t`` log-linearly onto ``[sigma_min, sigma_max]``: ``sigma = exp(log sigma_min +
+t (log sigma_max - log sigma_min))``, the final 0 staying 0 (the layout of ComfyUI's karras /
+exponential schedules). Both directions are computed in float64 and returned in the input's
+dtype, so ``flow -> sigma -> flow`` is exact when ``sigma_max == 1``.
 
-Everything here takes a ``model_sampling`` object (``model.get_model_object("model_sampling")``
-for a MODEL, ``model.inner_model.inner_model.model_sampling`` inside a sampler function) or a
-MODEL (:func:`default_sigmas`).
+Everything model-specific here takes a ``model_sampling`` object
+(``model.get_model_object("model_sampling")`` for a MODEL,
+``model.inner_model.inner_model.model_sampling`` inside a sampler function, or what a
+scheduler handler receives) or a MODEL (:func:`default_sigmas`). :func:`flow_to_sigmas` /
+:func:`sigmas_to_flow` are the same maps by family name, with no model (pure torch).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import math
 from typing import Any
 
 import torch
+
+from ..policies.schedule import resample_schedule
 
 
 def is_flow_sampling(sampling: Any) -> bool:
@@ -36,15 +44,60 @@ def sigma_range(sampling: Any) -> tuple[float, float]:
     return float(sampling.sigma_min), float(sampling.sigma_max)
 
 
+def _loglinear(t: torch.Tensor, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """``exp(log sigma_min + t (log sigma_max - log sigma_min))``, elementwise."""
+    a, b = math.log(sigma_min), math.log(sigma_max)
+    return torch.exp(a + t * (b - a))
+
+
+def _loglinear_inverse(sigma: torch.Tensor, sigma_min: float, sigma_max: float
+                       ) -> torch.Tensor:
+    """Inverse of :func:`_loglinear` (``sigma > 0``)."""
+    a, b = math.log(sigma_min), math.log(sigma_max)
+    return (torch.log(sigma) - a) / (b - a)
+
+
+def _check_family(family: str, sigma_min: float | None, sigma_max: float | None) -> None:
+    if family not in ("flow", "loglinear"):
+        raise ValueError(f"Unknown sigma family {family!r}; expected 'flow' or 'loglinear'.")
+    if family == "loglinear" and (sigma_min is None or sigma_max is None
+                                  or not 0 < sigma_min < sigma_max):
+        raise ValueError("The loglinear family needs 0 < sigma_min < sigma_max.")
+
+
+def flow_to_sigmas(schedule: torch.Tensor, family: str = "flow",
+                   sigma_min: float | None = None, sigma_max: float | None = None) -> torch.Tensor:
+    """Map a flow-time schedule ``[..., L+1]`` (``[1, ..., 0]``) into a model family's own
+    sigma space, with no model: ``flow`` is the identity (SD3, Flux); ``loglinear`` maps every
+    value but the final 0 log-linearly onto ``[sigma_min, sigma_max]`` (needs
+    ``0 < sigma_min < sigma_max``)."""
+    _check_family(family, sigma_min, sigma_max)
+    if family == "flow":
+        return schedule.clone()
+    assert sigma_min is not None and sigma_max is not None
+    body = _loglinear(schedule[..., :-1], sigma_min, sigma_max)
+    return torch.cat([body, torch.zeros_like(schedule[..., -1:])], dim=-1)
+
+
+def sigmas_to_flow(sigmas: torch.Tensor, family: str = "flow",
+                   sigma_min: float | None = None, sigma_max: float | None = None) -> torch.Tensor:
+    """Inverse of :func:`flow_to_sigmas`."""
+    _check_family(family, sigma_min, sigma_max)
+    if family == "flow":
+        return sigmas.clone()
+    assert sigma_min is not None and sigma_max is not None
+    body = _loglinear_inverse(sigmas[..., :-1], sigma_min, sigma_max)
+    return torch.cat([body, torch.zeros_like(sigmas[..., -1:])], dim=-1)
+
+
 def flow_to_model(sampling: Any, flow: torch.Tensor) -> torch.Tensor:
     """Flow times -> model sigmas, elementwise (any shape, same dtype; 0 stays 0)."""
     lo, hi = sigma_range(sampling)
     f = flow.double()
     if is_flow_sampling(sampling):
         out = f * hi
-    else:  # log-linear onto [sigma_min, sigma_max], as policies.schedule.flow_to_sigmas
-        a, b = math.log(lo), math.log(hi)
-        out = torch.where(f > 0, torch.exp(a + f * (b - a)), torch.zeros_like(f))
+    else:  # log-linear onto [sigma_min, sigma_max]
+        out = torch.where(f > 0, _loglinear(f, lo, hi), torch.zeros_like(f))
     return out.to(flow.dtype)
 
 
@@ -55,10 +108,23 @@ def model_to_flow(sampling: Any, sigmas: torch.Tensor) -> torch.Tensor:
     if is_flow_sampling(sampling):
         out = s / hi
     else:
-        a, b = math.log(lo), math.log(hi)
-        out = torch.where(s > 0, (torch.log(s.clamp_min(1e-30)) - a) / (b - a),
+        out = torch.where(s > 0, _loglinear_inverse(s.clamp_min(1e-30), lo, hi),
                           torch.zeros_like(s))
     return out.to(sigmas.dtype)
+
+
+def schedule_to_model(sampling: Any, flow: torch.Tensor, steps: int = 0,
+                      denoise: float = 1.0) -> torch.Tensor:
+    """Flow schedules ``[..., L+1]`` -> the model's sigmas ``[..., steps+1]`` (float32):
+    resampled to ``int(steps / denoise)`` steps when that differs from ``L`` (``steps`` 0:
+    ``L``), then the last ``steps`` steps kept, as ``BasicScheduler`` does. What the Learned
+    Schedule node and the named schedulers ``learned:<policy>`` output."""
+    steps = steps or flow.shape[-1] - 1
+    total = step_counts(steps, denoise)
+    if total != flow.shape[-1] - 1:
+        flow = resample_schedule(flow.double(), total)
+    full = flow_to_model(sampling, flow.double())
+    return full[..., -(steps + 1):].float()
 
 
 def step_counts(steps: int, denoise: float) -> int:
@@ -88,6 +154,6 @@ def default_flow(model: Any, steps: int, scheduler: str = "simple") -> torch.Ten
     return model_to_flow(sampling_of(model), default_sigmas(model, steps, scheduler).double())
 
 
-__all__ = ["is_flow_sampling", "sampling_of", "sigma_range", "flow_to_model", "model_to_flow",
-           "step_counts", "default_sigmas",
-           "default_flow"]
+__all__ = ["is_flow_sampling", "sampling_of", "sigma_range", "flow_to_sigmas", "sigmas_to_flow",
+           "flow_to_model", "model_to_flow", "schedule_to_model", "step_counts",
+           "default_sigmas", "default_flow"]

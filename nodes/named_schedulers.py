@@ -14,7 +14,6 @@ is built when ComfyUI starts: restart it after adding a policy.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -22,8 +21,10 @@ from pathlib import Path
 
 import torch
 
+from ..comfy_bridge.sigmas import schedule_to_model
+from ..policies.json_io import parse_json
 from ..policies.policy_file import read_metadata
-from ..policies.schedule import flow_to_sigmas, resample_schedule, validate_schedule
+from ..policies.schedule import validate_schedule
 
 log = logging.getLogger("learned_schedules")
 
@@ -44,7 +45,8 @@ def enabled(settings_dir: str | os.PathLike | None = None) -> bool:
     if not path.is_file():
         return False
     try:
-        return bool(json.loads(path.read_text()).get("named_schedulers", False))
+        return bool(parse_json(path.read_text(), f"Settings file {path}")
+                    .get("named_schedulers", False))
     except (OSError, ValueError, AttributeError):
         log.warning("Learned Schedules: %s is not a JSON object; named schedulers stay off",
                     path)
@@ -64,25 +66,17 @@ def global_schedule(meta: dict) -> torch.Tensor | None:
     return flow
 
 
-def is_flow_sampling(model_sampling) -> bool:
-    """Rectified-flow sampling (SD3, Flux): sigma = t times sigma_max."""
-    import comfy.model_sampling as ms
-
-    return isinstance(model_sampling, (ms.ModelSamplingDiscreteFlow, ms.ModelSamplingFlux))
-
-
 def schedule_sigmas(flow: torch.Tensor, model_sampling, steps: int) -> torch.Tensor:
-    """The flow schedule resampled to ``steps`` and mapped into the model's sigma space
-    (as the Learned Schedule node does: flow models use sigma = t, others log-linear)."""
-    flow = resample_schedule(flow, steps)
-    hi = float(model_sampling.sigma_max)
-    if is_flow_sampling(model_sampling):
-        return (flow * hi).float()
-    lo = float(model_sampling.sigma_min)
-    return flow_to_sigmas(flow, "loglinear", lo, hi).float()
+    """The flow schedule resampled to ``steps`` and mapped into the model's sigma space: the
+    bridge's mapping (:func:`comfy_bridge.sigmas.schedule_to_model`), as the Learned Schedule
+    node does."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"The number of steps must be a positive integer, got {steps!r}.")
+    return schedule_to_model(model_sampling, flow, steps)
 
 
 def make_handler(flow: torch.Tensor) -> Callable[[object, int], torch.Tensor]:
+    """A ComfyUI scheduler handler ``(model_sampling, steps) -> sigmas`` for a flow schedule."""
     def handler(model_sampling, steps: int) -> torch.Tensor:
         return schedule_sigmas(flow, model_sampling, int(steps))
 

@@ -3,8 +3,9 @@
 Layout: a standard safetensors file. Its string metadata holds one key,
 ``learned_schedules``, whose value is a JSON object:
 
-``format_version`` (int), ``method`` (:data:`KNOWN_METHODS`: the algorithm that trained the
-policy, e.g. ``dirichlet-reinforce`` or ``dirichlet-ppo``), ``model_family``
+``format_version`` (int), ``method`` (the name of the algorithm that trained the policy, e.g.
+``dirichlet-reinforce`` or ``dirichlet-ppo``: a plain name, :func:`check_method`; the
+policy's *kind* in ``architecture`` decides how it is built), ``model_family``
 (:data:`KNOWN_FAMILIES`, from :mod:`policies.families`), ``steps`` (L), ``feature_dims``
 (trailing shape of every policy input, -1 for free sizes), ``architecture`` (the policy's
 ``config()``, enough to rebuild it through the registry of policy kinds,
@@ -25,6 +26,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +38,18 @@ from torch import nn
 
 from .._version import __version__
 from .families import KNOWN_FAMILIES
+from .json_io import parse_json
 from .kinds import policy_from_config
 
 FORMAT_VERSION = 1
 META_KEY = "learned_schedules"
-KNOWN_METHODS = ("dirichlet-reinforce", "dirichlet-ppo", "art", "adagen")
+METHOD_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+"""A method name: letters, digits and ``. _ + -``, at most 64 characters."""
 REQUIRED_FIELDS = ("format_version", "method", "model_family", "steps", "feature_dims",
                    "architecture")
 _MAX_HEADER = 100 * 1024 * 1024
+MAX_METADATA_BYTES = 1024 * 1024
+"""The largest policy metadata read (1 MiB; ours is a few kilobytes)."""
 
 
 @dataclass
@@ -55,6 +61,11 @@ class LoadedPolicy:
     path: Path
 
 
+def check_method(method: Any) -> bool:
+    """Whether ``method`` is a non-empty plain name (:data:`METHOD_PATTERN`)."""
+    return isinstance(method, str) and METHOD_PATTERN.fullmatch(method) is not None
+
+
 def save_policy(path: str | Path, policy: nn.Module, *, method: str, model_family: str,
                 training: dict[str, Any] | None = None, reward: str | None = None,
                 global_schedule: torch.Tensor | list[float] | None = None,
@@ -64,8 +75,9 @@ def save_policy(path: str | Path, policy: nn.Module, *, method: str, model_famil
     ``global_schedule``: the policy's prompt-independent summary schedule (flow time,
     ``L + 1`` values; see the module docstring), written when given.
     """
-    if method not in KNOWN_METHODS:
-        raise ValueError(f"Unknown method {method!r}; expected one of {KNOWN_METHODS}.")
+    if not check_method(method):
+        raise ValueError(f"Unknown method {method!r}: a method is a non-empty plain name such "
+                         "as 'dirichlet-reinforce' (letters, digits, '.', '_', '+', '-').")
     if model_family not in KNOWN_FAMILIES:
         raise ValueError(f"Unknown model family {model_family!r}; expected one of "
                          f"{KNOWN_FAMILIES}.")
@@ -115,8 +127,8 @@ def _read_header(path: Path) -> dict[str, Any]:
                              "(its header length does not fit the file).")
         raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = parse_json(raw, path.name, max_bytes=_MAX_HEADER)
+    except ValueError as exc:
         raise ValueError(f"{path.name} is not a safetensors file (unreadable header).") from exc
     if not isinstance(header, dict):
         raise ValueError(f"{path.name} is not a safetensors file (unreadable header).")
@@ -148,10 +160,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if raw is None:
         raise ValueError(f"{path.name} has no Learned Schedules metadata; it is not a policy "
                          "file.")
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path.name} has unreadable policy metadata.") from exc
+    meta = parse_json(raw, f"The policy metadata of {path.name}",
+                      max_bytes=MAX_METADATA_BYTES)
     if not isinstance(meta, dict):
         raise ValueError(f"{path.name} has unreadable policy metadata.")
     return meta
@@ -185,8 +195,9 @@ def validate_metadata(meta: dict[str, Any], name: str = "policy file") -> None:
     if meta["format_version"] != FORMAT_VERSION:
         raise ValueError(f"{name} has format version {meta['format_version']!r}; this version "
                          f"of Learned Schedules reads version {FORMAT_VERSION}.")
-    if meta["method"] not in KNOWN_METHODS:
-        raise ValueError(f"{name} uses unknown method {meta['method']!r}.")
+    if not check_method(meta["method"]):
+        raise ValueError(f"{name} uses unknown method {meta['method']!r} (a method is a "
+                         "non-empty plain name).")
     if meta["model_family"] not in KNOWN_FAMILIES:
         raise ValueError(f"{name} is for unknown model family {meta['model_family']!r}.")
     arch = meta["architecture"]
@@ -289,4 +300,4 @@ def load_policy(path: str | Path, map_location: str | torch.device = "cpu") -> L
 
 
 __all__ = ["save_policy", "load_policy", "read_metadata", "validate_metadata", "LoadedPolicy",
-           "FORMAT_VERSION", "KNOWN_METHODS", "KNOWN_FAMILIES"]
+           "FORMAT_VERSION", "KNOWN_FAMILIES", "check_method"]

@@ -1,4 +1,5 @@
-"""Schedule maths: simplex increments <-> timesteps <-> sigmas, validation, resampling.
+"""Schedule maths in flow time: simplex increments <-> timesteps <-> schedules, validation,
+resampling, and the shift formulas of SD3 / Flux (the analytic testbed uses them).
 
 Conventions (see ``../shared/REFERENCE.md`` section 1):
 
@@ -14,9 +15,8 @@ Conventions (see ``../shared/REFERENCE.md`` section 1):
   paper does (choice documented here because the paper leaves it open) so policies keep the
   L + 1 outputs the reference describes.
 * Flow models (SD3, Flux): ``sigma = t``; the learned schedule *replaces* the model's shift.
-  Other families: ``t`` is mapped log-linearly onto the model's ``[sigma_min, sigma_max]``
-  (``sigma = exp(log sigma_min + t * (log sigma_max - log sigma_min))``) and the final value
-  is 0, the same layout as ComfyUI's karras/exponential schedules.
+  Mapping flow time onto a model's own sigmas (other families: log-linearly) is the ComfyUI
+  bridge's job: :mod:`comfy_bridge.sigmas`.
 
 Everything here is pure torch and works on batched inputs (leading dimensions are kept).
 """
@@ -104,39 +104,6 @@ def flux_shift_schedule(steps: int, width: int = 1024, height: int = 1024,
     tokens = (width // 16) * (height // 16)
     mu = 0.5 + (1.15 - 0.5) * (tokens - 256) / (4096 - 256)
     return flow_shift(uniform_schedule(steps, dtype=torch.float64), math.exp(mu)).to(dtype)
-
-
-def flow_to_sigmas(schedule: torch.Tensor, family: str = "flow",
-                   sigma_min: float | None = None, sigma_max: float | None = None) -> torch.Tensor:
-    """Map a flow-time schedule ``[1, ..., 0]`` into a model family's own sigma space.
-
-    ``family == "flow"``: identity (SD3, Flux). ``family == "loglinear"``: every value
-    except the final 0 is mapped to ``exp(log sigma_min + t (log sigma_max - log sigma_min))``,
-    which needs ``0 < sigma_min < sigma_max``; the final 0 stays 0.
-    """
-    if family == "flow":
-        return schedule.clone()
-    if family != "loglinear":
-        raise ValueError(f"Unknown sigma family {family!r}; expected 'flow' or 'loglinear'.")
-    if sigma_min is None or sigma_max is None or not 0 < sigma_min < sigma_max:
-        raise ValueError("The loglinear family needs 0 < sigma_min < sigma_max.")
-    lo, hi = math.log(sigma_min), math.log(sigma_max)
-    body = torch.exp(lo + schedule[..., :-1] * (hi - lo))
-    return torch.cat([body, torch.zeros_like(schedule[..., -1:])], dim=-1)
-
-
-def sigmas_to_flow(sigmas: torch.Tensor, family: str = "flow",
-                   sigma_min: float | None = None, sigma_max: float | None = None) -> torch.Tensor:
-    """Inverse of :func:`flow_to_sigmas`."""
-    if family == "flow":
-        return sigmas.clone()
-    if family != "loglinear":
-        raise ValueError(f"Unknown sigma family {family!r}; expected 'flow' or 'loglinear'.")
-    if sigma_min is None or sigma_max is None or not 0 < sigma_min < sigma_max:
-        raise ValueError("The loglinear family needs 0 < sigma_min < sigma_max.")
-    lo, hi = math.log(sigma_min), math.log(sigma_max)
-    body = (torch.log(sigmas[..., :-1]) - lo) / (hi - lo)
-    return torch.cat([body, torch.zeros_like(sigmas[..., -1:])], dim=-1)
 
 
 def validate_schedule(sigmas: torch.Tensor, sigma_max: float = 1.0,

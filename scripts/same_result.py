@@ -54,7 +54,8 @@ def tensors_hash(path: Path) -> str:
     for name, t in sorted(load_file(str(path)).items()):
         h.update(name.encode())
         h.update(str(t.dtype).encode())
-        h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        flat = t.reshape(-1).contiguous()
+        h.update(flat.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -76,8 +77,13 @@ def run_hashes(run_dir: Path) -> dict[str, str]:
 
 def comfy_runs(work: Path) -> dict[str, list[str]]:
     sys.path.insert(0, str(REPO / "tests"))
-    from comfy_env import (TINY_FLUX_TE_OPTIONS, build_tiny_flux_file, import_comfy,
-                           write_tiny_flux_text_encoders, write_tiny_sd3_set)
+    from comfy_env import (
+        TINY_FLUX_TE_OPTIONS,
+        build_tiny_flux_file,
+        import_comfy,
+        write_tiny_flux_text_encoders,
+        write_tiny_sd3_set,
+    )
 
     cui = import_comfy(work / "base")
     models = cui.base / "models"

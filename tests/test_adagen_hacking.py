@@ -27,10 +27,11 @@ STEPS = 3
 
 
 def _train(tmp_path, name: str, adversarial: float, task: float):
-    cfg = TrainConfig(algo="adagen", steps=STEPS, batch=32, rollouts=2, iterations=250,
-                      eval_every=0, eval_contexts=32, pool_size=4096, out=str(tmp_path),
-                      run_name=name, progress=False, hidden=64, reward="likelihood", lr=1e-3,
-                      seed=0, checkpoint_every=0, sample_every=0, threads=1)
+    cfg = TrainConfig.from_dict(dict(
+        algo="adagen", steps=STEPS, batch=32, rollouts=2, iterations=250, eval_every=0,
+        eval_contexts=32, pool_size=4096, out=str(tmp_path), run_name=name, progress=False,
+        hidden=64, reward="likelihood", lr=1e-3, seed=0, checkpoint_every=0, sample_every=0,
+        threads=1))
     cfg.adagen.adversarial, cfg.adagen.task = adversarial, task
     return train(cfg)
 

@@ -4,7 +4,6 @@ flags, metrics columns from the algorithm, the method written into policy files.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -13,11 +12,13 @@ import pytest
 import torch
 
 from learned_schedules.policies.policy_file import load_policy
-from learned_schedules.training.cli import _config_from_args, build_parser
+from learned_schedules.training.cli import parse_train_args
 from learned_schedules.training.rl import engine
 from learned_schedules.training.rl.algorithms import ALGORITHMS, Batch, make_algorithm
+from learned_schedules.training.rl.algorithms.ppo import PPOConfig
+from learned_schedules.training.rl.algorithms.reinforce import ReinforceConfig
 from learned_schedules.training.rl.backend import policy_features
-from learned_schedules.training.rl.config import SECTIONS, PPOConfig, ReinforceConfig, TrainConfig
+from learned_schedules.training.rl.config import TrainConfig
 from learned_schedules.training.rl.engine import train, train_iteration
 from learned_schedules.training.testbed.backend import TestbedBackend
 
@@ -35,13 +36,21 @@ def _header(run: Path) -> list[str]:
         return next(csv.reader(f))
 
 
+def _old_flat(config: TrainConfig) -> dict:
+    """``config`` in the flat layout run folders were saved in before the sections."""
+    data = json.loads(config.to_json())
+    del data["config_version"]
+    return {**data, **data.pop("comfy"), **data.pop("policy"), "extra": {}}
+
+
 def test_every_algorithm_has_its_config_section():
-    assert set(ALGORITHMS) == set(SECTIONS)
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    sections = TrainConfig().sections
+    assert set(ALGORITHMS) == set(sections)
+    saved = json.loads(TrainConfig().to_json())
     for name, cls in ALGORITHMS.items():
-        assert cls.name == name and cls.config_section is SECTIONS[name]
-        assert isinstance(getattr(TrainConfig(), name), cls.config_section)
-        assert name in fields
+        assert cls.name == name and isinstance(sections[name], cls.options_class)
+        assert isinstance(getattr(TrainConfig(), name), cls.options_class)
+        assert name in saved
     assert make_algorithm(TrainConfig(algo="ppo")).method == "dirichlet-ppo"
     assert make_algorithm(TrainConfig()).method == "dirichlet-reinforce"
 
@@ -71,8 +80,8 @@ def test_config_json_nests_sections_and_round_trips(tmp_path):
 
 def test_old_run_folder_config_still_loads(tmp_path):
     """A config.json written before the sections (every flat field present)."""
-    old = json.loads(TrainConfig().to_json())
-    for section in SECTIONS:
+    old = _old_flat(TrainConfig())
+    for section in ALGORITHMS:
         old.pop(section)
     old.update(algo="ppo", baseline="rloo", normalize_advantages=False, entropy_coef=0.0,
                ppo_epochs=6, ppo_clip=0.3)
@@ -95,17 +104,14 @@ def test_validation_of_sections():
 
 
 def test_cli_nested_flags_shorthands_and_help(capsys):
-    parser = build_parser()
-    args = parser.parse_args(["train", "--algo", "ppo", "--ppo.epochs", "3", "--baseline",
-                              "rloo", "--ppo-clip", "0.25", "--reinforce.entropy-coef", "0.5"])
-    cfg = _config_from_args(args)
+    cfg, _ = parse_train_args(["--algo", "ppo", "--ppo.epochs", "3", "--baseline",
+                               "rloo", "--ppo-clip", "0.25", "--reinforce.entropy-coef", "0.5"])
     assert cfg.ppo.epochs == 3 and cfg.ppo.clip == 0.25 and cfg.ppo.baseline == "rloo"
     assert cfg.reinforce.entropy_coef == 0.5 and cfg.reinforce.baseline == "js"
-    args = parser.parse_args(["train", "--normalize-advantages", "--entropy-coef", "0.1"])
-    cfg = _config_from_args(args)
+    cfg, _ = parse_train_args(["--normalize-advantages", "--entropy-coef", "0.1"])
     assert cfg.reinforce.normalize_advantages and cfg.reinforce.entropy_coef == 0.1
     with pytest.raises(SystemExit):
-        parser.parse_args(["train", "--help"])
+        parse_train_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--ppo.epochs" in text and "--reinforce.baseline" in text
     assert "Optimisation epochs over each batch of rollouts" in text

@@ -133,8 +133,7 @@ def test_resume_equals_uninterrupted(env):
         if it == 2:
             raise KeyboardInterrupt
 
-    config = cli._config_from_args(cli.build_parser().parse_args(
-        sd3_args(env, run_name="cut", iterations=3)))
+    config, _ = cli.parse_train_args(sd3_args(env, run_name="cut", iterations=3)[1:])
     result = train(config, callback=interrupt)
     assert result.interrupted and result.iterations_done == 2
     run = env["tmp"] / "runs" / "cut"
@@ -273,8 +272,7 @@ def test_clear_errors_for_bad_inputs(env, tmp_path):
     from learned_schedules.training.rl.engine import train
 
     for change, message in cases:
-        args = cli.build_parser().parse_args(base)
-        config = cli._config_from_args(args)
+        config, _ = cli.parse_train_args(base[1:])
         config = TrainConfig.from_dict({**json.loads(config.to_json()), **change,
                                         "out": str(tmp_path / "runs")})
         with pytest.raises(ValueError, match=message):

@@ -123,12 +123,19 @@ def test_schedule_spread():
     assert schedule_spread(s[:1]) == 0.0
 
 
+def _old_flat(config: TrainConfig) -> dict:
+    """``config`` as an older version wrote ``config.json`` (flat, with ``extra``)."""
+    data = json.loads(config.to_json())
+    del data["config_version"]
+    return {**data, **data.pop("comfy"), **data.pop("policy"), "extra": {}}
+
+
 def test_a_config_saved_before_the_option_keeps_the_softplus_form(tmp_path):
-    saved = TrainConfig().to_dict()
+    saved = _old_flat(TrainConfig())
     assert saved["concentration"] == "scheduled"  # the default for new runs
     del saved["concentration"]
-    assert TrainConfig.from_dict(saved).concentration == "softplus"
-    assert TrainConfig.from_dict({"steps": 4}).concentration == "scheduled"
+    assert TrainConfig.from_dict(saved).policy.concentration == "softplus"
+    assert TrainConfig.from_dict({"steps": 4}).policy.concentration == "scheduled"
     cfg = TrainConfig.from_dict(dict(steps=3, iterations=4, batch=4, hidden=16, depth=1,
                                      eval_every=0, checkpoint_every=2, eval_contexts=8,
                                      pool_size=64, out=str(tmp_path), run_name="old",
@@ -139,7 +146,7 @@ def test_a_config_saved_before_the_option_keeps_the_softplus_form(tmp_path):
             raise KeyboardInterrupt
 
     assert train(cfg, callback=stop).interrupted
-    old = cfg.to_dict()
+    old = _old_flat(cfg)
     del old["concentration"]  # as an older version wrote config.json
     (tmp_path / "old" / "config.json").write_text(json.dumps(old))
     resumed = TrainConfig.load(tmp_path / "old" / "config.json")

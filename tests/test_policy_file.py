@@ -75,7 +75,7 @@ def test_round_trip_latent_policy(tmp_path):
 def test_save_rejects_unknown_method_family_and_extension(tmp_path):
     pol = _vector_policy()
     with pytest.raises(ValueError, match="Unknown method"):
-        save_policy(tmp_path / "a.safetensors", pol, method="magic", model_family="testbed")
+        save_policy(tmp_path / "a.safetensors", pol, method="", model_family="testbed")
     with pytest.raises(ValueError, match="Unknown model family"):
         save_policy(tmp_path / "a.safetensors", pol, method="art", model_family="dalle")
     with pytest.raises(ValueError, match="must end in .safetensors"):
@@ -141,7 +141,7 @@ def test_missing_metadata(tmp_path):
 @pytest.mark.parametrize("edit, message", [
     (lambda m, t: m.pop("method"), "missing metadata fields: method"),
     (lambda m, t: m.update(format_version=99), "format version 99"),
-    (lambda m, t: m.update(method="diffusion-dpo"), "unknown method"),
+    (lambda m, t: m.update(method="diffusion dpo\n"), "unknown method"),
     (lambda m, t: m.update(model_family="dalle"), "unknown model family"),
     (lambda m, t: m.update(steps=7), "steps=7"),
     (lambda m, t: m["architecture"].update(policy="gflownet"), "cannot build"),

@@ -61,9 +61,9 @@ def test_bundled_example_configs_and_prompts_are_valid(tmp_path, monkeypatch):
         config = TrainConfig.load(path)
         config.validate()
         if config.backend == "comfy":
-            prompts = load_prompts(config.prompts)
-            if config.held_out == 0:  # held-out seeds: every prompt trains and evaluates
+            prompts = load_prompts(config.comfy.prompts)
+            if config.comfy.held_out == 0:  # held-out seeds: every prompt trains and evaluates
                 assert len(prompts) >= 10 and len(set(prompts)) == len(prompts)
                 continue
-            train, held = split_prompts(prompts, config.held_out)
+            train, held = split_prompts(prompts, config.comfy.held_out)
             assert len(prompts) >= 40 and len(held) >= 4

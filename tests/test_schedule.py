@@ -9,17 +9,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from learned_schedules.comfy_bridge.sigmas import flow_to_sigmas, sigmas_to_flow
 from learned_schedules.policies.schedule import (
     clamp_increments,
     flow_shift,
-    flow_to_sigmas,
     flux_shift_schedule,
     increments_to_schedule,
     increments_to_timesteps,
     resample_schedule,
     schedule_to_increments,
     shifted_schedule,
-    sigmas_to_flow,
     timesteps_to_increments,
     uniform_schedule,
     validate_schedule,

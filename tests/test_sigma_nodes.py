@@ -171,3 +171,28 @@ def test_a_bad_global_schedule_is_skipped(env, caplog):
     found = named.discover([("bad_global.safetensors", str(path))])
     assert found == {}
     assert "not strictly decreasing" in caplog.text
+
+
+def test_named_scheduler_sigmas_are_the_nodes_for_the_same_schedule(env):
+    """A named scheduler ``learned:<policy>`` outputs exactly what the Learned Schedule node's
+    mapping (the bridge's) outputs for the same flow schedule, at the policy's own step count
+    and resampled, on a flow model and on a log-linear (SD 1.x style) one."""
+    import comfy.model_sampling as ms
+
+    from learned_schedules.comfy_bridge.service import schedule_sigmas
+    from learned_schedules.comfy_bridge.sigmas import flow_to_sigmas, schedule_to_model
+
+    named = env["named"]
+    flow = torch.tensor([1.0, 0.7, 0.45, 0.2, 0.0], dtype=torch.float64)
+    handler = named.make_handler(flow)
+    sampling = env["model"].get_model_object("model_sampling")
+    for steps in (4, 7, 2):
+        node = schedule_sigmas(env["model"], flow, steps)
+        assert torch.equal(handler(sampling, steps), node), steps
+    discrete = ms.ModelSamplingDiscrete()  # SD 1.x: sigmas log-linear in flow time
+    lo, hi = float(discrete.sigma_min), float(discrete.sigma_max)
+    for steps in (4, 6):
+        mapped = schedule_to_model(discrete, flow, steps)
+        assert torch.equal(handler(discrete, steps), mapped)
+        want = flow_to_sigmas(resample_schedule(flow, steps), "loglinear", lo, hi).float()
+        assert torch.equal(mapped, want)

@@ -1,10 +1,14 @@
-"""TensorBoard event files written without TensorBoard, read back with TensorBoard's reader."""
+"""The trainer's metrics in TensorBoard event files (through ``torch.utils.tensorboard``), read
+back with TensorBoard's own reader; without TensorBoard, metrics.csv alone."""
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import pytest
 
-from learned_schedules.training.rl.tensorboard import ScalarWriter, crc32c
+from learned_schedules.training.rl.metrics_log import MetricsLog
 
 event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator")
@@ -16,35 +20,45 @@ def _read(folder):
     return acc
 
 
-def test_crc32c_check_value():
-    assert crc32c(b"123456789") == 0xE3069283  # the standard CRC-32C check value
-    assert crc32c(b"") == 0
-
-
 def test_scalars_round_trip_through_tensorboard(tmp_path):
-    w = ScalarWriter(tmp_path)
+    w = MetricsLog(tmp_path)
     for step in range(1, 6):
-        w.add_scalars(step, {"reward/mean": step * 0.25, "loss": -step,
-                             "skipped_nan": float("nan"), "skipped_text": "x"})
+        w.write({"iteration": step, "reward/mean": step * 0.25, "loss": -step,
+                 "skipped_nan": float("nan"), "skipped_text": "x"})
     w.close()
-    acc = _read(tmp_path)
+    acc = _read(tmp_path / "tensorboard")
     assert sorted(acc.Tags()["scalars"]) == ["loss", "reward/mean"]
     points = [(e.step, e.value) for e in acc.Scalars("reward/mean")]
     assert points == [(s, s * 0.25) for s in range(1, 6)]
     assert [e.value for e in acc.Scalars("loss")] == [-1.0, -2.0, -3.0, -4.0, -5.0]
 
 
-def test_a_resumed_writer_drops_the_points_past_the_resume_step(tmp_path):
-    first = ScalarWriter(tmp_path)
+def test_a_resumed_writer_purges_the_points_past_the_resume_step(tmp_path):
+    first = MetricsLog(tmp_path)
     for step in range(1, 11):  # crashed at 10, last checkpoint at 6
-        first.add_scalars(step, {"r": float(step)})
+        first.write({"iteration": step, "r": float(step)})
     first.close()
-    second = ScalarWriter(tmp_path, start_step=7)
+    second = MetricsLog(tmp_path, purge_step=7)
     for step in range(7, 13):
-        second.add_scalars(step, {"r": 100.0 + step})
+        second.write({"iteration": step, "r": 100.0 + step})
     second.close()
-    points = [(e.step, e.value) for e in _read(tmp_path).Scalars("r")]
+    points = [(e.step, e.value) for e in _read(tmp_path / "tensorboard").Scalars("r")]
     assert points == [(s, float(s)) for s in range(1, 7)] + [(s, 100.0 + s) for s in range(7, 13)]
+
+
+def test_without_tensorboard_metrics_go_to_the_csv_with_one_line_saying_so(
+        tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    caplog.set_level(logging.INFO, logger="learned_schedules.training")
+    w = MetricsLog(tmp_path)
+    for step in range(1, 4):
+        w.write({"iteration": step, "r": float(step)})
+    w.close()
+    said = [r.getMessage() for r in caplog.records if "TensorBoard" in r.getMessage()]
+    assert len(said) == 1 and "not installed" in said[0] and "\n" not in said[0]
+    assert not (tmp_path / "tensorboard").exists()
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == [
+        "iteration,lr,r,eval_reward,seconds", "1,,1.0,,", "2,,2.0,,", "3,,3.0,,"]
 
 
 def test_training_writes_the_metrics_to_tensorboard_too_and_resume_leaves_one_point_each(

@@ -1,210 +1,204 @@
 """Command line: ``python -m learned_schedules.training {train,eval,demo}``.
 
-Also installed as the ``learned-schedules`` console script. Every ``train`` flag comes from
-:class:`training.rl.config.TrainConfig` (its field docstrings are the help texts).
+Also installed as the ``learned-schedules`` console script. The flags come from dataclasses
+through `tyro <https://github.com/brentyi/tyro>`_: it is maintained, it reads the help of each
+flag from the dataclass field's docstring, and it nests sections as ``--section.field``. So
+every ``train`` flag is a field of :class:`training.rl.config.TrainConfig` or of one of its
+sections: the run settings (``--steps``), the ComfyUI and policy sections with their flat
+flags (``--cfg``, ``--hidden``), and each registered algorithm's options (``--ppo.epochs``).
+The old flat spellings of the algorithm options (:data:`SHORTHANDS`: ``--baseline``...) and
+``--method`` (an alias of ``--algo``) are rewritten before parsing. argparse only dispatches
+the subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
+import contextlib
+import copy
 import dataclasses
-import inspect
+import io
 import json
 import logging
 import sys
-import textwrap
 import time
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
-from .rl.config import LEGACY_KEYS, SECTIONS, TrainConfig
+import tyro
+
+from ..policies.config import PolicyConfig
+from .comfy.config import ComfyConfig
+from .rl.config import TrainConfig
+from .rl.config_migration import MOVED
+from .rl.run_folder import RunPlan, plan_resume
 
 log = logging.getLogger("learned_schedules.training")
 
+SHORTHANDS: dict[str, tuple[str | None, str]] = {
+    key: target for key, target in MOVED.items()
+    if target[0] not in ("comfy", "policy") and "." not in key}
+"""Old flat flags of algorithm options -> (section, field); section ``None``: the active
+``--algo``'s (``--baseline rloo`` is ``--<algo>.baseline rloo``)."""
 
-def field_docs(cls: type) -> dict[str, str]:
-    """The string literal written under each dataclass field (CleanRL-style docs), including
-    the fields a dataclass inherits."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
+TRAIN_HELP = (
+    "Train a policy. Options are grouped by section: the run, the ComfyUI back-end, the "
+    "policy and one section per algorithm (--<algo>.<option>). Shorthands: --baseline, "
+    "--normalize-advantages / --no-normalize-advantages and --entropy-coef set the active "
+    "--algo's option; --ppo-epochs and --ppo-clip are --ppo.epochs and --ppo.clip; --method "
+    "is an alias of --algo (a name, an alias such as dirichlet-ppo, or a policy file's method).")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ValueError(f"{message} (see --help).")
+
+
+def _flag_values(argv: list[str], flag: str) -> list[str]:
+    """Every value given to ``flag`` (``--flag v`` or ``--flag=v``)."""
+    values = []
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            values.append(argv[i + 1])
+        elif arg.startswith(flag + "="):
+            values.append(arg[len(flag) + 1:])
+    return values
+
+
+def _flags(argv: list[str]) -> set[str]:
+    return {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+
+
+def _rewrite(argv: list[str], base_algo: str) -> list[str]:
+    """``--method`` -> ``--algo``, every ``--algo`` value resolved through the registry, the
+    :data:`SHORTHANDS` -> their section flags."""
+    from .rl.algorithms import resolve_algorithm
+
+    names = [resolve_algorithm(v) for v in _flag_values(argv, "--algo")
+             + _flag_values(argv, "--method")]
+    active = names[-1] if names else base_algo
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        flag, eq, value = arg.partition("=")
+        if flag in ("--algo", "--method"):
+            value = value if eq else next(it, "")
+            out += ["--algo", resolve_algorithm(value)]
             continue
-        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        body = tree.body[0].body  # type: ignore[attr-defined]
-        for node, nxt in zip(body, body[1:], strict=False):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                    and isinstance(nxt.value.value, str)):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
+        negated = flag.startswith("--no-")
+        key = (flag[5:] if negated else flag[2:]).replace("-", "_")
+        if flag.startswith("--") and key in SHORTHANDS:
+            section, name = SHORTHANDS[key]
+            name = name.replace("_", "-")
+            flag = f"--{section or active}.{'no-' if negated else ''}{name}"
+        elif negated and "." in flag:  # argparse's --no-art.features is tyro's --art.no-features
+            section, _, name = flag[5:].partition(".")
+            flag = f"--{section}.no-{name}"
+        out.append(flag + eq + value)
+    return out
 
 
-#: TrainConfig fields ``eval`` accepts for ComfyUI models (overriding the policy's training)
-COMFY_EVAL_FIELDS = ("comfyui_path", "comfyui_base", "comfyui_cpu", "checkpoint",
-                     "diffusion_model", "unet_config", "weight_dtype", "text_encoders",
-                     "clip_type", "text_encoder_options", "vae", "prompts", "eval_prompts",
-                     "held_out", "width", "height", "sampler", "cfg", "guidance",
-                     "negative_prompt", "rollout_batch", "cache_dir", "reward", "reward_paths",
-                     "allow_download", "reference_steps")
-
-
-def _add_flag(parser: argparse._ActionsContainer, flag: str, dest: str, f: dataclasses.Field,
-              help_text: str) -> None:
-    if f.type in ("bool", bool):
-        parser.add_argument(flag, dest=dest, default=None,
-                            action=argparse.BooleanOptionalAction, help=help_text)
-        return
-    type_name = str(f.type)
-    kind = int if type_name.startswith("int") else (
-        float if type_name.startswith("float") else str)
-    parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
-
-
-def _default(f: dataclasses.Field) -> Any:
-    return f.default if f.default is not dataclasses.MISSING else None
-
-
-def _add_config_flags(parser: argparse._ActionsContainer, skip: tuple[str, ...] = (),
-                      only: tuple[str, ...] | None = None) -> None:
-    """One flag per TrainConfig field; ``--<section>.<field>`` for the algorithm sections, and
-    the old flat names (``--baseline``, ``--ppo-epochs``...) as shorthands."""
-    docs = field_docs(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in skip or f.name == "extra" or (only is not None and f.name not in only):
-            continue
-        if f.name in SECTIONS:
-            section = SECTIONS[f.name]
-            section_docs = field_docs(section)
-            group = parser.add_argument_group(f"{f.name} options", docs.get(f.name))
-            for sf in dataclasses.fields(section):
-                flag = f"--{f.name}.{sf.name.replace('_', '-')}"
-                _add_flag(group, flag, f"{f.name}.{sf.name}", sf,
-                          f"{section_docs.get(sf.name, '')} (default: {_default(sf)})")
-            continue
-        _add_flag(parser, "--" + f.name.replace("_", "-"), f.name, f,
-                  f"{docs.get(f.name, '')} (default: {_default(f)})")
-    if only is not None:
-        return
-    for key, (section, name) in LEGACY_KEYS.items():
-        section_cls = SECTIONS[section or "ppo"]  # PPO's section has every field
-        sf = next(x for x in dataclasses.fields(section_cls) if x.name == name)
-        target = f"--{section or '<algo>'}.{name.replace('_', '-')}"
-        scope = "" if section else " of the active --algo"
-        _add_flag(parser, "--" + key.replace("_", "-"), key, sf,
-                  f"{field_docs(section_cls).get(name, '')} Shorthand for {target}{scope}.")
-
-
-def _config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    data: dict[str, Any] = dataclasses.asdict(base or TrainConfig())
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in SECTIONS:
-            for sf in dataclasses.fields(SECTIONS[f.name]):
-                value = getattr(args, f"{f.name}.{sf.name}", None)
-                if value is not None:
-                    data[f.name][sf.name] = value
-            continue
-        value = getattr(args, f.name, None)
-        if value is not None:
-            data[f.name] = value
-    for key in LEGACY_KEYS:  # shorthands: mapped into their section by from_dict
-        value = getattr(args, key, None)
-        if value is not None:
-            data[key] = value
-    method = getattr(args, "method", None)
-    if method is not None:
-        data["algo"] = algo_of_method(method)
-    return TrainConfig.from_dict(data)
-
-
-def algo_of_method(method: str) -> str:
-    """``--method``: a method name (as written in policy files) or an algorithm name -> the
-    algorithm; ``ValueError`` naming the choices otherwise."""
+def _cli_type() -> type:
+    """TrainConfig as tyro sees it: the ComfyUI and policy sections with flat flags, one
+    section per registered algorithm, and the CLI's own ``--config`` / ``--resume``."""
     from .rl.algorithms import ALGORITHMS
 
-    by_method = {cls.method: name for name, cls in ALGORITHMS.items()}
-    if method in ALGORITHMS:
-        return method
-    if method not in by_method:
-        raise ValueError(f"Unknown --method {method!r}; choose one of "
-                         f"{', '.join(sorted(set(by_method) | set(ALGORITHMS)))}.")
-    return by_method[method]
+    flat = tyro.conf.OmitArgPrefixes
+    fields: list[Any] = [
+        ("comfy", Annotated[ComfyConfig, flat], field(default_factory=ComfyConfig)),
+        ("policy", Annotated[PolicyConfig, flat], field(default_factory=PolicyConfig)),
+        ("sections", Annotated[dict[str, Any], tyro.conf.Suppress], field(default_factory=dict)),
+        *[(name, cls.options_class, field(default_factory=cls.options_class))
+          for name, cls in ALGORITHMS.items()],
+        ("config", Annotated[str | None, tyro.conf.arg(
+            help="JSON file with TrainConfig fields (flags override)")], None),
+        ("resume", Annotated[str | None, tyro.conf.arg(
+            help="run folder (or checkpoint file) to continue exactly")], None),
+    ]
+    return dataclasses.make_dataclass("train", fields, bases=(TrainConfig,))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="learned-schedules",
-        description="Train and evaluate instance-level sampling-schedule policies.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p_train = sub.add_parser("train", help="train a policy (REINFORCE/PPO)")
-    p_train.add_argument("--config", help="JSON file with TrainConfig fields (flags override)")
-    p_train.add_argument("--resume", help="run folder (or checkpoint file) to continue exactly")
-    p_train.add_argument("--method", help="the method by name, a shorthand for --algo: "
-                         "dirichlet-reinforce, dirichlet-ppo, art (or an algorithm name)")
-    _add_config_flags(p_train)
-
-    p_eval = sub.add_parser(
-        "eval", help="compare a policy with comparator / default schedules on held-out data",
-        description="Testbed policies: against uniform, shifted, best-global and oracle "
-                    "schedules. ComfyUI-model policies: against ComfyUI's default schedule(s) "
-                    "on the held-out prompts x seeds (reward table, per-prompt CSV, image "
-                    "grid); model and prompt options default to the policy's training run.")
-    p_eval.add_argument("policy", help="policy file (.safetensors) or a run folder")
-    p_eval.add_argument("--testbed-config", help="testbed JSON (default: the policy's)")
-    p_eval.add_argument("--contexts", type=int, default=512, help="held-out contexts")
-    p_eval.add_argument("--train-contexts", type=int, default=512,
-                        help="training contexts used to fit the best global schedule")
-    p_eval.add_argument("--seed", type=int, default=10_000, help="held-out context seed")
-    p_eval.add_argument("--no-oracle", action="store_true", help="skip the per-instance oracle")
-    p_eval.add_argument("--fit-iters", type=int, default=400,
-                        help="Adam iterations when fitting the best global / oracle schedules")
-    p_eval.add_argument("--out", help="output folder (default: <run>/eval)")
-    comfy = p_eval.add_argument_group("ComfyUI models")
-    comfy.add_argument("--seeds", type=int, default=4, help="seeds per held-out prompt")
-    comfy.add_argument("--schedulers", default="simple",
-                       help="comma-separated ComfyUI schedulers to compare with (default: "
-                            "simple, the model's own)")
-    comfy.add_argument("--schedule", action="append", default=[], metavar="NAME=S0,S1,...",
-                       help="an extra fixed schedule to compare with, in the model's sigmas "
-                            "(L+1 values from high to 0), e.g. best_global=1,.716,.504,.217,0; "
-                            "repeatable")
-    comfy.add_argument("--grid-columns", type=int, default=6, help="contexts in the image grid")
-    comfy.add_argument("--ceiling-steps", type=int, default=0,
-                       help="also evaluate the default schedule at this many steps (e.g. 30) as "
-                            "the ceiling of the gap-closed shares (0: off)")
-    _add_config_flags(comfy, only=COMFY_EVAL_FIELDS)
-
-    p_demo = sub.add_parser("demo", help="the main job: train JS on the default testbed, "
-                                         "then evaluate (about a minute on 2 CPU cores)")
-    p_demo.add_argument("--out", default="runs", help="parent folder of the run")
-    p_demo.add_argument("--iterations", type=int, default=None, help="override iterations")
-    p_demo.add_argument("--seed", type=int, default=0)
-    return parser
+def _one_line(text: str) -> str:
+    """The first line of tyro's boxed error message."""
+    lines = [line.strip() for line in text.splitlines()]
+    boxed = [line.strip("│").strip() for line in lines if line.startswith("│")]
+    lines = [line for line in (boxed or lines) if line and not line.startswith("─")]
+    return lines[0] if lines else "invalid arguments"
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _tyro(cls: type, argv: list[str], default: Any, prog: str, description: str) -> Any:
+    """``tyro.cli`` whose errors are one ``ValueError`` line (help still goes to stdout)."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return tyro.cli(cls, args=argv, default=default, prog=prog,
+                            description=description)
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            raise
+        line = _one_line(err.getvalue()).rstrip(".")
+        flag = line[len("Error parsing "):].split(":", 1)[0]
+        if line.startswith("Error parsing --") and _flag_values(argv, flag):
+            line = line.replace(flag, f"{flag} {_flag_values(argv, flag)[-1]!r}", 1)
+        raise ValueError(f"{line} (see {prog} --help).") from None
+
+
+def _base_config(argv: list[str]) -> tuple[TrainConfig, RunPlan | None]:
+    """The config the flags apply to (``--config``'s file, ``--resume``'s run, or the
+    defaults) and the run to resume."""
+    configs, resumes = _flag_values(argv, "--config"), _flag_values(argv, "--resume")
+    if not resumes:
+        return (TrainConfig.load(configs[-1]) if configs else TrainConfig()), None
+    if configs:
+        raise ValueError("--config and --resume cannot be combined: a resumed run keeps its "
+                         "config.json; pass the flags to change instead.")
+    given = sorted(_flags(argv) & {"--out", "--run-name"})
+    if given:
+        raise ValueError(f"--resume continues the run in its own folder, so {' and '.join(given)} "
+                         "cannot be combined with it.")
+    plan = plan_resume(resumes[-1])  # every resume check, before anything is written
+    return plan.base_config(), plan
+
+
+def parse_train_args(argv: list[str]) -> tuple[TrainConfig, RunPlan | None]:
+    """``train``'s flags -> (config, the resume plan or None); ``ValueError`` (one sentence)
+    for a bad flag or value. Options that cannot apply are warned about in one log line."""
+    base, resume = _base_config(argv)
+    cli = _cli_type()
+    start = copy.deepcopy(base)
+    default = cli(**{name: getattr(start, name) for name in TrainConfig.run_fields()},
+                  comfy=start.comfy, policy=start.policy, sections={}, **start.sections)
+    parsed = _tyro(cli, _rewrite(argv, base.algo), default, "learned-schedules train",
+                   TRAIN_HELP)
+    config = TrainConfig(**{name: getattr(parsed, name) for name in TrainConfig.run_fields()},
+                         comfy=parsed.comfy, policy=parsed.policy,
+                         sections={name: getattr(parsed, name) for name in base.sections})
+    _warn_unused(config, base)
+    return config, resume
+
+
+def _warn_unused(config: TrainConfig, base: TrainConfig) -> None:
+    """One log line naming the options given that this run cannot use."""
+    unused = []
+    if config.backend != "comfy":
+        unused += [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(config.comfy)
+                   if getattr(config.comfy, f.name) != getattr(base.comfy, f.name)]
+    for name, section in config.sections.items():
+        if name != config.algo:
+            old = base.sections.get(name)
+            unused += [f"--{name}.{f.name.replace('_', '-')}" for f in dataclasses.fields(section)
+                       if old is None or getattr(section, f.name) != getattr(old, f.name)]
+    if unused:
+        log.warning("Not used by this run (backend %s, algo %s), ignored: %s.", config.backend,
+                    config.algo, ", ".join(unused))
+
+
+def cmd_train(argv: list[str]) -> int:
     from .rl.distributed import current
     from .rl.engine import train
 
-    if args.resume:
-        run = Path(args.resume)
-        if args.config:
-            raise ValueError("--config and --resume cannot be combined: a resumed run keeps its "
-                             "config.json; pass the flags to change instead.")
-        if not run.exists():
-            raise ValueError(f"--resume: {run} does not exist.")
-        run_dir = run if run.is_dir() else run.parent.parent
-        if not (run_dir / "config.json").is_file():
-            raise ValueError(f"--resume: {run_dir} is not a run folder (it has no config.json).")
-        base = TrainConfig.load(run_dir / "config.json")
-        config = _config_from_args(args, base)
-        result = train(config, resume=run)
-    else:
-        base = TrainConfig.load(args.config) if args.config else None
-        config = _config_from_args(args, base)
-        result = train(config)
+    config, resume = parse_train_args(argv)
+    result = train(config, resume=resume) if resume is not None else train(config)
     if not result.interrupted:  # after Ctrl-C the other ranks may be gone: no barrier
         current(config.device).shutdown()
     if result.is_main:  # one line per run, not per data-parallel process
@@ -212,6 +206,50 @@ def cmd_train(args: argparse.Namespace) -> int:
                           "interrupted": result.interrupted,
                           "policy": str(result.run_dir / "policy.safetensors")}))
     return 130 if result.interrupted else 0
+
+
+@dataclass
+class EvalArgs:
+    """Compare a policy with comparator / default schedules on held-out data. Testbed
+    policies: against uniform, shifted, best-global and oracle schedules. ComfyUI-model
+    policies: against ComfyUI's default schedule(s) on the held-out prompts x seeds (reward
+    table, per-prompt CSV, image grid); model and prompt options default to the policy's
+    training run (the ComfyUI options below override them)."""
+
+    policy: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="POLICY")]
+    """Policy file (.safetensors) or a run folder."""
+    testbed_config: str | None = None
+    """Testbed JSON (default: the policy's)."""
+    contexts: int = 512
+    """Held-out contexts."""
+    train_contexts: int = 512
+    """Training contexts used to fit the best global schedule."""
+    seed: int = 10_000
+    """Held-out context seed."""
+    no_oracle: Annotated[bool, tyro.conf.FlagCreatePairsOff] = False
+    """Skip the per-instance oracle."""
+    fit_iters: int = 400
+    """Adam iterations when fitting the best global / oracle schedules."""
+    out: str | None = None
+    """Output folder (default: <run>/eval)."""
+    seeds: int = 4
+    """ComfyUI models: seeds per held-out prompt."""
+    schedulers: str = "simple"
+    """ComfyUI models: comma-separated ComfyUI schedulers to compare with (default: simple,
+    the model's own)."""
+    schedule: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """ComfyUI models: an extra fixed schedule NAME=S0,S1,... to compare with, in the model's
+    sigmas (L+1 values from high to 0), e.g. best_global=1,.716,.504,.217,0; repeatable."""
+    grid_columns: int = 6
+    """ComfyUI models: contexts in the image grid."""
+    ceiling_steps: int = 0
+    """ComfyUI models: also evaluate the default schedule at this many steps (e.g. 30) as the
+    ceiling of the gap-closed shares (0: off)."""
+    reward: str | None = None
+    """ComfyUI models: the reward (default: the policy's training reward)."""
+    comfy: Annotated[ComfyConfig, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=ComfyConfig)
+    """Overrides of the policy's training run: only the options given here apply."""
 
 
 def parse_schedule_option(value: str) -> tuple[str, list[float]]:
@@ -228,9 +266,23 @@ def parse_schedule_option(value: str) -> tuple[str, list[float]]:
     return name.strip(), values
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def parse_eval_args(argv: list[str]) -> tuple[EvalArgs, dict[str, Any]]:
+    """``eval``'s flags -> (arguments, overrides of the policy's training config: the
+    ComfyUI options given, ``reward`` and ``testbed_config``)."""
+    args = _tyro(EvalArgs, argv, None, "learned-schedules eval",
+                 " ".join((EvalArgs.__doc__ or "").split()))
+    given = _flags(argv)
+    overrides: dict[str, Any] = {
+        f.name: getattr(args.comfy, f.name) for f in dataclasses.fields(ComfyConfig)
+        if {f"--{f.name.replace('_', '-')}", f"--no-{f.name.replace('_', '-')}"} & given}
+    overrides.update(reward=args.reward, testbed_config=args.testbed_config)
+    return args, overrides
+
+
+def cmd_eval(argv: list[str]) -> int:
     from .eval import evaluate_policy_file
 
+    args, overrides = parse_eval_args(argv)
     for flag, value, low in (("--contexts", args.contexts, 1), ("--seeds", args.seeds, 1),
                              ("--train-contexts", args.train_contexts, 1),
                              ("--fit-iters", args.fit_iters, 0),
@@ -240,8 +292,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"eval {flag} must be >= {low}, got {value}.")
     if not any(s.strip() for s in args.schedulers.split(",")):
         raise ValueError("eval --schedulers needs at least one scheduler name.")
-    overrides = {name: getattr(args, name, None) for name in COMFY_EVAL_FIELDS}
-    overrides["testbed_config"] = args.testbed_config
     options = {"train_contexts": args.train_contexts, "fit_iters": args.fit_iters,
                "oracle": not args.no_oracle, "grid_columns": args.grid_columns,
                "schedulers": tuple(s.strip() for s in args.schedulers.split(",") if s.strip())}
@@ -255,14 +305,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class DemoArgs:
+    """The main job: train JS on the default testbed, then evaluate (about a minute on 2 CPU
+    cores)."""
+
+    out: str = "runs"
+    """Parent folder of the run."""
+    iterations: int | None = None
+    """Override iterations."""
+    seed: int = 0
+    """Training seed."""
+
+
 DEMO_CONFIG = dict(backend="testbed", steps=5, baseline="js", rollouts=2, batch=16,
                    iterations=2000, lr=3e-3, eval_every=250, checkpoint_every=500)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(argv: list[str]) -> int:
     from .eval import evaluate_policy_file
     from .rl.engine import train
 
+    args = _tyro(DemoArgs, argv, None, "learned-schedules demo",
+                 " ".join((DemoArgs.__doc__ or "").split()))
     cfg = dict(DEMO_CONFIG, seed=args.seed, out=args.out,
                run_name=f"demo-js-L5__{args.seed}__{time.strftime('%Y%m%d-%H%M%S')}")
     if args.iterations is not None:
@@ -285,12 +350,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = {"train": (cmd_train, "train a policy (REINFORCE, PPO, ART, AdaGen...)"),
+            "eval": (cmd_eval, "compare a policy with comparator / default schedules on "
+                               "held-out data"),
+            "demo": (cmd_demo, "train JS on the default testbed, then evaluate")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The subcommand dispatch (each subcommand parses its own flags: ``<command> --help``)."""
+    parser = _Parser(prog="learned-schedules",
+                     description="Train and evaluate instance-level sampling-schedule policies. "
+                     + " ".join(f"{name}: {text}." for name, (_, text) in COMMANDS.items()))
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("command", choices=tuple(COMMANDS), help="see <command> --help")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = bool({"-v", "--verbose"} & set(argv[:1]))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}[args.command](args)
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command][0](args.args)
     except ValueError as exc:  # a user mistake: one line, no traceback
         log.error("%s", " ".join(str(exc).split()))
         return 2

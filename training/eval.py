@@ -18,7 +18,6 @@ schedule), plus the back-end's artefacts.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import math
@@ -30,7 +29,8 @@ import torch
 
 from ..policies.policy_file import LoadedPolicy, load_policy
 from .rl.backend import Backend, SetMetric, make_backend
-from .rl.config import LEGACY_KEYS, TrainConfig
+from .rl.config import TrainConfig
+from .rl.config_migration import migrate
 from .rl.stepwise import policy_schedules as deployed_schedules
 
 log = logging.getLogger("learned_schedules.training")
@@ -227,12 +227,16 @@ def backend_for_policy(loaded: LoadedPolicy, overrides: dict[str, Any] | None = 
     training = dict(loaded.metadata.get("training") or {})
     family = loaded.metadata.get("model_family")
     training.setdefault("backend", "testbed" if family == "testbed" else "comfy")
-    known = {f.name for f in dataclasses.fields(TrainConfig)} | set(LEGACY_KEYS)
-    data = {k: v for k, v in training.items() if k in known}
-    given = {k: v for k, v in (overrides or {}).items() if v is not None and k in known}
+    extra = training.get("extra")
+    if isinstance(extra, dict):  # older files: only set_metrics has a home now
+        training["extra"] = {k: v for k, v in extra.items() if k == "set_metrics"}
+    data = migrate(training)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
     TrainConfig.from_dict(given).validate()  # the overrides' types and ranges, named
-    data.update(given)
-    config = TrainConfig.from_dict(data)
+    for key, value in migrate(given).items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) \
+            and isinstance(data.get(key), dict) else value
+    config = TrainConfig.from_dict(data, strict=False)  # keys of other versions: ignored
     backend = make_backend(config)
     if backend.model_family != family:
         raise ValueError(f"{loaded.path.name} was trained for {family}, but the model is "

@@ -1,20 +1,25 @@
 """The ComfyUI back-end: rollouts on a real Flux / SD3 model through ComfyUI's own machinery.
 
-A context is a (prompt, seed) pair. Its policy features are the exact initial noise x_T that
-ComfyUI draws for that seed and the prompt's text conditioning (computed once per prompt and
-cached on disk), both through the ComfyUI bridge (:mod:`comfy_bridge`) the node uses too. A
-rollout samples the context through ``CFGGuider`` with the step-wise sampler of
-:mod:`comfy_bridge.sampler` (``euler``, ``heun``, ``dpmpp_2m``: every rollout its own sigmas,
-one batched model call per step) or, for other samplers, ComfyUI's own sampler in lockstep
-(:mod:`training.comfy.sampling`); then it decodes with the VAE and scores the image with the
-reward. No gradient flows through the model.
+:class:`ComfyBackend` implements :class:`training.rl.backend.Backend` by composing one part
+per job:
+
+* :mod:`.contexts`: (prompt, seed) contexts, the training pool, held-out contexts;
+* :mod:`.inputs`: the policy's features (ComfyUI's x_T for the seed, the prompt's cached text
+  conditioning), the sampler's batched conditioning, the encoder's size;
+* :mod:`.rollout`: the rollout strategy, chosen once from the sampler name (the bridge's
+  per-item step loop for ``euler`` / ``heun`` / ``dpmpp_2m``, ComfyUI's sampler in lockstep
+  threads for the others);
+* :mod:`.references`: the ``reference`` reward's many-step images and AdaGen's references;
+* :mod:`.evaluation`: comparators, set-level measures, grids and sample images.
+
+A rollout decodes its latents with the VAE and scores the images with the reward. No gradient
+flows through the model (except in :meth:`ComfyBackend.flow_rollout`, ART's flow field).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,23 +27,15 @@ import torch
 from torch import nn
 
 from ...comfy_bridge import features as cf
-from ...comfy_bridge import service
-from ...comfy_bridge.sampler import RULES, actor_ksampler
-from ...comfy_bridge.sigmas import (
-    default_flow,
-    default_sigmas,
-    flow_to_model,
-    model_to_flow,
-    sampling_of,
-)
-from ...plots import image_grid
-from ...policies.actors import Actor, FixedScheduleActor, Trajectory
-from ...policies.contract import is_stepwise
-from ...policies.latent_encoder import PRESETS, LatentTextEncoder
-from ..rl.backend import Backend, SetMetric, grouped_indices
-from ..rl.stepwise import policy_rollout
-from .cond_cache import ConditioningCache, default_cache_dir, file_identity
-from .prompts import load_prompts, split_prompts
+from ...comfy_bridge.sigmas import default_flow, default_sigmas
+from ...policies.actors import Actor, Trajectory
+from ..rl.backend import Backend, SetMetric
+from .cond_cache import ConditioningCache
+from .contexts import PromptContextPool, PromptContexts, prompts_from_config
+from .evaluation import Evaluation, SetMeasures, set_measures_for, set_metrics_option
+from .inputs import ModelInputs, size_encoder
+from .references import References, psnr
+from .rollout import Rollouts, rollouts_for
 
 if TYPE_CHECKING:
     from ..rl.config import TrainConfig
@@ -48,27 +45,7 @@ log = logging.getLogger("learned_schedules.training")
 RewardFn = Callable[[torch.Tensor, list[str]], torch.Tensor]
 
 
-@dataclass
-class PromptContexts:
-    """A batch of contexts: prompt indices (into the back-end's prompt list) and seeds."""
-
-    prompt_ids: torch.Tensor
-    seeds: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.prompt_ids.shape[0])
-
-    def select(self, index: torch.Tensor | Sequence[int]) -> PromptContexts:
-        index = torch.as_tensor(index, dtype=torch.long)
-        return PromptContexts(self.prompt_ids[index], self.seeds[index])
-
-    def repeat(self, k: int) -> PromptContexts:
-        """Each context ``k`` times in a row (rollout order ``[B, K]`` flattened)."""
-        return PromptContexts(self.prompt_ids.repeat_interleave(k),
-                              self.seeds.repeat_interleave(k))
-
-
-class ComfyBackend(Backend):
+class ComfyBackend(PromptContextPool, Backend):
     """Rollouts on a ComfyUI model (see the module docstring)."""
 
     __test__ = False
@@ -82,75 +59,53 @@ class ComfyBackend(Backend):
                  reference_steps: int = 40, reference_scheduler: str = "simple",
                  comparator_schedulers: Sequence[str] = ("simple",),
                  held_out_seeds: bool = False, set_measures: SetMeasures | None = None):
-
         from .sampling import check_sampler_name
 
         check_sampler_name(sampler)
         if width % 16 or height % 16 or min(width, height) < 16:
             raise ValueError(f"width and height must be multiples of 16 and >= 16, got "
                              f"{width}x{height}.")
-        if held_out_seeds:
-            eval_prompts = []  # every prompt trains and evaluates, on disjoint seed streams
-        if not train_prompts or (not eval_prompts and not held_out_seeds):
-            raise ValueError("Need at least one training and one held-out prompt.")
-        check_scheduler_names(comparator_schedulers)
+        self.init_contexts(train_prompts, eval_prompts, held_out_seeds=held_out_seeds,
+                           pool_size=pool_size, pool_seed=pool_seed)
+        self.evaluation = Evaluation(self, comparator_schedulers, set_measures)
         self.models = models
         self.model, self.clip, self.vae = models.model, models.clip, models.vae
         self.family = cf.model_family_info(self.model)  # ValueError for SDXL, SD 1.5...
         self.model_family = self.family.name
-        self.cfg = self.family.cfg if cfg is None else float(cfg)
-        self.guidance = self.family.guidance if guidance is None else guidance
         if self.family.guidance is None:
-            self.guidance = None  # only Flux dev has a distilled-guidance input
-        self.prompts = list(train_prompts) + list(eval_prompts)
-        self.n_train = len(train_prompts)
-        self.held_out_seeds = held_out_seeds
+            guidance = None  # only Flux dev has a distilled-guidance input
+        elif guidance is None:
+            guidance = self.family.guidance
         self.reward_fn, self.reward_name = reward, reward_name
-        self.width, self.height, self.sampler = width, height, sampler
-        self.negative_prompt = negative_prompt
-        self.rollout_batch = rollout_batch
-        self.pool_size, self.pool_seed = pool_size, pool_seed
+        self.width, self.height = width, height
         self.encoder_preset = encoder_preset
-        self.reference_steps, self.reference_scheduler = reference_steps, reference_scheduler
-        self.comparator_schedulers = tuple(comparator_schedulers)
         latent_format = self.model.get_model_object("latent_format")
         ratio = int(getattr(self.vae, "downscale_ratio", 8))
-        self.latent_shape = (latent_format.latent_channels, height // ratio, width // ratio)
-        identity = "|".join(file_identity(p) for p in models.files.get("text_encoders", []))
-        self.cond_cache = ConditioningCache(
-            default_cache_dir() if cache_dir is None else cache_dir,
-            identity=f"{self.model_family}|{identity}")
-        self.set_measures = set_measures
-        self._image_memo: dict[tuple[int, int, bytes], torch.Tensor] = {}
-        self._pool: PromptContexts | None = None
-        self._references: dict[tuple[int, int], torch.Tensor] = {}
+        self.inputs = ModelInputs(
+            models, family_name=self.model_family,
+            cfg=self.family.cfg if cfg is None else float(cfg), guidance=guidance,
+            negative_prompt=negative_prompt,
+            latent_shape=(latent_format.latent_channels, height // ratio, width // ratio),
+            rollout_batch=rollout_batch, cache_dir=cache_dir)
+        self.sampler = sampler
+        self.references = References(self, reference_steps, reference_scheduler)
 
     # -- construction from a config ---------------------------------------------------------
     @classmethod
     def from_config(cls, config: TrainConfig) -> ComfyBackend:
+        """The back-end a config describes: ComfyUI imported, models and reward loaded."""
         from .models import load_models, parse_json_option
         from .runtime import import_comfyui
 
-        cui = import_comfyui(config.comfyui_path, config.comfyui_base,
-                             cpu=True if config.comfyui_cpu else None)
-        if not config.prompts:
-            raise ValueError("The comfy back-end needs --prompts (a .txt, .jsonl or .csv file).")
-        prompts = load_prompts(config.prompts)
-        if config.eval_prompts:
-            held = load_prompts(config.eval_prompts)
-            train_prompts = [p for p in prompts if p not in set(held)]
-            if not train_prompts:
-                raise ValueError("Every training prompt is also in --eval-prompts.")
-        elif config.held_out == 0:
-            train_prompts, held = prompts, []  # held-out seeds, not prompts
-        else:
-            train_prompts, held = split_prompts(prompts, config.held_out, seed=config.seed)
+        cui = import_comfyui(config.comfy.comfyui_path, config.comfy.comfyui_base,
+                             cpu=True if config.comfy.comfyui_cpu else None)
+        train_prompts, held, held_out_seeds = prompts_from_config(config)
         models = load_models(
-            checkpoint=config.checkpoint, diffusion_model=config.diffusion_model,
-            text_encoders=_split_list(config.text_encoders), vae=config.vae,
-            clip_type=config.clip_type, weight_dtype=config.weight_dtype,
-            unet_config=parse_json_option(config.unet_config, "--unet-config"),
-            text_encoder_options=parse_json_option(config.text_encoder_options,
+            checkpoint=config.comfy.checkpoint, diffusion_model=config.comfy.diffusion_model,
+            text_encoders=_split_list(config.comfy.text_encoders), vae=config.comfy.vae,
+            clip_type=config.comfy.clip_type, weight_dtype=config.comfy.weight_dtype,
+            unet_config=parse_json_option(config.comfy.unet_config, "--unet-config"),
+            text_encoder_options=parse_json_option(config.comfy.text_encoder_options,
                                                    "--text-encoder-options"))
         reward_name = config.reward or ""
         reward = None
@@ -163,108 +118,84 @@ class ComfyBackend(Backend):
 
             mm = cui.model_management
             reward = load_reward(
-                reward_name, paths=_split_pairs(config.reward_paths),
+                reward_name, paths=_split_pairs(config.comfy.reward_paths),
                 search_dirs=[Path(p) for p in cui.folder_paths.get_folder_paths("rewards")]
                 if "rewards" in cui.folder_paths.folder_names_and_paths
                 else [Path(cui.folder_paths.models_dir) / "rewards"],
-                device=mm.get_torch_device(), allow_download=config.allow_download)
+                device=mm.get_torch_device(), allow_download=config.comfy.allow_download)
+        c = config.comfy
         return cls(models, train_prompts=train_prompts, eval_prompts=held, reward=reward,
-                   reward_name=reward_name, width=config.width, height=config.height,
-                   sampler=config.sampler, cfg=config.cfg, guidance=config.guidance,
-                   negative_prompt=config.negative_prompt, rollout_batch=config.rollout_batch,
-                   cache_dir=config.cache_dir, pool_size=config.pool_size,
-                   pool_seed=config.seed + 7_919, encoder_preset=config.encoder_preset,
-                   reference_steps=config.reference_steps,
-                   held_out_seeds=config.held_out == 0 and not config.eval_prompts,
-                   set_measures=set_measures_for(config))
+                   reward_name=reward_name, width=c.width, height=c.height, sampler=c.sampler,
+                   cfg=c.cfg, guidance=c.guidance, negative_prompt=c.negative_prompt,
+                   rollout_batch=c.rollout_batch, cache_dir=c.cache_dir,
+                   pool_size=config.pool_size, pool_seed=config.seed + 7_919,
+                   encoder_preset=config.policy.encoder_preset,
+                   reference_steps=c.reference_steps, held_out_seeds=held_out_seeds,
+                   set_measures=set_measures_for(set_metrics_option(config)))
 
-    # -- contexts -------------------------------------------------------------------------------
+    # -- the parts' settings ------------------------------------------------------------------
     @property
-    def pool(self) -> PromptContexts:
-        """The training (prompt, seed) pairs: ``pool_size`` of them, from ``pool_seed``. With
-        held-out seeds, training seeds are drawn from ``[2**30, 2**31 - 1)``, disjoint from the
-        held-out seeds (below ``2**30``)."""
-        if self._pool is None:
-            g = torch.Generator().manual_seed(self.pool_seed)
-            low = HELD_OUT_SEED_LIMIT if self.held_out_seeds else 0
-            self._pool = PromptContexts(torch.randint(self.n_train, (self.pool_size,),
-                                                      generator=g),
-                                        torch.randint(low, 2**31 - 1, (self.pool_size,),
-                                                      generator=g))
-        return self._pool
+    def sampler(self) -> str:
+        """The ComfyUI sampler name; setting it chooses the rollout strategy."""
+        return self.rollouts.sampler
 
-    def draw_contexts(self, n: int, generator: torch.Generator) -> PromptContexts:
-        return self.pool.select(torch.randint(self.pool_size, (n,), generator=generator))
+    @sampler.setter
+    def sampler(self, name: str) -> None:
+        self.rollouts: Rollouts = rollouts_for(name, self.inputs, self.prompt_texts)
 
-    def context_groups(self, contexts: PromptContexts) -> torch.Tensor:
-        """The prompt index of every context."""
-        return contexts.prompt_ids.long()
+    @property
+    def cfg(self) -> float:
+        """Classifier-free guidance scale."""
+        return self.inputs.cfg
 
-    def draw_grouped_contexts(self, prompts: int, seeds: int,
-                              generator: torch.Generator) -> PromptContexts:
-        """``prompts`` distinct training prompts x ``seeds`` pool seeds of each."""
-        return self.pool.select(grouped_indices(self.pool.prompt_ids, prompts, seeds,
-                                                generator))
+    @property
+    def guidance(self) -> float | None:
+        """Flux dev's distilled guidance (None for models without that input)."""
+        return self.inputs.guidance
 
-    def held_out_contexts(self, n: int, seed: int) -> PromptContexts:
-        """``n`` held-out contexts: the held-out prompts in turn, seeds ``seed, seed+1, ...``
-        per round over the prompts. With held-out seeds: every prompt in turn, with seeds
-        ``seed, seed+1, ...`` that must stay below ``2**30`` (training seeds lie above)."""
-        if self.held_out_seeds:
-            i = torch.arange(n)
-            seeds = seed + i // self.n_train
-            if n and int(seeds[-1]) >= HELD_OUT_SEED_LIMIT:
-                raise ValueError(f"Held-out seeds must stay below {HELD_OUT_SEED_LIMIT} "
-                                 f"(training seeds lie above); got seed {seed}.")
-            return PromptContexts(i % self.n_train, seeds)
-        n_held = len(self.prompts) - self.n_train
-        i = torch.arange(n)
-        return PromptContexts(self.n_train + i % n_held, seed + i // n_held)
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """``(C, h, w)`` of one latent."""
+        return self.inputs.latent_shape
 
-    def prompt_texts(self, contexts: PromptContexts) -> list[str]:
-        return [self.prompts[int(i)] for i in contexts.prompt_ids]
+    @property
+    def cond_cache(self) -> ConditioningCache:
+        """The text-conditioning cache."""
+        return self.inputs.cond_cache
+
+    @property
+    def set_measures(self) -> SetMeasures | None:
+        """The set-level measures ``eval`` reports (None: none)."""
+        return self.evaluation.set_measures
 
     # -- features -------------------------------------------------------------------------------
-    def _encode(self, prompt: str) -> tuple[torch.Tensor, dict[str, Any]]:
-        tokens = self.clip.tokenize(prompt)
-        tokens_out, extra = self.clip.encode_from_tokens_scheduled(tokens)[0]
-        return tokens_out.cpu(), {k: (v.cpu() if torch.is_tensor(v) else v)
-                                  for k, v in extra.items()}
-
     def conditioning(self, prompt: str) -> tuple[torch.Tensor, dict[str, Any]]:
         """(tokens ``[1, T, D]``, extras incl. ``pooled_output``) for a prompt, cached."""
-        return self.cond_cache.get(prompt, self._encode)
+        return self.inputs.conditioning(prompt)
 
     def noise(self, contexts: PromptContexts) -> torch.Tensor:
         """x_T ``[B, C, h, w]`` of every context (ComfyUI's ``RandomNoise`` for its seed)."""
-        return cf.seed_noise(self.model, [int(s) for s in contexts.seeds], self.latent_shape)
+        return self.inputs.noise(contexts.seeds)
 
     def features(self, contexts: PromptContexts) -> dict[str, torch.Tensor]:
-        conds = [self.conditioning(p) for p in self.prompt_texts(contexts)]
-        return {"noise": self.noise(contexts), **cf.conditioning_features(conds)}
+        return self.inputs.features(self.prompt_texts(contexts), contexts.seeds)
 
     def build_encoder(self, hidden: int, depth: int) -> nn.Module:
         """The paper's latent + text encoder, sized by a family preset and the real features."""
         probe = self.features(self.held_out_contexts(1, 0))
-        preset = self.encoder_preset
-        auto = preset == "auto"
-        if auto:  # families without a preset: sized from the features alone
-            preset = self.family.encoder_preset or "generic"
-        if preset not in PRESETS:
-            raise ValueError(f"encoder_preset must be 'auto' or one of {sorted(PRESETS)}.")
-        sizes = {"latent_channels": probe["noise"].shape[1],
-                 "token_dim": probe["tokens"].shape[-1],
-                 "pooled_dim": probe["pooled"].shape[-1] if "pooled" in probe else 0}
-        encoder = LatentTextEncoder.for_family(preset, **sizes)
-        h, w = self.latent_shape[1:]
-        if auto and not encoder.fits(h, w):  # tiny latents (e.g. the digits model's 4x4)
-            encoder = LatentTextEncoder.for_family("small", **sizes)
-        return encoder
+        return size_encoder(probe, self.encoder_preset, self.family.encoder_preset,
+                            self.latent_shape[1:])
 
-    # -- rollouts -------------------------------------------------------------------------------
+    def _batched_cond(self, prompts: list[str]) -> list:
+        return self.inputs.batched_cond(prompts)
+
+    def _negative(self, n: int) -> list | None:
+        return self.inputs.negative(n)
+
+    # -- schedules ------------------------------------------------------------------------------
     def model_sigmas(self, flow: torch.Tensor) -> torch.Tensor:
         """Policy schedules (flow time) -> this model's sigmas."""
-        return flow_to_model(sampling_of(self.model), flow.double()).float()
+        return self.rollouts.model_sigmas(flow)
 
     def default_sigmas(self, steps: int, scheduler: str = "simple") -> torch.Tensor:
         """ComfyUI's ``BasicScheduler`` sigmas for this model."""
@@ -278,208 +209,20 @@ class ComfyBackend(Backend):
             raise ValueError("Only flow models (Flux, SD3) are supported.")
         return schedule_to_increments(default_flow(self.model, steps)).float()
 
-    def comparators(self, steps: int, contexts: Any = None, *,
-                    schedulers: Sequence[str] | None = None,
-                    fixed_schedules: dict[str, Sequence[float]] | None = None, **_: Any
-                    ) -> dict[str, torch.Tensor]:
-        """ComfyUI's schedulers (``schedulers``, default the back-end's
-        ``comparator_schedulers``: ``simple``) for ``steps`` steps, plus ``fixed_schedules``
-        (name -> L+1 model sigmas, e.g. a fitted best global schedule): name -> flow-time
-        schedule ``[L+1]`` (the same for every context)."""
-        names = tuple(schedulers) if schedulers else self.comparator_schedulers
-        check_scheduler_names(names)
-        out = {name: default_flow(self.model, steps, name).float() for name in names}
-        for name, values in (fixed_schedules or {}).items():
-            sig = torch.tensor([float(v) for v in values], dtype=torch.float64)
-            if sig.numel() != steps + 1:
-                raise ValueError(f"The schedule {name!r} has {sig.numel()} sigmas; a {steps}-step "
-                                 f"policy needs {steps + 1}.")
-            if bool((sig[1:] > sig[:-1]).any()) or float(sig[-1]) != 0.0:
-                raise ValueError(f"The schedule {name!r} must not increase and must end at 0.")
-            out[name] = model_to_flow(sampling_of(self.model), sig).float()
-        return out
-
-    def ceiling_schedule(self, steps: int, *, schedulers: Sequence[str] | None = None,
-                         **_: Any) -> tuple[str, torch.Tensor]:
-        """The first comparator scheduler (the model's default, ``simple``) at ``steps``."""
-        name = (tuple(schedulers) if schedulers else self.comparator_schedulers)[0]
-        check_scheduler_names((name,))
-        return name, default_flow(self.model, steps, name).float()
-
-    def set_metrics(self, contexts: PromptContexts, schedules: dict[str, torch.Tensor]
-                    ) -> dict[str, dict[str, SetMetric]]:
-        """The back-end's set measures (the digits model: Fréchet distance, coverage,
-        accuracy; see :func:`set_measures_for`) of each schedule's images; empty without."""
-        if self.set_measures is None:
-            return {}
-        n = len(contexts)
-        images = {name: self._eval_images(contexts, s if s.ndim == 2 else s.expand(n, -1))
-                  for name, s in schedules.items()}
-        found = self.set_measures(images, self.prompt_texts(contexts))
-        return {name: {m: SetMetric(value, reps) for m, (value, reps) in ms.items()}
-                for name, ms in found.items()}
-
-    def held_out_count(self) -> int:
-        """The number of held-out prompts (``eval`` samples each with several seeds); with
-        held-out seeds, every prompt."""
-        if self.held_out_seeds:
-            return self.n_train
-        return len(self.prompts) - self.n_train
-
-    def describe_contexts(self, contexts: PromptContexts) -> list[dict[str, Any]]:
-        return [{"prompt": p, "seed": int(s)}
-                for p, s in zip(self.prompt_texts(contexts), contexts.seeds, strict=True)]
-
-    def write_eval_artifacts(self, out_dir: Path, contexts: PromptContexts,
-                             schedules: dict[str, torch.Tensor],
-                             rewards: dict[str, torch.Tensor], *, grid_columns: int = 6,
-                             **_: Any) -> list[Path]:
-        """``grid.png``: the first ``grid_columns`` contexts, one row per schedule (each image
-        with its schedule drawn in the corner, as in the paper's Figure 1)."""
-        show = max(1, min(grid_columns, len(contexts)))
-        ctx = contexts.select(torch.arange(show))
-        rows = []
-        for name, flow in schedules.items():
-            sigmas = self.model_sigmas(flow[:show])
-            rows.append((name, self.images(ctx, sigmas), sigmas))
-        path = out_dir / "grid.png"
-        image_grid(rows).save(path)
-        return [path]
-
-    def policy_sigmas(self, policy: nn.Module, contexts: PromptContexts) -> torch.Tensor:
-        """The policy's mean schedules for contexts, in the model's sigma space ``[N, L+1]``
-        (the bridge's service, as in the node). A step-wise policy (AdaGen): the sigmas its
-        rollout of the contexts used (the same images as with these sigmas)."""
-        if is_stepwise(policy):
-            flow = policy_rollout(policy, self, contexts).sigmas
-            return flow_to_model(sampling_of(self.model), flow.double()).float()
-        return service.policy_sigmas(self.model, policy, self.features(contexts), mode="mean")
-
-    def write_samples(self, policy: nn.Module, path: Path, n: int = 4, seed: int = 10_000
-                      ) -> Path:
-        """Sample images of ``n`` held-out contexts (default schedule above, learned below,
-        each with its schedule in the corner) -> PNG."""
-        was_training = policy.training
-        policy.eval()
-        try:
-            ctx = self.held_out_contexts(n, seed)
-            learned = self.policy_sigmas(policy, ctx)
-            default = self.default_sigmas(learned.shape[1] - 1)
-            grid = image_grid([("default", self.images(ctx, default), default),
-                               ("learned", self.images(ctx, learned), learned)])
-        finally:
-            policy.train(was_training)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        grid.save(path)
-        return path
-
-    def _batched_cond(self, prompts: list[str]) -> list:
-        conds = [self.conditioning(p) for p in prompts]
-        extra: dict[str, Any] = {}
-        for key, value in conds[0][1].items():
-            if torch.is_tensor(value) and value.ndim > 0:
-                extra[key] = torch.cat([c[1][key] for c in conds])
-            else:
-                extra[key] = value
-        if self.guidance is not None:
-            extra["guidance"] = float(self.guidance)
-        return [[torch.cat([c[0] for c in conds]), extra]]
-
-    def _negative(self, n: int) -> list | None:
-        if self.cfg == 1.0:
-            return None
-        tokens, extra = self.conditioning(self.negative_prompt)
-        rep = {k: (v.expand(n, *v.shape[1:]) if torch.is_tensor(v) and v.ndim > 0 else v)
-               for k, v in extra.items()}
-        return [[tokens.expand(n, *tokens.shape[1:]), rep]]
-
-    def _chunk(self, n: int) -> int:
-        if self.rollout_batch > 0:
-            return self.rollout_batch
-        import comfy.model_management as mm
-
-        device = self.model.load_device
-        if device.type == "cpu":
-            return n
-        per = self.model.model.memory_required([2 if self.cfg != 1.0 else 1,
-                                                *self.latent_shape])
-        free = mm.get_free_memory(device) - self.model.model_size()
-        return max(1, min(n, int(0.8 * free / max(per, 1))))
-
-    def _batches(self, prompts: list[str]):
-        """Index tensors of the rollouts that share one batched sampler run: rollouts whose
-        token counts match, in chunks that fit in memory."""
-        lengths = torch.tensor([self.conditioning(p)[0].shape[1] for p in prompts])
-        chunk = self._chunk(len(prompts))
-        for length in lengths.unique():
-            rows = torch.nonzero(lengths == length).flatten()
-            for start in range(0, len(rows), chunk):
-                yield rows[start:start + chunk]
-
+    # -- rollouts -------------------------------------------------------------------------------
     @torch.inference_mode()
     def sample_latents(self, contexts: PromptContexts, sigmas: torch.Tensor) -> torch.Tensor:
         """Denoised latents ``[N, ...]`` for N contexts, each with its own sigmas
-        ``[N, L+1]`` (or one schedule ``[L+1]`` for all), in the model's sigma space.
-
-        One schedule for all: ComfyUI's own batched sampler (what ``SamplerCustom`` does).
-        Several: the step-wise sampler for ``euler`` / ``heun`` / ``dpmpp_2m``, ComfyUI's
-        sampler in lockstep threads for the others."""
-        from .sampling import sample_rollouts
-
-        n = len(contexts)
-        if sigmas.ndim == 1:
-            sigmas = sigmas.expand(n, -1)
-        if self.sampler in RULES and n > 1 and not bool((sigmas == sigmas[:1]).all()):
-            actor = FixedScheduleActor(model_to_flow(sampling_of(self.model), sigmas.cpu()))
-            return self._sample_actor(contexts, actor, sigmas.shape[1] - 1).final
-        prompts = self.prompt_texts(contexts)
-        noise = self.noise(contexts)
-        out = torch.empty(n, *self.latent_shape)
-        for idx in self._batches(prompts):
-            latents = sample_rollouts(
-                self.model, self._batched_cond([prompts[int(i)] for i in idx]),
-                self._negative(len(idx)), noise[idx], sigmas[idx].cpu(),
-                [int(s) for s in contexts.seeds[idx]], self.sampler, self.cfg)
-            out[idx] = latents.float().cpu()
-        return out
-
-    def _sample_actor(self, contexts: PromptContexts, actor: Actor, steps: int) -> Trajectory:
-        """Sample every context with the step-wise sampler, the actor choosing each next
-        sigma; the trajectory's ``final`` holds the latents (CPU)."""
-        from .sampling import make_guider
-
-        n = len(contexts)
-        prompts = self.prompt_texts(contexts)
-        noise = self.noise(contexts)
-        sampling = sampling_of(self.model)
-        out = torch.empty(n, *self.latent_shape)
-        flow = torch.empty(n, steps + 1)
-        info: dict[str, torch.Tensor] = {}
-        for idx in self._batches(prompts):
-            sub, first = _actor_rows(actor, idx, steps)
-            ksampler = actor_ksampler(sub, self.sampler)
-            latents = make_guider(self.model, self._batched_cond([prompts[int(i)] for i in idx]),
-                                  self._negative(len(idx)), self.cfg).sample(
-                noise[idx], torch.zeros_like(noise[idx]), ksampler,
-                flow_to_model(sampling, first), disable_pbar=True,
-                seed=int(contexts.seeds[idx[0]]))
-            out[idx] = latents.float().cpu()
-            traj = ksampler.sampler_function.trajectory
-            flow[idx] = traj.sigmas.float().cpu()
-            for key, value in traj.info.items():
-                if key not in info:
-                    info[key] = value.new_empty((n, *value.shape[1:]), device="cpu")
-                info[key][idx] = value.cpu()
-        return Trajectory(sigmas=flow, final=out, info=info)
+        ``[N, L+1]`` (or one schedule ``[L+1]`` for all), in the model's sigma space: one
+        schedule for all runs ComfyUI's own batched sampler (what ``SamplerCustom`` does);
+        several run the rollout strategy (:mod:`.rollout`)."""
+        return self.rollouts.sample_latents(contexts, sigmas)
 
     def rollout(self, contexts: PromptContexts, actor: Actor, steps: int) -> Trajectory:
         """Sample every context once, ``actor`` choosing the next sigma at every step (flow
         time); the trajectory carries the final latents and the rewards."""
-        if self.sampler not in RULES:
-            raise ValueError(f"Step-wise rollouts use the samplers {', '.join(RULES)}; the "
-                             f"back-end's sampler is {self.sampler}.")
         with torch.inference_mode():
-            traj = self._sample_actor(contexts, actor, steps)
+            traj = self.rollouts.sample_actor(contexts, actor, steps)
             reward = self.score(contexts, self.decode(traj.final))
         # clones outside inference mode: an algorithm may use them with autograd
         return Trajectory(sigmas=traj.sigmas.clone(), final=traj.final.clone(),
@@ -499,176 +242,71 @@ class ComfyBackend(Backend):
     def score(self, contexts: PromptContexts, images: torch.Tensor) -> torch.Tensor:
         """Rewards ``[N]`` of decoded images."""
         if self.reward_name == "reference":
-            refs = self.reference_images(contexts)
-            mse = (images - refs).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-            return -10.0 * torch.log10(mse)  # PSNR (dB) to the many-step sample
+            return psnr(images, self.references.images(contexts))
         assert self.reward_fn is not None
         return self.reward_fn(images, self.prompt_texts(contexts)).float().cpu()
 
     @torch.inference_mode()
     def rewards(self, contexts: PromptContexts, schedules: torch.Tensor) -> torch.Tensor:
         """``schedules [B, K, L+1]`` (flow time) -> rewards ``[B, K]`` (all B*K at once)."""
-        b, k, n1 = schedules.shape
+        b, k, _ = schedules.shape
         flat = contexts.repeat(k)
+        flow = schedules.reshape(b * k, -1)
         if self.set_measures is not None:  # small images, measured again by set_metrics
-            return self.score(flat, self._eval_images(flat, schedules.reshape(b * k, -1))
-                              ).reshape(b, k)
-        if self.sampler in RULES:
-            actor = FixedScheduleActor(schedules.reshape(b * k, -1).cpu())
-            return self.rollout(flat, actor, n1 - 1).reward.reshape(b, k)
-        sigmas = self.model_sigmas(schedules.reshape(b * k, -1))
-        return self.score(flat, self.images(flat, sigmas)).reshape(b, k)
+            images = self.evaluation.images(flat, flow)
+        else:
+            images = self.decode(self.rollouts.sample_flow(flat, flow))
+        return self.score(flat, images).reshape(b, k)
 
     @torch.inference_mode()
     def reference_samples(self, contexts: PromptContexts, source: str = "default"
                           ) -> torch.Tensor:
-        """``default``: the model's own ``reference_steps``-step latents of every context
-        (same prompt and seed; computed once each), what AdaGen's discriminator learns to tell
-        the policy's few-step latents from (no data set needed). ``digits`` (the digits model):
-        a real digit of the prompted class per context, from the training split the model
-        learnt from (the 500 held-out digits stay for the Fréchet distance), VAE-encoded."""
-        if source == "digits":
-            return self._real_digit_latents(contexts)
-        if source != "default":
-            raise ValueError(f"Unknown reference source {source!r}; the ComfyUI back-end has "
-                             "'default' (the model's many-step samples) and 'digits'.")
-        cache = self.__dict__.setdefault("_reference_latents", {})
-        keys = [(int(p), int(s)) for p, s in zip(contexts.prompt_ids, contexts.seeds,
-                                                 strict=True)]
-        missing = [key for key in dict.fromkeys(keys) if key not in cache]
-        if missing:
-            todo = PromptContexts(torch.tensor([m[0] for m in missing]),
-                                  torch.tensor([m[1] for m in missing]))
-            sig = self.default_sigmas(self.reference_steps, self.reference_scheduler)
-            for key, lat in zip(missing, self.sample_latents(todo, sig), strict=True):
-                cache[key] = lat
-        return torch.stack([cache[key] for key in keys]).clone()
+        """AdaGen's reference latents, one per context, from ``source``
+        (:data:`.references.REFERENCE_SOURCES`)."""
+        return self.references.samples(contexts, source)
 
-    def _real_digit_latents(self, contexts: PromptContexts) -> torch.Tensor:
-        """One VAE-encoded real training digit of each context's prompted class (drawn from
-        torch's global stream, which checkpoints save)."""
-        from ..rewards.digits import load_digits_split, prompt_digit, to_canvas
-
-        bank = self.__dict__.get("_digit_latents")
-        if bank is None:
-            x, y, _, _ = load_digits_split()
-            canvas = to_canvas(x, self.width)
-            if self.width != self.height:
-                raise ValueError("Real-digit references need a square canvas.")
-            with torch.inference_mode():
-                lat = self.vae.encode(canvas[..., None].expand(-1, -1, -1, 3)).float().cpu()
-            bank = self.__dict__["_digit_latents"] = (lat.clone(), y)
-        lat, y = bank
-        if tuple(lat.shape[1:]) != tuple(self.latent_shape):
-            raise ValueError(f"Real digits encode to latents {tuple(lat.shape[1:])}, the model "
-                             f"samples {tuple(self.latent_shape)}: is this the digits model?")
-        out = []
-        for prompt in self.prompt_texts(contexts):
-            pool = torch.nonzero(y == prompt_digit(prompt))[:, 0]
-            out.append(lat[pool[torch.randint(len(pool), (1,))][0]])
-        return torch.stack(out)
-
-    @torch.inference_mode()
-    def _eval_images(self, contexts: PromptContexts, flow: torch.Tensor) -> torch.Tensor:
-        """Images of contexts under flow schedules ``[N, L+1]`` (the rollout path of
-        :meth:`rewards`), remembered per (prompt, seed, schedule) so that ``eval``'s rewards
-        and set measures sample each only once (used with set measures: small images)."""
-        flow = flow.float().cpu()
-        keys = [(int(p), int(s), row.numpy().tobytes())
-                for p, s, row in zip(contexts.prompt_ids, contexts.seeds, flow, strict=True)]
-        missing = [i for i, key in enumerate(keys) if key not in self._image_memo]
-        if missing:
-            idx = torch.tensor(missing)
-            sub = contexts.select(idx)
-            if self.sampler in RULES:
-                latents = self._sample_actor(sub, FixedScheduleActor(flow[idx]),
-                                             flow.shape[1] - 1).final
-                found = self.decode(latents)
-            else:
-                found = self.images(sub, self.model_sigmas(flow[idx]))
-            if len(self._image_memo) + len(missing) > IMAGE_MEMO_LIMIT:
-                self._image_memo.clear()
-            for i, img in zip(missing, found, strict=True):
-                self._image_memo[keys[i]] = img
-        return torch.stack([self._image_memo[key] for key in keys])
-
-    @torch.inference_mode()
-    def reference_images(self, contexts: PromptContexts) -> torch.Tensor:
-        """The ``reference_steps``-step sample of every context (computed once each)."""
-        keys = [(int(p), int(s)) for p, s in zip(contexts.prompt_ids, contexts.seeds,
-                                                 strict=True)]
-        missing = [key for key in dict.fromkeys(keys) if key not in self._references]
-        if missing:
-            todo = PromptContexts(torch.tensor([m[0] for m in missing]),
-                                  torch.tensor([m[1] for m in missing]))
-            sig = self.default_sigmas(self.reference_steps, self.reference_scheduler)
-            for key, img in zip(missing, self.images(todo, sig), strict=True):
-                self._references[key] = img
-        return torch.stack([self._references[key] for key in keys])
-
-    # -- the flow field (ART's error signal) -------------------------------------------------
     def flow_rollout(self, contexts: PromptContexts,
                      fn: Callable[[Any, torch.Tensor], dict[str, torch.Tensor]]
                      ) -> dict[str, torch.Tensor]:
-        """Run ``fn(field, rows)`` on the model's differentiable flow field (through
-        ``apply_model`` inside ``CFGGuider.sample``, :mod:`.flow_field`), once per group of
-        contexts whose prompts batch together; the results are reassembled in context
-        order."""
-        from .flow_field import run_flow_field
+        """``fn(field, rows)`` on the model's differentiable flow field (ART), per batch."""
+        return self.rollouts.flow_rollout(contexts, fn)
 
-        prompts = self.prompt_texts(contexts)
-        noise = self.noise(contexts)
-        out: dict[str, torch.Tensor] = {}
-        for idx in self._batches(prompts):
-            part = run_flow_field(
-                self.model, self._batched_cond([prompts[int(i)] for i in idx]),
-                self._negative(len(idx)), self.cfg, noise[idx],
-                lambda field, rows=idx: fn(field, rows), seed=int(contexts.seeds[idx[0]]))
-            for key, value in part.items():
-                if key not in out:
-                    out[key] = value.new_empty((len(contexts), *value.shape[1:]), device="cpu")
-                out[key][idx] = value.detach().cpu()
-        return out
+    # -- evaluation -----------------------------------------------------------------------------
+    def comparators(self, steps: int, contexts: Any = None, *,
+                    schedulers: Sequence[str] | None = None,
+                    fixed_schedules: dict[str, Sequence[float]] | None = None, **_: Any
+                    ) -> dict[str, torch.Tensor]:
+        """ComfyUI's schedulers and fixed schedules (:meth:`.evaluation.Evaluation.
+        comparators`): name -> flow schedule ``[L+1]`` (the same for every context)."""
+        return self.evaluation.comparators(steps, schedulers=schedulers,
+                                           fixed_schedules=fixed_schedules)
 
+    def ceiling_schedule(self, steps: int, *, schedulers: Sequence[str] | None = None,
+                         **_: Any) -> tuple[str, torch.Tensor]:
+        """The first comparator scheduler (the model's default, ``simple``) at ``steps``."""
+        return self.evaluation.ceiling_schedule(steps, schedulers=schedulers)
 
-SetMeasures = Callable[[dict[str, torch.Tensor], list[str]],
-                       dict[str, dict[str, tuple[float, torch.Tensor]]]]
-"""Images by schedule name + prompts -> name -> metric -> (value, bootstrap replicates)."""
+    def set_metrics(self, contexts: PromptContexts, schedules: dict[str, torch.Tensor]
+                    ) -> dict[str, dict[str, SetMetric]]:
+        """The ``set_metrics`` option's measures of each schedule's images; empty without."""
+        return self.evaluation.set_metrics(contexts, schedules)
 
+    def write_eval_artifacts(self, out_dir: Path, contexts: PromptContexts,
+                             schedules: dict[str, torch.Tensor],
+                             rewards: dict[str, torch.Tensor], *, grid_columns: int = 6,
+                             **_: Any) -> list[Path]:
+        """``grid.png``: one row of images per schedule."""
+        return self.evaluation.write_eval_artifacts(out_dir, contexts, schedules,
+                                                    grid_columns=grid_columns)
 
-def set_measures_for(config: TrainConfig) -> SetMeasures | None:
-    """The set measures ``eval`` reports for a config: ``extra["set_metrics"]`` = ``digits``
-    (Fréchet distance, per-class coverage and accuracy on the digits classifier's features),
-    ``none``, or ``auto`` (the default: ``digits`` for the shipped digits model, i.e. a
-    diffusion model file named ``digits_*``)."""
-    choice = str((config.extra or {}).get("set_metrics", "auto"))
-    if choice not in ("auto", "digits", "none"):
-        raise ValueError(f"extra.set_metrics must be auto, digits or none, got {choice!r}.")
-    if choice == "auto":
-        name = Path(config.diffusion_model or "").name
-        choice = "digits" if name.startswith("digits_") else "none"
-    if choice == "none":
-        return None
-    from ..rewards.digits import DigitSetMeasures
+    def policy_sigmas(self, policy: nn.Module, contexts: PromptContexts) -> torch.Tensor:
+        """The policy's mean schedules for contexts in the model's sigmas ``[N, L+1]``."""
+        return self.evaluation.policy_sigmas(policy, contexts)
 
-    return DigitSetMeasures()
-
-
-IMAGE_MEMO_LIMIT = 12_000
-"""Images :meth:`ComfyBackend._eval_images` remembers (32x32 digits: ~12 KB each)."""
-
-HELD_OUT_SEED_LIMIT = 2**30
-"""With held-out seeds, held-out contexts use seeds below this and training contexts above."""
-
-
-def check_scheduler_names(names: Sequence[str]) -> None:
-    """``ValueError`` naming ComfyUI's schedulers unless ``names`` are some of them."""
-    import comfy.samplers
-
-    unknown = [n for n in names if n not in comfy.samplers.SCHEDULER_NAMES]
-    if unknown or not names:
-        raise ValueError(f"Unknown scheduler(s) {', '.join(unknown) or '(none given)'}; "
-                         f"ComfyUI's are: {', '.join(comfy.samplers.SCHEDULER_NAMES)}.")
+    def write_samples(self, policy: nn.Module, path: Path, n: int = 4, seed: int = 10_000
+                      ) -> Path:
+        """Sample images of ``n`` held-out contexts, default and learned schedules -> PNG."""
+        return self.evaluation.write_samples(policy, path, n, seed)
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -688,20 +326,4 @@ def _split_pairs(value: str | None) -> dict[str, str]:
     return out
 
 
-
-def _actor_rows(actor: Actor, idx: torch.Tensor, steps: int) -> tuple[Actor, torch.Tensor]:
-    """The actor for rollouts ``idx`` of a batch, and the flow schedule ``[L+1]`` whose start,
-    end and length the sampler is given: a fixed-schedule actor's rows (their first one; all
-    must start at the same time), otherwise the actor itself from t = 1."""
-    if isinstance(actor, FixedScheduleActor):
-        if actor.steps != steps:
-            raise ValueError(f"{actor.steps}-step schedules for a {steps}-step rollout.")
-        rows = actor.schedules[idx] if actor.schedules.ndim == 2 else actor.schedules[None]
-        if bool((rows[:, 0] != rows[0, 0]).any()):
-            raise ValueError("Schedules sampled in one batch must start at the same sigma.")
-        return FixedScheduleActor(rows if actor.schedules.ndim == 2 else actor.schedules), \
-            rows[0]
-    select = getattr(actor, "select", None)  # a batch-bound actor (AdaGen's StepActor)
-    if callable(select):
-        return select(idx), torch.linspace(1.0, 0.0, steps + 1)
-    return actor, torch.linspace(1.0, 0.0, steps + 1)
+__all__ = ["ComfyBackend", "PromptContexts"]

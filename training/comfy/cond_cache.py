@@ -21,6 +21,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ...policies.json_io import parse_json
+
 log = logging.getLogger("learned_schedules.training")
 
 CACHE_VERSION = 1
@@ -91,7 +93,8 @@ class ConditioningCache:
             return None
         try:
             with safe_open(str(path), framework="pt") as f:
-                meta = json.loads((f.metadata() or {}).get("learned_schedules_cond", "{}"))
+                meta = parse_json((f.metadata() or {}).get("learned_schedules_cond", "{}"),
+                                  f"Conditioning cache entry {path}")
                 if meta.get("prompt") != prompt or meta.get("identity") != self.identity:
                     return None
                 tensors = {k: f.get_tensor(k) for k in f.keys()}

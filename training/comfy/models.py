@@ -9,7 +9,6 @@ non-standard sizes that ComfyUI's detection does not recognise.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +16,10 @@ from typing import Any
 
 import torch
 
-log = logging.getLogger("learned_schedules.training")
+from ...policies.json_io import parse_json
+from .config import CLIP_TYPES, WEIGHT_DTYPES
 
-WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
-CLIP_TYPES = ("auto", "flux", "sd3")
+log = logging.getLogger("learned_schedules.training")
 
 
 @dataclass
@@ -51,10 +50,7 @@ def parse_json_option(value: str | dict | None, what: str) -> dict | None:
         if not path.is_file():
             raise ValueError(f"{what}: {value} is neither a JSON object nor a JSON file.")
         text = path.read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} is not valid JSON ({exc.msg}).") from None
+    data = parse_json(text, what)
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be a JSON object.")
     return data

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
 import random
 from pathlib import Path
+
+from ...policies.json_io import parse_json
 
 PROMPT_KEYS = ("prompt", "text", "caption")
 PACKAGE = Path(__file__).resolve().parents[2]
@@ -56,10 +57,7 @@ def load_prompts(path: str | Path) -> list[str]:
 
 
 def _jsonl_prompt(line: str, lineno: int, path: Path) -> str:
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{lineno} is not valid JSON ({exc.msg}).") from None
+    item = parse_json(line, f"{path}:{lineno}")
     if isinstance(item, str):
         return item
     if isinstance(item, dict):

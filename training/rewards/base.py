@@ -7,7 +7,6 @@ any size. Nothing here imports ComfyUI.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -17,6 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
+
+from ...policies.json_io import read_json as read_capped_json
 
 log = logging.getLogger("learned_schedules.rewards")
 
@@ -199,10 +200,7 @@ class PromptCache:
 
 def read_json(path: Path) -> dict[str, Any]:
     """Read a JSON file into a dict; a plain ValueError if it is not valid JSON."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"Could not read {path}: {e}") from e
+    data = read_capped_json(path, "Reward config")
     if not isinstance(data, dict):
         raise ValueError(f"{path} does not hold a JSON object.")
     return data

@@ -9,6 +9,7 @@ iteration, the optimiser's param groups, the algorithm's metadata and the run co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from ...policies.json_io import parse_json
 
 _META_KEY = "learned_schedules_checkpoint"
 
@@ -51,7 +54,8 @@ def save_checkpoint(path: str | Path, *, policy: torch.nn.Module,
                     rng: dict[str, torch.Tensor], info: dict[str, Any],
                     extra: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
                     ) -> None:
-    """Write a checkpoint atomically (temporary file, then rename). ``extra``: the
+    """Write a checkpoint atomically (temporary file, then rename: a failed write leaves the
+    older checkpoints as they were). ``extra``: the
     algorithm's own ``(tensors, metadata)`` (stored as ``algo.*`` and ``meta["algorithm"]``)."""
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
@@ -68,8 +72,13 @@ def save_checkpoint(path: str | Path, *, policy: torch.nn.Module,
                         for k, v in extra_tensors.items()})
         meta["algorithm"] = extra_meta
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no half-written file left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -87,7 +96,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if raw_meta is None:
         raise ValueError(f"{path} is not a Learned Schedules training checkpoint.")
     try:
-        meta = json.loads(raw_meta)
+        meta = parse_json(raw_meta, f"The metadata of checkpoint {path}")
         int(meta["iteration"])
         meta["param_groups"]  # noqa: B018
     except (ValueError, TypeError, KeyError):

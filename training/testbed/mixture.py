@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from ...policies.json_io import read_json
+
 DTYPE = torch.float64
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default_testbed.json"
 REWARDS = ("fidelity", "likelihood")
@@ -200,8 +202,6 @@ class Testbed:
     @classmethod
     def from_json(cls, path: str | Path, reward: str | None = None) -> Testbed:
         """Read a testbed JSON file; every problem is a ``ValueError`` naming the file."""
-        from ..rl.config import read_json
-
         path = Path(path)
         cfg = read_json(path, "Testbed config")
         try:

@@ -1,23 +1,24 @@
 """Training algorithms, by name: each supplies a policy, ``collect`` and ``update``
-(:class:`.base.Algorithm`) and has a config section of the same name in
-:class:`training.rl.config.TrainConfig`."""
+(:class:`.base.Algorithm`) and declares its names, options and policy kind once, in its own
+module (:mod:`.registry`). One import line per built-in algorithm registers it."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .adagen import AdaGen
-from .art import ART
-from .base import Algorithm, Batch, RolloutBatch
-from .ppo import PPO
+# one line per built-in algorithm, in the order --help and messages list them
+# isort: off
 from .reinforce import Reinforce
+from .ppo import PPO
+from .art import ART
+from .adagen import AdaGen
+
+# isort: on
+from .base import Algorithm, Batch, RolloutBatch
+from .registry import ALGORITHMS, register_algorithm, resolve_algorithm
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
-
-ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls
-                                          for cls in (Reinforce, PPO, ART, AdaGen)}
-"""Algorithm classes by name (``TrainConfig.algo``)."""
 
 
 def make_algorithm(config: TrainConfig) -> Algorithm:
@@ -27,5 +28,5 @@ def make_algorithm(config: TrainConfig) -> Algorithm:
     return ALGORITHMS[config.algo](config)
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "Batch", "RolloutBatch", "make_algorithm", "Reinforce", "PPO",
-           "ART", "AdaGen"]
+__all__ = ["ALGORITHMS", "Algorithm", "Batch", "RolloutBatch", "make_algorithm",
+           "register_algorithm", "resolve_algorithm", "Reinforce", "PPO", "ART", "AdaGen"]

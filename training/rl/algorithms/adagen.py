@@ -31,15 +31,59 @@ from torch import Tensor, nn
 
 from ....policies.contract import Features
 from ....policies.device import module_device
+from ....policies.fields import check_values, option
 from ..backend import Backend, policy_features
 from ..checkpoint import load_optimizer, optimizer_tensors
-from ..config import AdaGenConfig, TrainConfig
+from ..config import TrainConfig
 from ..distributed import Dist
 from ..losses import clipped_surrogate
 from .base import Algorithm, Batch, RolloutBatch
+from .registry import register_algorithm
 
 LOGIT_CLIP = 10.0
 """Discriminator rewards are clipped to ``[-LOGIT_CLIP, LOGIT_CLIP]``."""
+
+
+@dataclass
+class AdaGenConfig:
+    """AdaGen: PPO over whole step-wise trajectories with an adversarial reward."""
+
+    epochs: int = option(4, ge=1, le=100_000)
+    """PPO epochs over each batch of trajectories."""
+    clip: float = option(0.2, gt=0, lt=1)
+    """Ratio clip range."""
+    value_coef: float = option(0.5, ge=0)
+    """Weight of the value head's squared error."""
+    entropy_coef: float = option(0.01, ge=0)
+    """Weight of the Gaussian's entropy bonus."""
+    init_std: float = option(0.6, ge=1e-3, le=10)
+    """Initial standard deviation of the Gaussian actions."""
+    ema: float = option(0.3, ge=0, le=0.99)
+    """EMA weight on the previous step's residual (schedule smoothing)."""
+    adversarial: float = option(1.0, ge=0)
+    """Weight of the discriminator's reward (its logit: log p_ref / p_policy); 0: none."""
+    task: float = option(0.0, ge=0)
+    """Weight of the trainer's reward (``reward``) in the mix; 0: adversarial only."""
+    reference: str = option("default", choices=("default", "digits"))
+    """What the discriminator compares with: ``default`` (testbed: true mixture samples;
+    ComfyUI: the model's own reference_steps-step samples of the same prompts) or ``digits``
+    (the digits model: real digits of the prompted class)."""
+    disc_lr: float = option(1e-3, gt=0, le=10)
+    """Discriminator learning rate (Adam)."""
+    disc_steps: int = option(2, ge=1, le=100_000)
+    """Discriminator updates per policy update (the two alternate)."""
+    disc_hidden: int = option(128, ge=1, le=100_000)
+    """Discriminator width."""
+
+    def check(self, prefix: str) -> None:
+        """Types, ranges and choices of the section's own fields."""
+        check_values(self, prefix)
+
+    def validate(self, config: TrainConfig) -> None:
+        """Raise ``ValueError`` for options the run cannot use."""
+        if self.adversarial == 0 and self.task == 0:
+            raise ValueError("adagen needs a reward: adagen.adversarial or adagen.task must be "
+                             "> 0.")
 
 
 def condition_vector(features: Features) -> Tensor:
@@ -95,13 +139,14 @@ def _repeat(features: Features, k: int) -> Features:
     return {name: v.repeat_interleave(k, dim=0) for name, v in features.items()}
 
 
+@register_algorithm
 class AdaGen(Algorithm):
     """PPO on :class:`policies.stepwise.StepPolicy` with a discriminator reward."""
 
     name = "adagen"
     method = "adagen"
     policy_kind = "adagen-step"
-    config_section = AdaGenConfig
+    options_class = AdaGenConfig
 
     def __init__(self, config: TrainConfig):
         super().__init__(config)
@@ -273,5 +318,5 @@ def best_of_n(policy: Any, discriminator: Discriminator, backend: Backend, conte
     return traj.final[pick], traj.sigmas[pick], reward
 
 
-__all__ = ["AdaGen", "Discriminator", "TrajectoryBatch", "best_of_n", "load_discriminator",
-           "condition_vector"]
+__all__ = ["AdaGen", "AdaGenConfig", "Discriminator", "TrajectoryBatch", "best_of_n",
+           "load_discriminator", "condition_vector"]

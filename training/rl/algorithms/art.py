@@ -71,10 +71,11 @@ from ....policies.art import (
 from ....policies.device import module_device
 from ..backend import Backend, policy_features
 from ..checkpoint import load_optimizer, optimizer_tensors
-from ..config import ARTConfig
 from ..distributed import Dist
 from ..flow_error import FlowField, error_size, velocity_and_error
+from .art_options import ARTConfig
 from .base import Algorithm, Batch
+from .registry import register_algorithm
 
 DISTIL_SEED = 1_234_567
 """Seed of the training-pool contexts the global clock is distilled over (its own stream)."""
@@ -113,13 +114,14 @@ class Critic(nn.Module):
         return self.net(torch.cat(inputs, -1))[..., 0]
 
 
+@register_algorithm
 class ART(Algorithm):
     """Continuous-time actor-critic over the clock speed (see the module docstring)."""
 
     name = "art"
     method = "art"
     policy_kind = "art-clock"
-    config_section = ARTConfig
+    options_class = ARTConfig
 
     def __init__(self, config: Any):
         super().__init__(config)

@@ -78,13 +78,18 @@ class Algorithm:
     """Base class of training algorithms (subclasses set the class attributes)."""
 
     name: ClassVar[str]
-    """Registry name (``--algo``) and the name of its :class:`TrainConfig` section."""
+    """Registry name (``--algo``) and the name of its config section (``--<name>.<option>``,
+    ``"<name>"`` in ``config.json``)."""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    """Other names ``--algo`` (and its alias ``--method``) accept."""
     method: ClassVar[str]
-    """Written into policy files as ``method`` (:data:`policies.policy_file.KNOWN_METHODS`)."""
+    """Written into policy files as ``method`` (also accepted by ``--algo``)."""
     policy_kind: ClassVar[str]
     """The policy kind it trains (:data:`policies.contract.POLICY_KINDS`)."""
-    config_section: ClassVar[type]
-    """Dataclass type of its config section."""
+    options_class: ClassVar[type]
+    """Its options dataclass (the config section; fields documented by docstrings, ranges
+    and choices declared with :func:`policies.fields.option`; optional ``check(prefix)`` and
+    ``validate(config)`` methods)."""
 
     iteration: int | None = None
     """The 1-based iteration being trained (set by the engine before each one; None outside
@@ -92,7 +97,7 @@ class Algorithm:
 
     def __init__(self, config: TrainConfig):
         self.config = config
-        self.options = getattr(config, self.name)
+        self.options = config.options(self.name)
 
     def training_progress(self) -> float | None:
         """How far the run is: 0 at the first iteration, 1 at the last (None outside a run).
@@ -124,19 +129,19 @@ class Algorithm:
     def policy_options(self, config: TrainConfig) -> dict[str, Any]:
         """The options of :attr:`policy_kind`'s ``for_training`` beyond the encoder, the steps,
         ``hidden`` and the initial segments (default: the initial concentration)."""
-        return {"init_concentration": config.init_concentration}
+        return {"init_concentration": config.policy.init_concentration}
 
     def build_policy(self, config: TrainConfig, backend: Backend) -> nn.Module:
         """A fresh policy of :attr:`policy_kind` for ``backend`` (the trainer's one builder; a
         saved policy is rebuilt by :func:`policies.contract.policy_from_config`): the
         back-end's encoder, the mean at the back-end's default schedule with
         ``init_schedule=default`` (see the two class flags) and :meth:`policy_options`."""
-        encoder = backend.build_encoder(hidden=config.hidden, depth=config.depth) \
+        encoder = backend.build_encoder(hidden=config.policy.hidden, depth=config.policy.depth) \
             if self.policy_reads_features else None
         segments = backend.default_segments(config.steps) \
-            if config.init_schedule == "default" and self.policy_starts_at_default else None
+            if config.policy.init_schedule == "default" and self.policy_starts_at_default else None
         return POLICY_KINDS[self.policy_kind].for_training(
-            encoder, config.steps, hidden=config.hidden, init_segments=segments,
+            encoder, config.steps, hidden=config.policy.hidden, init_segments=segments,
             **self.policy_options(config))
 
     def build_optimizer(self, policy: nn.Module) -> torch.optim.Optimizer:

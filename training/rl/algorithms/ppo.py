@@ -9,22 +9,36 @@ shared with AdaGen). Logs the last epoch's approximate KL divergence to ``pi_old
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..config import PPOConfig
+from ....policies.fields import option
 from ..losses import clipped_surrogate
-from .reinforce import Reinforce
+from .registry import register_algorithm
+from .reinforce import Reinforce, ReinforceConfig
 
 
+@dataclass
+class PPOConfig(ReinforceConfig):
+    """TPDM-style PPO: several epochs of the clipped-ratio objective on each batch."""
+
+    epochs: int = option(4, ge=1, le=1000)
+    """Optimisation epochs over each batch of rollouts."""
+    clip: float = option(0.2, gt=0, lt=1)
+    """Ratio clip range."""
+
+
+@register_algorithm
 class PPO(Reinforce):
     """Clipped-ratio PPO on the Dirichlet schedule policy."""
 
     name = "ppo"
+    aliases = ("dirichlet-ppo",)
     method = "dirichlet-ppo"
-    config_section = PPOConfig
+    options_class = PPOConfig
     loss_metrics = ("entropy", "approx_kl", "clip_frac")
 
     @property
@@ -49,4 +63,4 @@ class PPO(Reinforce):
                       "clip_frac": surrogate.clip_frac}
 
 
-__all__ = ["PPO"]
+__all__ = ["PPO", "PPOConfig"]

@@ -9,29 +9,71 @@ gradient through the sampler).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from ..baselines import advantages, compute_baseline
-from ..config import GROUPED_BASELINES, ReinforceConfig
+from ....policies.fields import check_values, option
+from ..baselines import BASELINE_KINDS, EXTRA_BASELINE_KINDS, advantages, compute_baseline
 from ..distributed import Dist
 from .base import Algorithm, Batch, RolloutBatch
+from .registry import register_algorithm
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
 log = logging.getLogger("learned_schedules.training")
 
+BASELINES = BASELINE_KINDS + EXTRA_BASELINE_KINDS
+"""The paper's four baselines, then the robust and grouped James-Stein variants."""
+GROUPED_BASELINES = ("js_group", "js_group_pooled")
+"""Baselines that shrink toward each context's prompt group (batches drawn as prompts x seeds)."""
 
+
+@dataclass
+class ReinforceConfig:
+    """REINFORCE with a reward baseline (the paper)."""
+
+    baseline: str = option("js", choices=BASELINES)
+    """Reward baseline: ``none``, ``rloo``, ``xctx`` (cross-context) or ``js`` (James-Stein,
+    the paper's); robust JS: ``js_winsor`` (JS on winsorised rewards, for heavy tails) or
+    ``js_rank`` (weight from rank scores); grouped JS: ``js_group`` (each context shrunk
+    toward its own prompt's other seeds, one weight per prompt) or ``js_group_pooled`` (one
+    weight pooled over the prompts). Grouped baselines draw batches as prompts x seeds
+    (``seeds_per_prompt``); the back-end says which prompt each context has."""
+    normalize_advantages: bool = False
+    """Divide advantages by the batch's reward std (off in the paper)."""
+    entropy_coef: float = option(0.0, ge=0)
+    """Weight of an entropy bonus on the policy's distribution (0: none, as in the paper)."""
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the baseline draws batches grouped by prompt (``seeds_per_prompt``)."""
+        return self.baseline in GROUPED_BASELINES
+
+    def check(self, prefix: str) -> None:
+        """Types, ranges and choices of the section's own fields (``prefix``: ``"ppo."``)."""
+        check_values(self, prefix)
+
+    def validate(self, config: TrainConfig) -> None:
+        """Raise ``ValueError`` for options the run cannot use."""
+        if self.baseline not in ("none", "xctx") and config.rollouts < 2:
+            raise ValueError(f"The {self.baseline} baseline needs at least 2 rollouts per context.")
+        if self.baseline in ("xctx", "js") and config.batch * config.rollouts < 2:
+            raise ValueError(f"The {self.baseline} baseline needs at least 2 rollouts in a batch.")
+
+
+@register_algorithm
 class Reinforce(Algorithm):
     """REINFORCE on the Dirichlet schedule policy."""
 
     name = "reinforce"
+    aliases = ("dirichlet-reinforce",)
     method = "dirichlet-reinforce"
     policy_kind = "dirichlet"
-    config_section = ReinforceConfig
+    options_class = ReinforceConfig
     epochs = 1
     """Gradient steps per batch of rollouts."""
     loss_metrics: tuple[str, ...] = ("entropy",)
@@ -44,14 +86,15 @@ class Reinforce(Algorithm):
     def policy_options(self, config: TrainConfig) -> dict[str, Any]:
         """The Dirichlet policy in the configured parameterisation (``concentration``: the
         ``scheduled`` form's concentration follows :meth:`Algorithm.training_progress`)."""
-        if config.concentration == "scheduled" and self.options.baseline in ("none", "xctx"):
+        if config.policy.concentration == "scheduled" and self.options.baseline in ("none", "xctx"):
             log.warning("baseline %r has no per-context term: with the scheduled concentration "
                         "its common-mode reward noise moves the mean schedule (on the testbed "
                         "such runs ended far below the uniform schedule, bench/results/"
                         "quality_table); prefer rloo, js or js_group_pooled",
                         self.options.baseline)
-        return {"init_concentration": config.init_concentration,
-                "concentration": config.concentration, "kappa_end": config.final_concentration}
+        p = config.policy
+        return {"init_concentration": p.init_concentration, "concentration": p.concentration,
+                "kappa_end": p.final_concentration}
 
     def update(self, policy: Any, optimizer: torch.optim.Optimizer, batch: Batch,
                dist: Dist) -> dict[str, float]:
@@ -96,4 +139,4 @@ class Reinforce(Algorithm):
         return loss, {"entropy": entropy.detach()}
 
 
-__all__ = ["Reinforce"]
+__all__ = ["BASELINES", "GROUPED_BASELINES", "Reinforce", "ReinforceConfig"]

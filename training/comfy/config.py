@@ -1,0 +1,91 @@
+"""The ComfyUI section of the trainer's config: model files, sampler, guidance, prompts, cache.
+
+Owned here, beside the back-end that reads it; the trainer nests it as ``config.comfy`` (flags
+``--cfg``, ``--diffusion-model``...; ``"comfy"`` in a run's ``config.json``). Importing this
+module imports no ComfyUI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...policies.fields import check_values, option
+
+WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
+CLIP_TYPES = ("auto", "flux", "sd3")
+SET_METRICS = ("none", "digits")
+
+
+@dataclass
+class ComfyConfig:
+    """ComfyUI back-end options (``--backend comfy``): model files, sampler, prompts."""
+
+    comfyui_path: str | None = None
+    """ComfyUI folder (default: $COMFYUI_PATH, else the copy scripts/setup.sh fetched)."""
+    comfyui_base: str | None = None
+    """ComfyUI base directory whose models/ holds the weights (default: the ComfyUI folder)."""
+    comfyui_cpu: bool = False
+    """Run ComfyUI on the CPU even when a GPU is available."""
+    checkpoint: str | None = None
+    """Full checkpoint (name in models/checkpoints, or a path) holding model, text encoders
+    and VAE; or give diffusion_model + text_encoders + vae."""
+    diffusion_model: str | None = None
+    """Diffusion model (name in models/diffusion_models, or a path), as UNETLoader loads it."""
+    unet_config: str | None = None
+    """Advanced: the diffusion model's architecture config (JSON object or .json file) for
+    sizes ComfyUI's detection does not know."""
+    weight_dtype: str = option("default", choices=WEIGHT_DTYPES)
+    """Diffusion model weight dtype: default, fp8_e4m3fn, fp8_e4m3fn_fast or fp8_e5m2."""
+    text_encoders: str | None = None
+    """Comma-separated text encoder files (names in models/text_encoders, or paths), e.g.
+    ``clip_l.safetensors,t5xxl_fp16.safetensors`` for Flux."""
+    clip_type: str = option("auto", choices=CLIP_TYPES)
+    """Text encoder type: auto (from the model), flux or sd3."""
+    text_encoder_options: str | None = None
+    """Advanced: ComfyUI model_options for the text encoders (JSON object or .json file)."""
+    vae: str | None = None
+    """VAE (name in models/vae, or a path); default: the checkpoint's."""
+    prompts: str | None = None
+    """Prompt file: .txt (one per line), .jsonl (a "prompt" field) or .csv (a prompt column)."""
+    eval_prompts: str | None = None
+    """Separate held-out prompt file (default: a held_out split of prompts)."""
+    held_out: float = option(0.1, ge=0)
+    """Prompts held out for evaluation: a fraction (< 1) or a count (>= 1); 0 holds out seeds
+    instead (every prompt is trained on and evaluated, on disjoint seed streams: for a few
+    prompts, e.g. the digits model's ten)."""
+    width: int = option(1024, ge=16, le=16_384)
+    """Image width in pixels."""
+    height: int = option(1024, ge=16, le=16_384)
+    """Image height in pixels."""
+    sampler: str = "euler"
+    """ComfyUI sampler name (any of KSamplerSelect's)."""
+    cfg: float | None = option(None, ge=0)
+    """Classifier-free guidance scale (None: 1.0 for Flux, 4.5 for SD3)."""
+    guidance: float | None = option(None, ge=0)
+    """Flux dev distilled guidance (None: 3.5)."""
+    negative_prompt: str = ""
+    """Negative prompt (used when cfg > 1)."""
+    rollout_batch: int = option(0, ge=0)
+    """Rollouts per model call (0: as many as memory allows)."""
+    cache_dir: str | None = None
+    """Conditioning cache folder (default: ~/.cache/learned_schedules/conditioning)."""
+    reward_paths: str | None = None
+    """Reward weights as kind=path pairs, comma-separated (default: models/rewards/<kind>)."""
+    allow_download: bool = False
+    """Let reward models download from the hub when not found locally (off: never)."""
+    reference_steps: int = option(40, ge=1, le=10_000)
+    """Steps of the reference sample for the ``reference`` reward."""
+    sample_every: int = option(100, ge=0)
+    """Save sample images (default vs learned schedule) every N iterations (0: off)."""
+    set_metrics: str = option("none", choices=SET_METRICS)
+    """Set-level metrics ``eval`` reports beside the reward: ``digits`` (the digits model:
+    Fréchet distance, per-class coverage and accuracy on the digits classifier's features) or
+    ``none``. Configs written before this option get what they got then
+    (:func:`training.rl.config_migration.migrate`)."""
+
+    def validate(self) -> None:
+        """``ValueError`` naming the field, for a wrong type, range or choice."""
+        check_values(self)
+
+
+__all__ = ["CLIP_TYPES", "SET_METRICS", "WEIGHT_DTYPES", "ComfyConfig"]
