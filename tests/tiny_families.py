@@ -22,7 +22,8 @@ back through one of four paths:
 Text: SD3 uses the stock ``CLIPLoader(type="sd3")`` on a random full-size CLIP-L, Flux a
 tiny CLIP-L + T5, Z-Image (``z-image-te``) a width-64 Qwen3-4B and Lumina 2 (``lumina2-te``)
 a width-64 Gemma-2 (with a 64-piece tokenizer trained here), all through ComfyUI's own
-encoder classes and ``comfy.sd.load_clip`` (its detection picks the encoder); every other
+encoder classes and ``comfy.sd.load_clip`` (its detection picks the encoder; the trainer's
+``load_text_encoders`` for Z-Image and Lumina 2); every other
 family gets CONDITIONING of its real shapes (:attr:`TinyFamily.text`), as the real encoders
 give them. Not built small: Mistral-3 (Flux.2; detection needs width 5120), Qwen2.5-VL
 (Qwen-Image, HunyuanImage; its vision tower has a fixed real size), T5-XXL / Pile-T5
@@ -291,8 +292,6 @@ def small_text_encoder(spec: TinyFamily, folder: Path):
     the small config in ``model_options`` (the trainer's ``--text-encoder-options``)."""
     import importlib
 
-    import comfy.sd
-
     te = spec.small_te
     options = {f"{te['key']}_model_config": dict(te["config"])}
     path = folder / f"tiny_{te['key']}.safetensors"
@@ -305,8 +304,9 @@ def small_text_encoder(spec: TinyFamily, folder: Path):
             sd["spiece_model"] = _tiny_sentencepiece(te["config"]["vocab_size"])
         folder.mkdir(parents=True, exist_ok=True)
         save_file(sd, str(path))
-    clip_type = getattr(comfy.sd.CLIPType, te["clip_type"].upper())
-    return comfy.sd.load_clip([str(path)], clip_type=clip_type, model_options=options)
+    from learned_schedules.training.comfy.models import load_text_encoders
+
+    return load_text_encoders([str(path)], te["clip_type"], options)
 
 
 def write_tiny_models(models: Path) -> dict[str, Path]:
