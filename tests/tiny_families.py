@@ -32,7 +32,6 @@ give them. Not built small: Mistral-3 (Flux.2; detection needs width 5120), Qwen
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,6 @@ import torch
 from safetensors.torch import save_file
 
 from comfy_env import TINY_FLUX, _randomize, build_tiny_sd3
-
-log = logging.getLogger("learned_schedules.tests")
 
 
 @dataclass(frozen=True)
