@@ -121,7 +121,8 @@ def test_tiny_model_loads_as_its_config_class(env, key):
 
 @pytest.mark.parametrize("key, kind, zsnr", [
     ("sd1", "discrete_eps", False), ("sd2", "discrete_v", False),
-    ("sdxl", "discrete_eps", False), ("sdxl-vpred", "discrete_v", True)])
+    ("sdxl", "discrete_eps", False), ("sdxl-vpred", "discrete_v", True),
+    ("sd1-te", "discrete_eps", False), ("sdxl-te", "discrete_v", True)])
 def test_discrete_sampling_spaces(env, key, kind, zsnr):
     """SD 2.x's v-prediction test and SDXL's ``v_pred`` / ``ztsnr`` keys, read by ComfyUI."""
     from learned_schedules.comfy_bridge.sampling_space import sampling_space

@@ -20,14 +20,15 @@ back through one of four paths:
   ComfyUI's own checkpoint tests (SDXL's ``v_pred`` / ``ztsnr`` keys, SD 2.x's test).
 
 Text: SD3 uses the stock ``CLIPLoader(type="sd3")`` on a random full-size CLIP-L, Flux a
-tiny CLIP-L + T5, Z-Image (``z-image-te``) a width-64 Qwen3-4B and Lumina 2 (``lumina2-te``)
-a width-64 Gemma-2 (with a 64-piece tokenizer trained here), all through ComfyUI's own
-encoder classes and ``comfy.sd.load_clip`` (its detection picks the encoder; the trainer's
-``load_text_encoders`` for Z-Image and Lumina 2); every other
-family gets CONDITIONING of its real shapes (:attr:`TinyFamily.text`), as the real encoders
-give them. Not built small: Mistral-3 (Flux.2; detection needs width 5120), Qwen2.5-VL
-(Qwen-Image, HunyuanImage; its vision tower has a fixed real size), T5-XXL / Pile-T5
-(Chroma, AuraFlow, HiDream; detection needs 24 blocks of width 4096 / 2048).
+tiny CLIP-L + T5; the ``-te`` rows have width-64 real encoders built from ComfyUI's own
+classes and loaded through the trainer's ``load_text_encoders`` (``comfy.sd.load_clip``, its
+detection picking the encoder, as the CLIP loader nodes): SD 1.x a CLIP-L, SDXL a CLIP-L +
+CLIP-G (with v-prediction + ztsnr), Z-Image a Qwen3-4B, Lumina 2 a Gemma-2 (with a 64-piece
+tokenizer trained here). Every family also gets CONDITIONING of its real shapes
+(:attr:`TinyFamily.text`), as the real encoders give them. Not built small: Mistral-3
+(Flux.2; detection needs width 5120), Qwen2.5-VL (Qwen-Image, HunyuanImage; its vision tower
+has a fixed real size), T5-XXL / Pile-T5 (Chroma, AuraFlow, HiDream; detection needs 24
+blocks of width 4096 / 2048).
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ class TinyFamily:
     text_encoder: str = "shaped"
     """``real-small`` (ComfyUI's own encoder, small config) or ``shaped`` CONDITIONING."""
     small_te: dict[str, Any] | None = None
-    """A real-small encoder other than SD3's / Flux's: ``module`` (in
-    ``comfy.text_encoders``), ``key`` (its state-dict / options name), ``clip_type``,
-    ``config`` (the small config, given to the loader as ``<key>_model_config``)."""
+    """Real-small encoders other than SD3's / Flux's: ``cls`` (ComfyUI's text-encoder class,
+    dotted), ``clip_type`` (the loaders' ``type``), ``configs`` {part: small config} (one
+    file per part, given to the loader as ``<part>_model_config``), ``aliases`` (more
+    options keys), ``spiece`` (a tokenizer stored in the file)."""
     flow: bool = True
 
 
@@ -101,21 +103,36 @@ _LUMINA2 = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim":
             "n_heads": 2, "n_kv_heads": 1, "axes_dims": [8, 12, 12],
             "axes_lens": [300, 512, 512], "rope_theta": 10000.0, "ffn_dim_multiplier": 4.0}
 # Qwen3-4B at width 64 (3 layers: ComfyUI reads the second-to-last); its full vocabulary
-_QWEN3_TE = {"module": "z_image", "key": "qwen3_4b", "clip_type": "lumina2",
-             "config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
-                        "num_attention_heads": 2, "num_key_value_heads": 1}}
+_QWEN3_TE = {"cls": "comfy.text_encoders.z_image.ZImageTEModel", "clip_type": "lumina2",
+             "configs": {"qwen3_4b": {"hidden_size": 64, "intermediate_size": 128,
+                                      "num_hidden_layers": 3, "num_attention_heads": 2,
+                                      "num_key_value_heads": 1}}}
 # Gemma-2 at width 64 with a 64-piece sentencepiece tokenizer trained here, stored in the
 # file as real Gemma files store theirs (``spiece_model``)
-_GEMMA_TE = {"module": "lumina2", "key": "gemma2_2b", "clip_type": "lumina2", "spiece": True,
-             "config": {"vocab_size": 64, "hidden_size": 64, "intermediate_size": 128,
-                        "num_hidden_layers": 3, "num_attention_heads": 2,
-                        "num_key_value_heads": 1}}
+_GEMMA_TE = {"cls": "comfy.text_encoders.lumina2.LuminaModel", "clip_type": "lumina2",
+             "spiece": True,
+             "configs": {"gemma2_2b": {"vocab_size": 64, "hidden_size": 64,
+                                       "intermediate_size": 128, "num_hidden_layers": 3,
+                                       "num_attention_heads": 2, "num_key_value_heads": 1}}}
+# CLIP-L (3 layers) and CLIP-G (32 layers: ComfyUI detects CLIP-G by its 31st layer) at
+# width 64; CLIP-L's options key differs between ComfyUI's code paths, so every spelling
+_CLIP = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2,
+         "num_hidden_layers": 3, "projection_dim": 64}
+_CLIP_L_ALIASES = {"model_config": _CLIP, "_model_config": _CLIP}
+_SD1_TE = {"cls": "comfy.sd1_clip.SD1ClipModel", "clip_type": "stable_diffusion",
+           "configs": {"clip_l": _CLIP}, "aliases": _CLIP_L_ALIASES}
+_SDXL_TE = {"cls": "comfy.sdxl_clip.SDXLClipModel", "clip_type": "sdxl",
+            "configs": {"clip_l": _CLIP, "clip_g": {**_CLIP, "num_hidden_layers": 32}},
+            "aliases": _CLIP_L_ALIASES}
 _LLAMA = {"tokens": (16, 4096), "pooled": 2048, "extra": {"conditioning_llama3": (32, 16, 4096)}}
 
 TINY_FAMILIES: dict[str, TinyFamily] = {f"{f.family}{'' if not k else '-' + k}": f for k, f in (
     # 320 channels (what SD15's detection needs), one level: 26M parameters
     ("", TinyFamily("sd1", "SD15", _unet(768, False, channels=320, levels=1), "checkpoint",
                     (4, 16, 16), {"tokens": (77, 768), "pooled": 768}, flow=False)),
+    ("te", TinyFamily("sd1", "SD15", _unet(64, False), "config_class", (4, 16, 16),
+                      {"tokens": (77, 64), "pooled": 64}, text_encoder="real-small",
+                      small_te=_SD1_TE, flow=False)),
     ("", TinyFamily("sd2", "SD20", _SD2, "config_class", (4, 16, 16),
                     {"tokens": (77, 1024), "pooled": 1024}, markers={"v_test": 1.0},
                     flow=False)),
@@ -124,6 +141,11 @@ TINY_FAMILIES: dict[str, TinyFamily] = {f"{f.family}{'' if not k else '-' + k}":
     ("vpred", TinyFamily("sdxl", "SDXL", _unet(2048, True, channels=64, adm=2816),
                          "config_class", (4, 16, 16), {"tokens": (77, 2048), "pooled": 1280},
                          markers={"v_pred": 1.0, "ztsnr": 1.0}, flow=False)),
+    # the tiny CLIP-L + CLIP-G: tokens 64 + 64, pooled 64 (+ 6 x 256 size embeddings)
+    ("te", TinyFamily("sdxl", "SDXL", _unet(128, True, channels=64, adm=64 + 6 * 256),
+                      "config_class", (4, 16, 16), {"tokens": (77, 128), "pooled": 64},
+                      markers={"v_pred": 1.0, "ztsnr": 1.0}, text_encoder="real-small",
+                      small_te=_SDXL_TE, flow=False)),
     ("", TinyFamily("sd3", "SD3", {}, "stock", (16, 16, 16),
                     {"tokens": (154, 4096), "pooled": 2048}, text_encoder="real-small")),
     ("", TinyFamily("flux-dev", "Flux", TINY_FLUX, "unet_config", (16, 16, 16),
@@ -284,26 +306,30 @@ def _tiny_sentencepiece(vocab: int) -> torch.Tensor:
 
 
 def small_text_encoder(spec: TinyFamily, folder: Path):
-    """The family's real text encoder at a small width, saved once (key prefix stripped, as
-    the single-encoder files users download) and loaded through ``comfy.sd.load_clip`` with
-    the small config in ``model_options`` (the trainer's ``--text-encoder-options``)."""
+    """The family's real text encoders at a small width, one file per encoder (key prefix
+    stripped, as the files users download), saved once and loaded through the trainer's
+    ``load_text_encoders`` (``comfy.sd.load_clip``, as the CLIP loader nodes) with the small
+    configs in ``model_options`` (the trainer's ``--text-encoder-options``)."""
     import importlib
 
     te = spec.small_te
-    options = {f"{te['key']}_model_config": dict(te["config"])}
-    path = folder / f"tiny_{te['key']}.safetensors"
-    if not path.exists():
-        module = importlib.import_module(f"comfy.text_encoders.{te['module']}")
-        sd = _randomize(module.te()(model_options=options), seed=1)
-        prefix = f"{te['key']}.transformer."
-        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-        if te.get("spiece"):
-            sd["spiece_model"] = _tiny_sentencepiece(te["config"]["vocab_size"])
+    options = {f"{key}_model_config": dict(cfg) for key, cfg in te["configs"].items()}
+    options |= {k: dict(v) for k, v in te.get("aliases", {}).items()}
+    paths = [folder / f"tiny_{spec.family}_{key}.safetensors" for key in te["configs"]]
+    if not all(p.exists() for p in paths):
+        module, name = te["cls"].rsplit(".", 1)
+        sd = _randomize(getattr(importlib.import_module(module), name)(model_options=options),
+                        seed=1)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file(sd, str(path))
+        for key, path in zip(te["configs"], paths, strict=True):
+            prefix = f"{key}.transformer."
+            part = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            if te.get("spiece"):
+                part["spiece_model"] = _tiny_sentencepiece(te["configs"][key]["vocab_size"])
+            save_file(part, str(path))
     from learned_schedules.training.comfy.models import load_text_encoders
 
-    return load_text_encoders([str(path)], te["clip_type"], options)
+    return load_text_encoders([str(p) for p in paths], te["clip_type"], options)
 
 
 def write_tiny_models(models: Path) -> dict[str, Path]:
