@@ -24,11 +24,11 @@ tiny CLIP-L + T5; the ``-te`` rows have width-64 real encoders built from ComfyU
 classes and loaded through the trainer's ``load_text_encoders`` (``comfy.sd.load_clip``, its
 detection picking the encoder, as the CLIP loader nodes): SD 1.x a CLIP-L, SDXL a CLIP-L +
 CLIP-G (with v-prediction + ztsnr), Z-Image a Qwen3-4B, Lumina 2 a Gemma-2 (with a 64-piece
-tokenizer trained here). Every family also gets CONDITIONING of its real shapes
-(:attr:`TinyFamily.text`), as the real encoders give them. Not built small: Mistral-3
-(Flux.2; detection needs width 5120), Qwen2.5-VL (Qwen-Image, HunyuanImage; its vision tower
-has a fixed real size), T5-XXL / Pile-T5 (Chroma, AuraFlow, HiDream; detection needs 24
-blocks of width 4096 / 2048).
+tokenizer trained here), HiDream CLIP-L + CLIP-G + T5-XXL + Llama-3.1. Every family also
+gets CONDITIONING of its real shapes (:attr:`TinyFamily.text`), as the real encoders give
+them. Not built small: Mistral-3 (Flux.2; detection needs width 5120), Qwen2.5-VL
+(Qwen-Image, HunyuanImage; its vision tower has a fixed real size), a lone T5-XXL / Pile-T5
+(Chroma, AuraFlow; detection needs 24 blocks of width 4096 / 2048).
 """
 
 from __future__ import annotations
@@ -124,6 +124,23 @@ _SD1_TE = {"cls": "comfy.sd1_clip.SD1ClipModel", "clip_type": "stable_diffusion"
 _SDXL_TE = {"cls": "comfy.sdxl_clip.SDXLClipModel", "clip_type": "sdxl",
             "configs": {"clip_l": _CLIP, "clip_g": {**_CLIP, "num_hidden_layers": 32}},
             "aliases": _CLIP_L_ALIASES}
+# HiDream's four: CLIP-L, CLIP-G, T5-XXL (24 blocks: HiDream's loader routes a T5 file by its
+# 24th block) and Llama-3.1 (3 layers, every layer's output is conditioning_llama3)
+_HIDREAM_TE = {"cls": "comfy.text_encoders.hidream.HiDreamTEModel", "clip_type": "hidream",
+               "configs": {"clip_l": _CLIP, "clip_g": {**_CLIP, "num_hidden_layers": 32},
+                           "t5xxl": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_heads": 2,
+                                     "num_layers": 24},
+                           "llama": {"hidden_size": 64, "intermediate_size": 128,
+                                     "num_hidden_layers": 3, "num_attention_heads": 2,
+                                     "num_key_value_heads": 1}},
+               "aliases": _CLIP_L_ALIASES}
+_HIDREAM = {"image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16,
+            "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 32,
+            "num_attention_heads": 2, "caption_channels": [4096, 4096], "text_emb_dim": 2048,
+            "num_routed_experts": 2, "num_activated_experts": 1, "axes_dims_rope": [16, 8, 8],
+            "max_resolution": [128, 128], "llama_layers": [0, 31]}
+_HIDREAM_TINY_TE = {**_HIDREAM, "caption_channels": [64, 64], "text_emb_dim": 128,
+                    "llama_layers": [0, 2]}
 _LLAMA = {"tokens": (16, 4096), "pooled": 2048, "extra": {"conditioning_llama3": (32, 16, 4096)}}
 
 TINY_FAMILIES: dict[str, TinyFamily] = {f"{f.family}{'' if not k else '-' + k}": f for k, f in (
@@ -178,13 +195,10 @@ TINY_FAMILIES: dict[str, TinyFamily] = {f"{f.family}{'' if not k else '-' + k}":
     ("te", TinyFamily("z-image", "ZImage", {**_ZIMAGE, "cap_feat_dim": 64}, "config_class",
                       (16, 16, 16), {"tokens": (13, 64), "mask": True},
                       text_encoder="real-small", small_te=_QWEN3_TE)),
-    ("", TinyFamily("hidream", "HiDream", {
-        "image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16,
-        "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 32,
-        "num_attention_heads": 2, "caption_channels": [4096, 4096], "text_emb_dim": 2048,
-        "num_routed_experts": 2, "num_activated_experts": 1, "axes_dims_rope": [16, 8, 8],
-        "max_resolution": [128, 128], "llama_layers": [0, 31]}, "unet_config", (16, 16, 16),
-        _LLAMA)),
+    ("", TinyFamily("hidream", "HiDream", _HIDREAM, "unet_config", (16, 16, 16), _LLAMA)),
+    ("te", TinyFamily("hidream", "HiDream", _HIDREAM_TINY_TE, "unet_config", (16, 16, 16),
+                      {"tokens": (128, 64), "pooled": 128}, text_encoder="real-small",
+                      small_te=_HIDREAM_TE)),
     ("", TinyFamily("lumina2", "Lumina2", _LUMINA2, "unet_config", (16, 16, 16),
                     {"tokens": (32, 2304), "mask": True})),
     ("te", TinyFamily("lumina2", "Lumina2", {**_LUMINA2, "cap_feat_dim": 64}, "unet_config",
