@@ -1,11 +1,10 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 # tests/ helpers (comfy_env) import as top-level modules under --import-mode=importlib
 sys.path.insert(0, str(Path(__file__).parent))
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
