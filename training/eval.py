@@ -30,7 +30,7 @@ import torch
 from ..policies.policy_file import LoadedPolicy, load_policy
 from .rl.backend import Backend, SetMetric, make_backend
 from .rl.config import TrainConfig
-from .rl.config_migration import migrate
+from .rl.config_migration import CONFIG_VERSION, migrate
 from .rl.stepwise import policy_schedules as deployed_schedules
 
 log = logging.getLogger("learned_schedules.training")
@@ -233,7 +233,8 @@ def backend_for_policy(loaded: LoadedPolicy, overrides: dict[str, Any] | None = 
     data = migrate(training)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     TrainConfig.from_dict(given).validate()  # the overrides' types and ranges, named
-    for key, value in migrate(given).items():
+    # the overrides are flags of this version (no rule for older configs applies to them)
+    for key, value in migrate({**given, "config_version": CONFIG_VERSION}).items():
         data[key] = {**data[key], **value} if isinstance(value, dict) \
             and isinstance(data.get(key), dict) else value
     config = TrainConfig.from_dict(data, strict=False)  # keys of other versions: ignored

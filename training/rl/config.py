@@ -259,6 +259,7 @@ class TrainConfig:
             raise ValueError(f"A training config must be a JSON object, got "
                              f"{json_type(data)}.")
         data = migrate(data)
+        data.pop("config_version")
         unknown: list[str] = []
         classes = {"comfy": ComfyConfig, "policy": PolicyConfig,
                    **{name: a.options_class for name, a in _algorithms().items()}}

@@ -41,8 +41,9 @@ reading its policy's training config, keeps that form)."""
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``data`` (any layout) in the current nested layout, without
-    ``config_version``; ``ValueError`` for a newer layout or a non-empty ``extra``."""
+    """A copy of ``data`` (any layout) in the current nested layout, marked with the current
+    ``config_version`` (so migrating it again changes nothing); ``ValueError`` for a newer
+    layout or a non-empty ``extra``."""
     data = dict(data)
     version = data.pop("config_version", 1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -59,7 +60,7 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     if old is not None:
         flat.setdefault("set_metrics", old)
     if version == 1:
-        _old_set_metrics(flat)
+        _old_set_metrics(flat, data.get("comfy"))
     algo = data.get("algo")
     active = algo if isinstance(algo, str) and algo in _section_names() else "reinforce"
     for key, value in flat.items():
@@ -70,6 +71,7 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
             nested = dataclasses.asdict(nested)
         if isinstance(nested, dict):  # anything else: from_dict names the section's type
             data[section] = {**nested, name: value}
+    data["config_version"] = CONFIG_VERSION
     return data
 
 
@@ -84,14 +86,15 @@ def _extra_keys(extra: Any) -> dict[str, Any]:
                      "sections.")
 
 
-def _old_set_metrics(flat: dict[str, Any]) -> None:
+def _old_set_metrics(flat: dict[str, Any], comfy: Any) -> None:
     """Set metrics before they were a declared option: ``extra.set_metrics`` (``auto``,
     ``digits`` or ``none``), where ``auto`` (also when absent) meant ``digits`` for the
     digits model (a diffusion model file named ``digits_*``) and none otherwise. Written once,
     here, so old run folders and the policy files in ``models/digits`` keep their metrics."""
-    choice = flat.get("set_metrics")
+    comfy = comfy if isinstance(comfy, dict) else {}
+    choice = flat.get("set_metrics", comfy.get("set_metrics"))
     if choice is None or choice == "auto":
-        model = flat.get("diffusion_model")
+        model = flat.get("diffusion_model", comfy.get("diffusion_model"))
         name = model.replace("\\", "/").rsplit("/", 1)[-1] if isinstance(model, str) else ""
         choice = "digits" if name.startswith("digits_") else "none"
     flat["set_metrics"] = choice
