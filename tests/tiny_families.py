@@ -346,6 +346,52 @@ def small_text_encoder(spec: TinyFamily, folder: Path):
     return load_text_encoders([str(p) for p in paths], te["clip_type"], options)
 
 
+def build_tiny_wan_vae(path: Path, dim: int = 16, seed: int = 2) -> Path:
+    """A random Wan 2.1 VAE (ComfyUI's own class, width ``dim``: ComfyUI sizes it from
+    ``decoder.head.0.gamma``): Qwen-Image's VAE, the one that decodes its 5-D latents
+    ``[B, 16, 1, h, w]``. Fan-in scaled weights, unit RMS-norm gains."""
+    from comfy.ldm.wan.vae import WanVAE
+
+    net = WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True], dropout=0.0)
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in net.state_dict().items():
+        if k.endswith("gamma"):
+            sd[k] = torch.ones(v.shape)
+        elif v.ndim > 1:
+            sd[k] = (torch.randn(v.shape, generator=g) / v[0].numel() ** 0.5).contiguous()
+        else:
+            sd[k] = torch.zeros(v.shape)
+    save_file(sd, str(path))
+    return path
+
+
+def tiny_vae_name(spec: TinyFamily) -> str:
+    """The file name (in ``models/vae``) of the tiny VAE that decodes this family's latents:
+    a TAESD of its latent channel count, or the tiny Wan 2.1 VAE for 5-D latents."""
+    import comfy.supported_models as sm
+
+    if getattr(sm, spec.config_class).latent_format.latent_dimensions == 3:
+        return "tiny_wan21_vae.safetensors"
+    return f"tiny_taesd_{spec.latent[0]}.safetensors"
+
+
+def write_tiny_vae(models: Path, spec: TinyFamily) -> str:
+    """The family's tiny VAE in ``models/vae`` (kept when already written); its name."""
+    from comfy_env import build_tiny_vae
+
+    name = tiny_vae_name(spec)
+    path = models / "vae" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if name.startswith("tiny_wan21"):
+            build_tiny_wan_vae(path)
+        else:
+            build_tiny_vae(path, latent_channels=spec.latent[0])
+    return name
+
+
 def write_tiny_models(models: Path) -> dict[str, Path]:
     """Every tiny model file in ``models/diffusion_models`` (kept when already written, so
     a session builds each once); returns key -> path."""
@@ -361,4 +407,5 @@ def write_tiny_models(models: Path) -> dict[str, Path]:
 
 
 __all__ = ["TinyFamily", "TINY_FAMILIES", "FLOW_KEYS", "DISCRETE_KEYS", "build_tiny",
-           "load_tiny", "shaped_conditioning", "small_text_encoder", "write_tiny_models"]
+           "build_tiny_wan_vae", "load_tiny", "shaped_conditioning", "small_text_encoder",
+           "tiny_vae_name", "write_tiny_vae", "write_tiny_models"]

@@ -1,4 +1,4 @@
-"""The ComfyUI back-end: rollouts on a real Flux / SD3 model through ComfyUI's own machinery.
+"""The ComfyUI back-end: rollouts on any supported model family through ComfyUI's own machinery.
 
 :class:`ComfyBackend` implements :class:`training.rl.backend.Backend` by composing one part
 per job:
@@ -79,13 +79,11 @@ class ComfyBackend(PromptContextPool, Backend):
         self.reward_fn, self.reward_name = reward, reward_name
         self.width, self.height = width, height
         self.encoder_preset = encoder_preset
-        latent_format = self.model.get_model_object("latent_format")
-        ratio = int(getattr(self.vae, "downscale_ratio", 8))
         self.inputs = ModelInputs(
             models, family_name=self.model_family,
             cfg=self.family.cfg if cfg is None else float(cfg), guidance=guidance,
             negative_prompt=negative_prompt,
-            latent_shape=(latent_format.latent_channels, height // ratio, width // ratio),
+            latent_shape=latent_shape_for(self.model, self.vae, width, height),
             rollout_batch=rollout_batch, cache_dir=cache_dir)
         self.sampler = sampler
         self.references = References(self, reference_steps, reference_scheduler)
@@ -154,8 +152,9 @@ class ComfyBackend(PromptContextPool, Backend):
         return self.inputs.guidance
 
     @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        """``(C, h, w)`` of one latent."""
+    def latent_shape(self) -> tuple[int, ...]:
+        """``(C, h, w)`` of one latent (``(C, 1, h, w)`` for video-style latents such as
+        Qwen-Image's)."""
         return self.inputs.latent_shape
 
     @property
@@ -184,7 +183,7 @@ class ComfyBackend(PromptContextPool, Backend):
         """The paper's latent + text encoder, sized by a family preset and the real features."""
         probe = self.features(self.held_out_contexts(1, 0))
         return size_encoder(probe, self.encoder_preset, self.family.encoder_preset,
-                            self.latent_shape[1:])
+                            self.latent_shape[-2:])
 
     def _batched_cond(self, prompts: list[str]) -> list:
         return self.inputs.batched_cond(prompts)
@@ -205,8 +204,6 @@ class ComfyBackend(PromptContextPool, Backend):
         """Segments ``[L+1]`` whose schedule is the model's default one (the policy's start)."""
         from ...policies.schedule import schedule_to_increments
 
-        if not cf.is_flow_model(self.model):
-            raise ValueError("Only flow models (Flux, SD3) are supported.")
         return schedule_to_increments(default_flow(self.model, steps)).float()
 
     # -- rollouts -------------------------------------------------------------------------------
@@ -231,8 +228,10 @@ class ComfyBackend(PromptContextPool, Backend):
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """VAE decode: images ``[N, H, W, 3]`` in [0, 1] (ComfyUI's IMAGE layout)."""
-        return self.vae.decode(latents).float().cpu()[..., :3]
+        """VAE decode: images ``[N, H, W, 3]`` in [0, 1] (ComfyUI's IMAGE layout; a video
+        VAE's frames are flattened into the batch, as ``VAEDecode`` does)."""
+        images = self.vae.decode(latents).float().cpu()[..., :3]
+        return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
 
     @torch.inference_mode()
     def images(self, contexts: PromptContexts, sigmas: torch.Tensor) -> torch.Tensor:
@@ -307,6 +306,20 @@ class ComfyBackend(PromptContextPool, Backend):
                       ) -> Path:
         """Sample images of ``n`` held-out contexts, default and learned schedules -> PNG."""
         return self.evaluation.write_samples(policy, path, n, seed)
+
+
+def latent_shape_for(model: Any, vae: Any, width: int, height: int) -> tuple[int, ...]:
+    """One empty latent's shape for a ``width`` x ``height`` image: the model's latent channels
+    at the VAE's spatial compression, with a time axis of 1 for models whose latents are
+    video-style (``latent_dimensions == 3``: Qwen-Image), as ``fix_empty_latent_channels``
+    makes them."""
+    latent_format = model.get_model_object("latent_format")
+    ratio = getattr(vae, "downscale_ratio", 8)
+    ratio = int(ratio[-1] if isinstance(ratio, tuple) else ratio)  # video VAEs: (t, h, w)
+    hw = (height // ratio, width // ratio)
+    if getattr(latent_format, "latent_dimensions", 2) == 3:
+        return (latent_format.latent_channels, 1, *hw)
+    return (latent_format.latent_channels, *hw)
 
 
 def _split_list(value: str | None) -> list[str] | None:

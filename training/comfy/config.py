@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...policies.families import FAMILIES
 from ...policies.fields import check_values, option
 
 WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
-CLIP_TYPES = ("auto", "flux", "sd3")
+CLIP_TYPES = ("auto", "flux", "sd3", *sorted(
+    {f.clip_type for f in FAMILIES.values() if f.clip_type} - {"flux", "sd3"}))
+"""``auto`` (the family row's type, :mod:`policies.families`) or a CLIP loaders' ``type``."""
 SET_METRICS = ("none", "digits")
 
 
@@ -40,7 +43,8 @@ class ComfyConfig:
     """Comma-separated text encoder files (names in models/text_encoders, or paths), e.g.
     ``clip_l.safetensors,t5xxl_fp16.safetensors`` for Flux."""
     clip_type: str = option("auto", choices=CLIP_TYPES)
-    """Text encoder type: auto (from the model), flux or sd3."""
+    """Text encoder type (the CLIP loaders' ``type``): auto (the model family's: flux, sd3,
+    sdxl, qwen_image, lumina2, hidream...) or one of them."""
     text_encoder_options: str | None = None
     """Advanced: ComfyUI model_options for the text encoders (JSON object or .json file)."""
     vae: str | None = None
@@ -60,9 +64,11 @@ class ComfyConfig:
     sampler: str = "euler"
     """ComfyUI sampler name (any of KSamplerSelect's)."""
     cfg: float | None = option(None, ge=0)
-    """Classifier-free guidance scale (None: 1.0 for Flux, 4.5 for SD3)."""
+    """Classifier-free guidance scale (None: the model family's default, ``cfg`` in
+    policies/families.py: 1.0 for Flux, 4.5 for SD3, 4.0 for Qwen-Image...)."""
     guidance: float | None = option(None, ge=0)
-    """Flux dev distilled guidance (None: 3.5)."""
+    """Distilled guidance of models that take it (None: the family's default, 3.5 for Flux
+    dev, 4.0 for Flux.2; ignored by models without that input)."""
     negative_prompt: str = ""
     """Negative prompt (used when cfg > 1)."""
     rollout_batch: int = option(0, ge=0)

@@ -26,7 +26,7 @@ class ModelInputs:
     """Conditioning, noise and batching of one ComfyUI model's rollouts."""
 
     def __init__(self, models: Any, *, family_name: str, cfg: float, guidance: float | None,
-                 negative_prompt: str, latent_shape: tuple[int, int, int], rollout_batch: int,
+                 negative_prompt: str, latent_shape: tuple[int, ...], rollout_batch: int,
                  cache_dir: str | Path | None):
         self.model, self.clip = models.model, models.clip
         self.cfg, self.guidance = cfg, guidance

@@ -2,7 +2,8 @@
 
 The same paths users' workflows take: a full checkpoint (``CheckpointLoaderSimple``), or a
 diffusion model (``UNETLoader``) + text encoders (``CLIPLoader`` / ``DualCLIPLoader`` /
-``TripleCLIPLoader``) + a VAE (``VAELoader``). Files are found by name in ComfyUI's model
+``TripleCLIPLoader`` / ``QuadrupleCLIPLoader``, of the type the family row names unless
+``clip_type`` says otherwise) + a VAE (``VAELoader``). Files are found by name in ComfyUI's model
 folders or given as paths. An explicit architecture config (``unet_config``) loads models of
 non-standard sizes that ComfyUI's detection does not recognise.
 """
@@ -33,7 +34,7 @@ class LoadedModels:
     vae: Any
     """ComfyUI VAE."""
     family: str
-    """``flux-dev``, ``flux-schnell`` or ``sd3``."""
+    """Our family name (:mod:`policies.families`: ``flux-dev``, ``sd3``, ``qwen-image``...)."""
     files: dict[str, list[str]] = field(default_factory=dict)
     """Role (``model``, ``text_encoders``, ``vae``) -> resolved file paths."""
 
@@ -179,8 +180,9 @@ def load_models(*, checkpoint: str | None = None, diffusion_model: str | None = 
     if checkpoint:
         path = resolve_file(checkpoint, ("checkpoints",), "Checkpoint")
         files["model"] = [path]
+        # the checkpoint's own text encoders / VAE only when no separate files replace them
         model, clip, vae_obj, _ = comfy.sd.load_checkpoint_guess_config(
-            path, output_vae=True, output_clip=True,
+            path, output_vae=not vae, output_clip=not text_encoders,
             embedding_directory=folder_paths.get_folder_paths("embeddings"),
             model_options=_dtype_options(weight_dtype),
             te_model_options=text_encoder_options or {})
@@ -205,9 +207,12 @@ def load_models(*, checkpoint: str | None = None, diffusion_model: str | None = 
         vae_obj = load_vae(vpath)
         files["vae"] = [vpath]
     if clip is None:
-        raise ValueError("No text encoders: pass --text-encoders (e.g. clip_l.safetensors,"
-                         "t5xxl_fp16.safetensors for Flux).")
+        wanted = " + ".join(family.text_encoders) or "its text encoders"
+        raise ValueError(f"No text encoders: pass --text-encoders ({family.display} takes "
+                         f"{wanted}, what ComfyUI's {family.clip_loader or 'CLIPLoader'} "
+                         "loads; e.g. clip_l.safetensors,t5xxl_fp16.safetensors for Flux).")
     if vae_obj is None:
-        raise ValueError("No VAE: pass --vae (e.g. ae.safetensors for Flux).")
+        raise ValueError(f"No VAE: pass --vae (the VAE a {family.display} workflow's "
+                         "VAELoader loads, e.g. ae.safetensors for Flux).")
     log.info("loaded %s model %s", family.name, Path(files["model"][0]).name)
     return LoadedModels(model=model, clip=clip, vae=vae_obj, family=family.name, files=files)
