@@ -11,7 +11,17 @@ Two settings, each measured in one process (median of N runs after warm-up):
   (latent 1x16x128x128, 512 T5 tokens) against the policy with the ``flux`` preset plus the
   schedule maths and validation the node runs.
 
-Usage: ``python bench/node_overhead.py --mode tiny|flux-real [--device cuda] [--out DIR]``.
+* ``--mode family --family KEY`` (CPU): the whole node on a tiny model of any family of
+  ``tests/tiny_families.py`` (``sdxl``, ``qwen-image``...) loaded through its row's path, with
+  CONDITIONING of the real encoders' shapes and a policy sized from them (the ``generic``
+  preset the trainer picks for families without one), against one ``SamplerCustomAdvanced``
+  step (``BasicGuider``: one model call) of that model, on a ``--side`` x ``--side`` latent.
+  Like ``tiny``, an upper bound: the tiny model's step is unrealistically cheap.
+
+``--threads`` sets torch's CPU threads (default 1).
+
+Usage: ``python bench/node_overhead.py --mode tiny|flux-real|family [--family sdxl]
+[--device cuda] [--threads N] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -64,6 +74,53 @@ def bench_tiny(runs: int) -> dict:
     return {"mode": "tiny", "device": "cpu", "latent": [1, 16, 32, 32], "node_ms": node_ms,
             "step_ms": step_ms, "ratio": node_ms / step_ms,
             "note": "tiny SD3 (1.9M params): the step is unrealistically cheap"}
+
+
+def bench_family(runs: int, key: str, side: int) -> dict:
+    """The whole node vs one model call on the tiny model ``key`` (module docstring)."""
+    from tiny_families import TINY_FAMILIES, build_tiny, load_tiny, shaped_conditioning
+
+    from comfy_env import import_comfy
+    from learned_schedules.comfy_bridge.features import initial_noise, text_features
+    from learned_schedules.policies.dirichlet import DirichletPolicy
+    from learned_schedules.policies.latent_encoder import LatentTextEncoder
+    from learned_schedules.policies.policy_file import save_policy
+
+    spec = TINY_FAMILIES[key]
+    base = Path(tempfile.mkdtemp())
+    cui = import_comfy(base)
+    from learned_schedules.nodes import extension, schedule_nodes
+
+    extension.register_policy_folder()
+    models = base / "models"
+    (models / "diffusion_models").mkdir(parents=True, exist_ok=True)
+    model = load_tiny(spec, build_tiny(spec, models / "diffusion_models" / f"{key}.safetensors"))
+    cond = shaped_conditioning(spec)
+    shape = (1, spec.latent[0], side, side)  # what an empty-latent node gives
+    latent = {"samples": torch.zeros(shape)}
+    noise = cui.ncs.RandomNoise.execute(1).result[0]
+    feats = {"noise": initial_noise(model, noise, latent), **text_features(cond)}
+    enc = LatentTextEncoder.for_family(
+        "generic", latent_channels=feats["noise"].shape[1], token_dim=feats["tokens"].shape[-1],
+        pooled_dim=feats["pooled"].shape[-1] if "pooled" in feats else 0)
+    pol = DirichletPolicy(enc, 20, head_hidden=256)
+    save_policy(models / "learned_schedules" / "p.safetensors", pol,
+                method="dirichlet-reinforce", model_family=spec.family)
+    node = lambda: schedule_nodes.learned_sigmas(model, cond, noise, latent, "p.safetensors",  # noqa: E731
+                                                 0, "mean", 1.0)
+    guider = cui.ncs.BasicGuider.execute(model, cond).result[0]
+    sampler = cui.ncs.KSamplerSelect.execute("euler").result[0]
+    from learned_schedules.comfy_bridge.sigmas import default_sigmas
+
+    one = default_sigmas(model, 1)
+    step = lambda: cui.ncs.SamplerCustomAdvanced.execute(noise, guider, sampler, one, latent)  # noqa: E731
+    node_ms, step_ms = median_ms(node, runs, "cpu"), median_ms(step, runs, "cpu")
+    params = sum(p.numel() for p in model.model.diffusion_model.parameters())
+    return {"mode": "family", "family": key, "device": "cpu", "threads": torch.get_num_threads(),
+            "latent": list(shape), "model_params_M": params / 1e6,
+            "policy_params_M": sum(p.numel() for p in pol.parameters()) / 1e6,
+            "node_ms": node_ms, "step_ms": step_ms, "ratio": node_ms / step_ms,
+            "note": f"tiny {key}: the step is unrealistically cheap (an upper bound)"}
 
 
 def bench_flux_real(runs: int, device: str) -> dict:
@@ -119,16 +176,26 @@ def bench_flux_real(runs: int, device: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mode", choices=["tiny", "flux-real"], default="tiny")
+    ap.add_argument("--mode", choices=["tiny", "flux-real", "family"], default="tiny")
+    ap.add_argument("--family", default="sdxl",
+                    help="--mode family: a key of tests/tiny_families.py (sdxl, qwen-image...)")
+    ap.add_argument("--side", type=int, default=64, help="--mode family: the latent's side")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--out", default="bench/results")
     a = ap.parse_args()
-    res = bench_tiny(a.runs) if a.mode == "tiny" else bench_flux_real(a.runs, a.device)
+    torch.set_num_threads(a.threads)
+    if a.mode == "family":
+        res = bench_family(a.runs, a.family, a.side)
+        name = f"node_overhead_family_{a.family}_cpu.json"
+    else:
+        res = bench_tiny(a.runs) if a.mode == "tiny" else bench_flux_real(a.runs, a.device)
+        name = f"node_overhead_{a.mode}_{a.device}.json"
     print(json.dumps(res, indent=1))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"node_overhead_{a.mode}_{a.device}.json").write_text(json.dumps(res, indent=1))
+    (out / name).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":
