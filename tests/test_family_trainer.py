@@ -41,9 +41,9 @@ FLOW_TRAINER_KEYS = ("flux-schnell", "flux2", "chroma", "qwen-image", "z-image-t
                      "hidream-te", "lumina2-te", "hunyuan-image-2.1", "auraflow")
 """Every flow family but SD3 / Flux dev (``test_comfy_trainer.py``), with the real-small
 text encoder where one exists."""
-DISCRETE_TRAINER_KEYS = ("sd1", "sdxl", "sdxl-te")
-"""SD 1.x (``--checkpoint``), SDXL eps, SDXL v-prediction + zero-terminal SNR (real-small
-CLIP-L + CLIP-G)."""
+DISCRETE_TRAINER_KEYS = ("sd1", "sd2", "sdxl", "sdxl-te")
+"""SD 1.x (``--checkpoint``), SD 2.x v-prediction, SDXL eps, SDXL v-prediction + zero-terminal
+SNR (real-small CLIP-L + CLIP-G)."""
 
 
 class NoTextEncoder:
@@ -196,6 +196,5 @@ def test_learning_beats_the_family_default_on_held_out_contexts(env, key, monkey
     run = env["tmp"] / "runs" / name
     report = evaluate_policy_file(run, seeds=6, out=run / "eval")
     default, learned = report.rows
-    print(report.markdown())  # the numbers, with pytest -s
     assert default["name"] == "simple" and learned["name"] == "learned"
     assert learned["diff_mean"] > 3 * learned["diff_se"] > 0, report.markdown()
