@@ -198,3 +198,33 @@ def test_learning_beats_the_family_default_on_held_out_contexts(env, key, monkey
     default, learned = report.rows
     assert default["name"] == "simple" and learned["name"] == "learned"
     assert learned["diff_mean"] > 3 * learned["diff_se"] > 0, report.markdown()
+
+
+@pytest.mark.parametrize("key", ("qwen-image", "chroma", "flux2", "sdxl", "sdxl-vpred"))
+def test_per_item_rollouts_equal_comfyuis_own_runs(env, key, monkeypatch):
+    """Rollouts with a schedule each (the bridge's step loop, one batched model call per step)
+    equal ComfyUI's own ``SamplerCustom`` batch-1 runs with the same seed, conditioning, cfg
+    (negative where cfg > 1) and sigmas: 5-D latents, masks, guidance, eps and v + ztsnr."""
+    from learned_schedules.training.comfy.backend import ComfyBackend
+    from learned_schedules.training.comfy.contexts import PromptContexts
+
+    _skip_unsupported(TINY_FAMILIES[key].family)
+    config, _ = cli.parse_train_args(family_args(env, key, monkeypatch)[1:])
+    backend = ComfyBackend.from_config(config)
+    ncs = env["cui"].ncs
+    ctx = PromptContexts(torch.tensor([0, 1, 2]), torch.tensor([5, 6, 7]))
+    default = backend.default_sigmas(3)
+    sigmas = torch.stack([default, default * torch.tensor([1.0, 0.9, 0.7, 1.0]),
+                          default * torch.tensor([1.0, 0.97, 0.5, 1.0])])
+    for sampler in ("euler", "dpmpp_2m", "heun"):
+        backend.sampler = sampler
+        batched = backend.sample_latents(ctx, sigmas)
+        for i in range(3):
+            prompt = backend.prompt_texts(ctx)[i]
+            ref = ncs.SamplerCustom.execute(
+                backend.model, True, int(ctx.seeds[i]), backend.cfg,
+                backend.inputs.batched_cond([prompt]), backend.inputs.negative(1) or [],
+                ncs.KSamplerSelect.execute(sampler).result[0], sigmas[i],
+                {"samples": torch.zeros(1, *backend.latent_shape)}).result[0]["samples"]
+            torch.testing.assert_close(batched[i:i + 1], ref, atol=2e-5, rtol=1e-4,
+                                       msg=lambda m, s=sampler, i=i: f"{key} {s} {i}: {m}")
