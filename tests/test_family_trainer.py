@@ -204,13 +204,21 @@ def test_learning_beats_the_family_default_on_held_out_contexts(env, key, monkey
 def test_per_item_rollouts_equal_comfyuis_own_runs(env, key, monkeypatch):
     """Rollouts with a schedule each (the bridge's step loop, one batched model call per step)
     equal ComfyUI's own ``SamplerCustom`` batch-1 runs with the same seed, conditioning, cfg
-    (negative where cfg > 1) and sigmas: 5-D latents, masks, guidance, eps and v + ztsnr."""
+    (negative where cfg > 1) and sigmas: 5-D latents, masks, guidance, eps and v + ztsnr.
+    Zero-terminal SNR gets a relative tolerance of 5e-3: its sigma_max is ~4096 (the latents
+    of the random model reach ~300), and the step loop's float32 flow time moves a sigma by
+    ~1e-7 of its log range (with the log-linear axis one element in 256 differed, by 1.4e-3
+    relative after heun; computing the time in float64 is worse, as the model then sees other
+    sigmas than ComfyUI's float32 ones)."""
+    from learned_schedules.comfy_bridge.sampling_space import sampling_space
     from learned_schedules.training.comfy.backend import ComfyBackend
     from learned_schedules.training.comfy.contexts import PromptContexts
 
     _skip_unsupported(TINY_FAMILIES[key].family)
     config, _ = cli.parse_train_args(family_args(env, key, monkeypatch)[1:])
     backend = ComfyBackend.from_config(config)
+    zsnr = sampling_space(backend.model).zero_terminal_snr
+    atol, rtol = (1e-3, 5e-3) if zsnr else (2e-5, 1e-4)
     ncs = env["cui"].ncs
     ctx = PromptContexts(torch.tensor([0, 1, 2]), torch.tensor([5, 6, 7]))
     default = backend.default_sigmas(3)
@@ -226,5 +234,5 @@ def test_per_item_rollouts_equal_comfyuis_own_runs(env, key, monkeypatch):
                 backend.inputs.batched_cond([prompt]), backend.inputs.negative(1) or [],
                 ncs.KSamplerSelect.execute(sampler).result[0], sigmas[i],
                 {"samples": torch.zeros(1, *backend.latent_shape)}).result[0]["samples"]
-            torch.testing.assert_close(batched[i:i + 1], ref, atol=2e-5, rtol=1e-4,
+            torch.testing.assert_close(batched[i:i + 1], ref, atol=atol, rtol=rtol,
                                        msg=lambda m, s=sampler, i=i: f"{key} {s} {i}: {m}")
