@@ -39,7 +39,8 @@ def velocity_model(model: Any) -> Any:
     (model sigma space). ``ValueError`` for a model that is not a rectified flow."""
     sampling = sampling_of(model)
     if not is_flow_sampling(sampling):
-        raise ValueError("The flow field needs a rectified-flow model (Flux, SD3).")
+        raise ValueError("The flow field needs a rectified-flow model (Flux, SD3, Qwen-Image... "
+                         "the flow families).")
 
     def calculate_denoised(self: Any, sigma: torch.Tensor, model_output: torch.Tensor,
                            model_input: torch.Tensor) -> torch.Tensor:

@@ -83,7 +83,7 @@ class TrainConfig:
 
     backend: str = option("testbed", choices=("testbed", "comfy"))
     """Where rollouts come from: ``testbed`` (the exact analytic testbed, no weights) or
-    ``comfy`` (a Flux / SD3 model loaded with ComfyUI's loaders)."""
+    ``comfy`` (a model of any supported family, loaded with ComfyUI's loaders)."""
     testbed_config: str | None = None
     """Path to a testbed JSON config; ``None`` uses the embedded default."""
     pool_size: int = option(16384, ge=1, le=100_000_000)
