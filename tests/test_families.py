@@ -149,9 +149,8 @@ def test_flow_sampling_spaces(env, key, shift, multiplier):
 
 @pytest.mark.parametrize("key", list(TINY_FAMILIES))
 def test_family_table_resolves_every_tiny_model(env, key):
-    from learned_schedules.policies.families import known_family_for_model_config
-
     from learned_schedules.comfy_bridge.features import model_family
+    from learned_schedules.policies.families import known_family_for_model_config
 
     spec = TINY_FAMILIES[key]
     assert known_family_for_model_config(env["models"][key]).name == spec.family
