@@ -16,7 +16,8 @@ Policies and actors speak **flow time** ``t in [0, 1]`` (1 = pure noise, 0 = dat
   the model's ``sigma_max``, ``t = k / (N - 1)`` is table entry ``k`` exactly (so ComfyUI's
   ``simple`` / ``sgm_uniform`` / ``ddim_uniform`` schedules are schedules on this axis), and
   the inverse interpolates the same table (not ``model_sampling.timestep``, which rounds to
-  the nearest entry);
+  the nearest entry); a sigma at or below ``sigma_min`` (where karras / exponential end)
+  maps to ``t = 1e-12``, just above the final 0;
 * **other continuous samplings** (EDM, ...): ``t`` maps log-linearly onto ``[sigma_min,
   sigma_max]``: ``sigma = exp(log sigma_min + t (log sigma_max - log sigma_min))`` (the layout
   of ComfyUI's karras / exponential schedules).
@@ -122,14 +123,21 @@ def _table_sigma(log_table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return ((1 - w) * log_table[low] + w * log_table[high]).exp()
 
 
+MIN_TABLE_TIME = 1e-12
+"""Discrete models: the flow time of a sigma at or below the table's ``sigma_min`` (karras /
+exponential schedules end there), just above the final 0 so a schedule stays strictly
+decreasing; it maps back to ``sigma_min`` (exactly in float32)."""
+
+
 def _table_time(log_table: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`_table_sigma` for ``sigma > 0`` (clamped to the table's range)."""
+    """Inverse of :func:`_table_sigma` for ``sigma > 0`` (clamped to the table's range, and
+    to :data:`MIN_TABLE_TIME` at the bottom)."""
     last = log_table.shape[0] - 1
     ls = sigma.log().clamp(log_table[0], log_table[-1])
     high = torch.searchsorted(log_table, ls.contiguous()).clamp(1, last)
     low = high - 1
     w = (ls - log_table[low]) / (log_table[high] - log_table[low])
-    return (low + w) / last
+    return ((low + w) / last).clamp_min(MIN_TABLE_TIME)
 
 
 def flow_to_model(sampling: Any, flow: torch.Tensor) -> torch.Tensor:
@@ -206,5 +214,5 @@ def default_flow(model: Any, steps: int, scheduler: str = "simple") -> torch.Ten
 
 
 __all__ = ["is_flow_sampling", "sampling_of", "sigma_range", "flow_to_sigmas", "sigmas_to_flow",
-           "flow_to_model", "model_to_flow", "schedule_to_model", "step_counts",
-           "default_sigmas", "default_flow"]
+           "flow_to_model", "model_to_flow", "MIN_TABLE_TIME", "schedule_to_model",
+           "step_counts", "default_sigmas", "default_flow"]

@@ -101,9 +101,10 @@ def test_flow_time_is_the_fraction_of_the_timestep_range(env, key):
         flow = model_to_flow(sampling, sig.double())
         assert float(flow[0]) == 1.0
         assert torch.equal(flow_to_model(sampling, flow).float(), sig), count
-        for scheduler in ("sgm_uniform", "ddim_uniform"):
+        for scheduler in ("sgm_uniform", "ddim_uniform", "karras", "exponential"):
             sig = default_sigmas(model, count, scheduler)
             flow = model_to_flow(sampling, sig.double())
+            assert (flow[:-1] > flow[1:]).all() and float(flow[-1]) == 0.0, scheduler
             torch.testing.assert_close(flow_to_model(sampling, flow).float(), sig, rtol=1e-6,
                                        atol=0)
 
