@@ -212,6 +212,43 @@ def test_learned_sampler_gives_each_image_its_own_schedule(env, key):
         torch.testing.assert_close(single[0], out["samples"][i], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("key", ["sdxl", "sdxl-vpred"])
+def test_learned_sampler_adagen_decides_every_step_of_every_image(env, key):
+    """A step-wise (AdaGen) policy in the Learned Sampler on a batch of 3: per-image sigmas
+    between the incoming start and end; at ``scale`` 0 exactly the incoming sigmas (the base
+    schedule mapped to flow time and back)."""
+    from learned_schedules.policies.stepwise import StepPolicy
+
+    ncs, model, cond = env["cui"].ncs, env["models"][key], env["conds"][key]
+    feats = text_features(cond)
+    torch.manual_seed(1)
+    enc = LatentTextEncoder.for_family(
+        "tiny", latent_channels=TINY_FAMILIES[key].latent[0],
+        token_dim=feats["tokens"].shape[-1], pooled_dim=feats["pooled"].shape[-1])
+    step = StepPolicy(enc, 4, hidden=16)
+    torch.nn.init.normal_(step.mu.weight, std=2.0)
+    name = f"adagen_{key}.safetensors"
+    save_policy(env["policies"] / name, step, method="adagen",
+                model_family=TINY_FAMILIES[key].family)
+    sigmas = ncs.BasicScheduler.execute(model, "simple", 4, 1.0).result[0]
+    guider = ncs.BasicGuider.execute(model, cond).result[0]
+    noise = ncs.RandomNoise.execute(5).result[0]
+    for scale in (1.0, 0.0):
+        sampler = env["sampler_nodes"].LearnedSampler.execute(name, cond,
+                                                              scale=scale).result[0]
+        out = ncs.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas,
+                                                _latent(key, 3)).result[0]["samples"]
+        assert torch.isfinite(out).all()
+        items = torch.tensor(sampler.sampler_function.last["items"])
+        assert items.shape == (3, 5) and (items[:, :-1] > items[:, 1:]).all()
+        assert torch.equal(items[:, 0], sigmas[0].expand(3)) and (items[:, -1] == 0).all()
+        if scale:
+            assert items[:, 1:-1].log().std(0).max() > 1e-4
+            assert not torch.allclose(items[0], sigmas, rtol=1e-3)
+        else:
+            torch.testing.assert_close(items, sigmas.expand_as(items), rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("rule", ["euler", "heun", "dpmpp_2m"])
 @pytest.mark.parametrize("key", ["sdxl", "sdxl-vpred", "sd2"])
 def test_step_loop_items_equal_comfyuis_batch1_runs(env, key, rule):
