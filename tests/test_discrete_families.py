@@ -130,8 +130,9 @@ def test_denoise_follows_basicscheduler(env, key):
 @pytest.mark.parametrize("key", ["sdxl", "sdxl-vpred"])
 def test_named_scheduler_in_ksampler_is_the_nodes_schedule(env, key, monkeypatch):
     """``learned:<policy>`` runs in ComfyUI's ``KSampler``: its sigmas equal the Learned
-    Schedule node's for the same schedule (a policy whose mean is its global schedule), and
-    ``KSampler`` with it equals ``SamplerCustom`` with the node's SIGMAS."""
+    Schedule node's for the same schedule (a policy whose mean is its global schedule), also
+    at denoise 0.5 under ``BasicScheduler``, and ``KSampler`` with it equals ``SamplerCustom``
+    with the node's SIGMAS."""
     import comfy.samplers as cs
 
     from learned_schedules.nodes import named_schedulers as named
@@ -155,6 +156,13 @@ def test_named_scheduler_in_ksampler_is_the_nodes_schedule(env, key, monkeypatch
         basic = env["cui"].ncs.BasicScheduler.execute(model, f"learned:{stem}", 4,
                                                       1.0).result[0]
         assert torch.equal(basic, named_sigmas)
+        # BasicScheduler's denoise rule: 8 steps of the schedule, the last 4 kept, as the node
+        half = env["cui"].ncs.BasicScheduler.execute(model, f"learned:{stem}", 4,
+                                                     0.5).result[0]
+        node_half = env["nodes"].LearnedSchedule.execute(
+            model, cond, noise, _latent(key), f"{stem}.safetensors", 4, "mean", 0.5).result[0]
+        torch.testing.assert_close(half, node_half, atol=1e-5, rtol=1e-5)
+        assert torch.equal(half, schedule_to_model(sampling_of(model), flow, 4, 0.5))
         run = env["cui"].nodes.KSampler().sample(model, 7, 4, 2.0, "euler", f"learned:{stem}",
                                                  cond, neg, _latent(key))[0]["samples"]
         euler = env["cui"].ncs.KSamplerSelect.execute("euler").result[0]
