@@ -294,3 +294,32 @@ def test_step_loop_items_equal_comfyuis_batch1_runs(env, key, rule):
         atol = 2e-5 * max(1.0, float(ref.abs().max()))
         torch.testing.assert_close(batched[i:i + 1], ref, atol=atol, rtol=1e-4,
                                    msg=f"{key} {rule} item {i}")
+
+
+@pytest.mark.parametrize("key", ["sdxl", "sdxl-vpred"])
+def test_step_loop_from_a_partial_start_equals_comfyui(env, key):
+    """Image to image: every item starts at the same sigma below ``sigma_max`` (flow time 0.6)
+    on a non-empty latent, so ``KSAMPLER`` scales the noise by that sigma and adds the latent
+    for the batch and for each single run alike; item i still equals ``SamplerCustom``."""
+    from comfy.samplers import KSAMPLER
+
+    from learned_schedules.comfy_bridge.sampler import ActorSampler
+    from learned_schedules.policies.actors import FixedScheduleActor
+
+    ncs, model = env["cui"].ncs, env["models"][key]
+    cond, neg = env["conds"][key], env["negs"][key]
+    flows = FLOWS * 0.6
+    item_sigmas = flow_to_model(sampling_of(model), flows.float())
+    image = torch.randn(1, *TINY_FAMILIES[key].latent, generator=torch.Generator().manual_seed(9))
+    seeds = [8, 9, 10]
+    guider = ncs.CFGGuider.execute(model, cond, neg, 2.0).result[0]
+    loop = ActorSampler(FixedScheduleActor(flows), "dpmpp_2m")
+    batched = ncs.SamplerCustomAdvanced.execute(
+        _ItemNoise(seeds), guider, KSAMPLER(loop), item_sigmas[0],
+        {"samples": image.expand(3, -1, -1, -1).clone()}).result[0]["samples"]
+    sampler = ncs.KSamplerSelect.execute("dpmpp_2m").result[0]
+    for i, seed in enumerate(seeds):
+        ref = ncs.SamplerCustom.execute(model, True, seed, 2.0, cond, neg, sampler,
+                                        item_sigmas[i], {"samples": image.clone()}
+                                        ).result[0]["samples"]
+        torch.testing.assert_close(batched[i:i + 1], ref, atol=2e-5, rtol=1e-4)
