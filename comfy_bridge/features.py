@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..policies.families import Family, family_for_config_class
+from ..policies.families import Family, family_for_model_config
 from .sigmas import is_flow_sampling, sampling_of
 
 log = logging.getLogger("learned_schedules")
@@ -28,9 +28,9 @@ log = logging.getLogger("learned_schedules")
 
 def model_family_info(model: Any) -> Family:
     """The family row (:mod:`policies.families`) of a ComfyUI MODEL; ``ValueError`` (a plain
-    sentence) for a model the pack does not support (SDXL, SD 1.5, anything unknown)."""
-    config = getattr(getattr(model, "model", None), "model_config", None)
-    return family_for_config_class(type(config).__name__ if config is not None else "unknown")
+    sentence) for a model the pack does not support (audio, 3D, video, anything unknown). The
+    config class's bases are walked, so a subclass of a supported family resolves to it."""
+    return family_for_model_config(model)
 
 
 def model_family(model: Any) -> str:
@@ -80,16 +80,26 @@ def seed_noise(model: Any, seeds: Sequence[int], shape: Sequence[int]) -> torch.
 def conditioning_features(entries: Sequence[tuple[torch.Tensor, dict]]
                           ) -> dict[str, torch.Tensor]:
     """Text features of N conditionings (one ``(tokens [B, T, D], extras)`` entry each; row 0
-    is used): ``tokens [N, T_max, D]`` (float32, zero-padded), ``token_mask [N, T_max]`` when
-    the token counts differ, and ``pooled [N, P]`` when every entry has a pooled output."""
+    is used), of any token width D: ``tokens [N, T_max, D]`` (float32, zero-padded),
+    ``token_mask [N, T_max]`` when the token counts differ or an encoder gives an
+    ``attention_mask`` (Lumina 2, Chroma, HunyuanImage), and ``pooled [N, P]`` when every
+    entry has a pooled output (CLIP families; Flux.2, Qwen-Image, Z-Image... have none)."""
     lengths = [int(e[0].shape[1]) for e in entries]
     t_max = max(lengths)
     tokens = torch.zeros(len(entries), t_max, entries[0][0].shape[-1])
     for i, (tok, _) in enumerate(entries):
         tokens[i, :tok.shape[1]] = tok[0].float()
     feats = {"tokens": tokens}
-    if len(set(lengths)) > 1:
-        feats["token_mask"] = torch.arange(t_max)[None, :] < torch.tensor(lengths)[:, None]
+    mask = torch.arange(t_max)[None, :] < torch.tensor(lengths)[:, None]
+    masked = len(set(lengths)) > 1
+    for i, (_, extra) in enumerate(entries):  # the encoder's own mask (Lumina 2, Chroma...)
+        given = extra.get("attention_mask") if isinstance(extra, dict) else None
+        if torch.is_tensor(given) and given.ndim == 2 and given.shape[1] == lengths[i]:
+            mask[i, :lengths[i]] &= given[0].bool().cpu()
+            masked = True
+    if masked:
+        mask[mask.sum(1) == 0, 0] = True  # never an all-masked row (attention gives NaN)
+        feats["token_mask"] = mask
     pooled = [e[1].get("pooled_output") if isinstance(e[1], dict) else None for e in entries]
     if all(p is not None for p in pooled):
         feats["pooled"] = torch.cat([p[:1].float() for p in pooled])

@@ -5,8 +5,9 @@ stem, then ``levels`` stride-2 blocks with GroupNorm + SiLU), the final map is p
 ``grid x grid`` set of image tokens, which cross-attend to the projected text tokens
 ``[B, T, D]`` (T5 / joint tokens). An optional pooled text embedding (CLIP-L / CLIP-G pooled)
 is added to every image token. Mean and max pooling over image tokens give the output.
-Any latent size (``H, W >= 8``; ``>= 4`` for the one-level ``small`` preset) and any token
-count work.
+Any latent size (``H, W >= 8``; ``>= 4`` for the one-level ``small`` preset), any channel
+count and token width (set from the model's features), any token count work; a 5-D latent
+``[B, C, T, H, W]`` (Qwen-Image's) is read with its T frames folded into the channels.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # SD3 / SD3.5: 16-channel latent, joint CLIP-L/G + T5 tokens (4096), pooled 2048
     "sd3": {"latent_channels": 16, "token_dim": 4096, "pooled_dim": 2048, "width": 384,
             "levels": 4, "heads": 6, "grid": 4},
+    # any other family: the widths of the two above, every feature size from the model
+    "generic": {"latent_channels": 16, "token_dim": 4096, "pooled_dim": 0, "width": 384,
+                "levels": 4, "heads": 6, "grid": 4},
     # tests: real channel count, small everything else
     "tiny": {"latent_channels": 16, "token_dim": 32, "pooled_dim": 16, "width": 32,
              "levels": 2, "heads": 2, "grid": 2},
@@ -81,6 +85,8 @@ class LatentTextEncoder(nn.Module):
     def forward(self, noise: torch.Tensor, tokens: torch.Tensor,
                 pooled: torch.Tensor | None = None,
                 token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if noise.ndim == 5:  # [B, C, T, H, W] (Qwen-Image's video-style latent): fold T in
+            noise = noise.flatten(1, 2)
         if noise.ndim != 4 or noise.shape[1] != self.latent_channels:
             raise ValueError(f"Expected a noise latent [B, {self.latent_channels}, H, W], got "
                              f"{tuple(noise.shape)}.")

@@ -106,11 +106,11 @@ class ModelInputs:
 def size_encoder(probe: dict[str, torch.Tensor], preset: str, family_preset: str | None,
                  latent_hw: tuple[int, int]) -> nn.Module:
     """The paper's latent + text encoder for features like ``probe``: ``preset`` (``auto``:
-    the family's, falling back to ``small`` for latents too small for it, e.g. the digits
-    model's 4x4)."""
+    the family's, ``generic`` for a family without one, falling back to ``small`` for latents
+    too small for it, e.g. the digits model's 4x4)."""
     auto = preset == "auto"
-    if auto:
-        preset = family_preset
+    if auto:  # families without a preset: sized from the features alone
+        preset = family_preset or "generic"
     if preset not in PRESETS:
         raise ValueError(f"encoder_preset must be 'auto' or one of {sorted(PRESETS)}.")
     sizes = {"latent_channels": probe["noise"].shape[1],

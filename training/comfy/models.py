@@ -128,14 +128,18 @@ def load_diffusion_model(path: str, weight_dtype: str = "default",
 
 
 def load_text_encoders(paths: list[str], clip_type: str, options: dict | None = None):
-    """``CLIPLoader`` / ``DualCLIPLoader`` / ``TripleCLIPLoader``'s path."""
+    """``CLIPLoader`` / ``DualCLIPLoader`` / ``TripleCLIPLoader`` /
+    ``QuadrupleCLIPLoader``'s path; ``clip_type`` is the loaders' ``type`` (a family row's
+    ``clip_type``: ``flux``, ``sd3``, ``lumina2``, ``qwen_image``...), mapped as they map it."""
     import comfy.sd
     import folder_paths
 
-    types = {"flux": comfy.sd.CLIPType.FLUX, "sd3": comfy.sd.CLIPType.SD3}
+    # as the loader nodes do: a type without its own enum member (``flux2`` in 0.3.75) is
+    # STABLE_DIFFUSION, and the file's detected encoder decides
+    kind = getattr(comfy.sd.CLIPType, str(clip_type).upper(), comfy.sd.CLIPType.STABLE_DIFFUSION)
     try:
         return comfy.sd.load_clip(paths, embedding_directory=folder_paths.get_folder_paths(
-            "embeddings"), clip_type=types[clip_type], model_options=options or {})
+            "embeddings"), clip_type=kind, model_options=options or {})
     except (RuntimeError, KeyError) as exc:
         raise ValueError(f"ComfyUI could not load the text encoders {paths} as {clip_type} "
                          f"({exc}).") from None
