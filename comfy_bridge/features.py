@@ -28,7 +28,7 @@ log = logging.getLogger("learned_schedules")
 
 def model_family_info(model: Any) -> Family:
     """The family row (:mod:`policies.families`) of a ComfyUI MODEL; ``ValueError`` (a plain
-    sentence) for a model the pack does not support (SDXL, SD 1.5, anything unknown). The
+    sentence) for a model the pack does not support (audio, 3D, video, anything unknown). The
     config class's bases are walked, so a subclass of a supported family resolves to it."""
     return family_for_model_config(model)
 

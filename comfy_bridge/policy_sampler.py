@@ -12,9 +12,11 @@ built from a policy file when the sampler is called:
   own initial noise (the ``Learned Schedule`` node can only give one SIGMAS per batch),
   resampled to the incoming length; the start and the end are the incoming SIGMAS'.
 
-The policy's features are the sampler's initial ``x`` (the initial noise at full denoise) and
-the text features of the node's conditioning. After a run, :attr:`PolicySampler.last` holds the
-sigmas every image used (model sigma space) and is sent to the node's plot
+The policy's features are the sampler's initial ``x`` at unit scale
+(:func:`.sampler.unit_sample`: the initial noise at full denoise, as the Learned Schedule node
+reads it, on flow and discrete models alike) and the text features of the node's conditioning.
+After a run, :attr:`PolicySampler.last` holds the sigmas every image used (model sigma space)
+and is sent to the node's plot
 (``PromptServer.send_sync("learned_schedules.sampler_sigmas", ...)``) when a server runs.
 """
 
@@ -29,7 +31,7 @@ from ..policies.actors import FixedScheduleActor
 from ..policies.contract import is_stepwise
 from ..policies.device import module_device
 from ..policies.schedule import resample_schedule
-from .sampler import RULES, ActorSampler
+from .sampler import RULES, ActorSampler, unit_sample
 from .service import check_feature_dims, policy_flow
 from .sigmas import flow_to_model, model_to_flow
 
@@ -55,7 +57,8 @@ class PolicySampler:
         self.trajectory = None
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The policy's features for the sampler's batch ``x [N, C, H, W]``."""
+        """The policy's features for the sampler's batch ``x [N, C, H, W]`` (at unit scale,
+        :func:`.sampler.unit_sample`)."""
         n = x.shape[0]
         feats = {"noise": x.detach().float().cpu(),
                  **{k: v.expand(n, *v.shape[1:]).contiguous() for k, v in self.text.items()}}
@@ -69,7 +72,7 @@ class PolicySampler:
               seed: int | None) -> Any:
         """The step-wise policy's actor, or the one-shot policy's per-image schedules."""
         policy = self.loaded.policy
-        feats = self.features(x)
+        feats = self.features(unit_sample(sampling, sigmas[0], x))
         steps = len(sigmas) - 1
         base = model_to_flow(sampling, sigmas.detach().double().cpu())  # may end above 0
         if is_stepwise(policy):

@@ -15,7 +15,9 @@ arithmetic, so a fixed schedule gives the same result as ComfyUI's sampler with 
 
 The incoming SIGMAS give the start (noise scaling is done by ``KSAMPLER`` with ``sigmas[0]``),
 the end (the last step goes to ``sigmas[-1]``, 0 for a full denoise) and the number of steps.
-Actors speak flow time; the model's sigmas are mapped with :mod:`.sigmas`. After a run the
+Actors speak flow time; the model's sigmas are mapped with :mod:`.sigmas`. The actor sees the
+sample at unit scale (:func:`unit_sample`): on flow models ``x`` itself, on discrete eps / v
+models ``x / sqrt(1 + sigma^2)`` (DDPM's ``x_t``, what the network reads). After a run the
 trajectory (flow times used, the actor's infos, the final samples) is in
 :attr:`ActorSampler.trajectory`. The object holds no trainer state.
 """
@@ -34,6 +36,7 @@ from ..policies.actors import (
     TrajectoryRecorder,
     check_decision,
 )
+from .sampling_space import is_discrete_sampling
 from .sigmas import flow_to_model, model_to_flow
 
 #: update rules the step loop implements (ComfyUI sampler names)
@@ -43,6 +46,16 @@ RULES = ("euler", "heun", "dpmpp_2m")
 def _items(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Per-item values ``[N]`` shaped to broadcast against ``x [N, ...]``."""
     return v.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def unit_sample(sampling: Any, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The sample ``x`` at unit scale, as policies read it: ``x`` itself on flow (and other
+    continuous) models; on discrete eps / v models, whose ``x`` is ``x_0 + sigma eps``, the
+    network's input ``x / sqrt(1 + sigma^2)`` (``sampling.calculate_input``; ``sigma`` one per
+    item or one for all). At full denoise of an empty latent that is the initial noise."""
+    if not is_discrete_sampling(sampling):
+        return x
+    return sampling.calculate_input(sigma.to(x.device), x)
 
 
 def _to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
@@ -77,7 +90,8 @@ class ActorSampler:
         prev_sigma = old_denoised = None
         for i in trange(steps, disable=disable):
             denoised = model(x, sigma, **extra_args)
-            state = StepState(step=i, steps=steps, x=x, sigma=t, denoised=denoised)
+            state = StepState(step=i, steps=steps, x=unit_sample(sampling, sigma, x), sigma=t,
+                              denoised=denoised)
             decision = self.actor.next_sigma(state)
             t_next = check_decision(decision.sigma_next.to(t), state)
             if i == steps - 1:
@@ -156,4 +170,4 @@ def actor_ksampler(actor: Actor, rule: str = "euler") -> Any:
     return comfy.samplers.KSAMPLER(ActorSampler(actor, rule))
 
 
-__all__ = ["RULES", "ActorSampler", "actor_ksampler"]
+__all__ = ["RULES", "ActorSampler", "actor_ksampler", "unit_sample"]

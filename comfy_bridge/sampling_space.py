@@ -70,6 +70,16 @@ def _first_base(sampling: Any, names: tuple[str, ...] | dict[str, str]) -> str |
     return next((c.__name__ for c in type(sampling).__mro__ if c.__name__ in names), None)
 
 
+def is_discrete_sampling(sampling: Any) -> bool:
+    """True when a ``model_sampling`` object is discrete-time: a ``ModelSamplingDiscrete``
+    (or a subclass other than Stable Cascade's), whose sigmas are its ``sigmas`` table of
+    DDPM timesteps, whatever it predicts (eps, v, and also ComfyUI's LCM / x0 patches); the
+    ``discrete_eps`` / ``discrete_v`` kinds of :func:`sampling_space` are these. Read from
+    the object's classes alone (no tensor is touched)."""
+    return _first_base(sampling, _SAMPLINGS) in ("ModelSamplingDiscrete",
+                                                 "ModelSamplingDiscreteEDM")
+
+
 def sampling_space(model_or_sampling: Any) -> SamplingSpace:
     """The :class:`SamplingSpace` of a ComfyUI MODEL or of its ``model_sampling`` object."""
     sampling = model_or_sampling
@@ -96,4 +106,4 @@ def sampling_space(model_or_sampling: Any) -> SamplingSpace:
     return SamplingSpace("other", prediction, base, lo, hi, sigma_data=sigma_data)
 
 
-__all__ = ["SamplingSpace", "sampling_space"]
+__all__ = ["SamplingSpace", "is_discrete_sampling", "sampling_space"]

@@ -77,12 +77,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            ("pile_t5xl",), cfg=3.5, note="Its checkpoints usually bundle the text encoder."),
     Family("sdxl", "SDXL", ("SDXL", "SDXLRefiner", "SSD1B", "Segmind_Vega", "KOALA_700M",
                             "KOALA_1B"), "sdxl", "DualCLIPLoader", ("clip_l", "clip_g"),
-           cfg=7.0, supported=False,
+           cfg=7.0,
            note="Illustrious, Pony, NoobAI (eps and v-prediction) load as this family."),
     Family("sd2", "SD 2.x", ("SD20",), "stable_diffusion", "CLIPLoader", ("clip_h",), cfg=7.0,
-           supported=False),
+           note="SD 2.x 768-v (v-prediction) and 512 (eps)."),
     Family("sd1", "SD 1.x", ("SD15",), "stable_diffusion", "CLIPLoader", ("clip_l",),
-           cfg=7.0, supported=False),
+           cfg=7.0),
 )}
 """Every family the pack knows, by our name."""
 
@@ -164,8 +164,8 @@ def family_for_config_class(config_class: str | type) -> Family:
 
 
 def known_family_for_model_config(obj: Any) -> Family | None:
-    """Like :func:`family_for_model_config` but also returns rows not yet supported (SD 1.x,
-    SD 2.x, SDXL); None for a model kind the pack does not know."""
+    """Like :func:`family_for_model_config` but also returns rows not (yet) supported; None
+    for a model kind the pack does not know."""
     cls = _config_class(obj)
     for base in (cls.__mro__ if cls is not None else ()):
         if base.__name__ in UNSUPPORTED_KINDS:

@@ -132,14 +132,15 @@ def _fake_model(kind: str):
         dict(config_class.unet_config))))
 
 
-@pytest.mark.parametrize("kind, name", [("SDXL", "SDXL"), ("SD15", "SD 1.x")])
+@pytest.mark.parametrize("kind, name", [("HunyuanVideo", "a video model"),
+                                        ("Stable_Cascade_C", "two-stage Stable Cascade")])
 def test_unsupported_models_give_a_plain_error_in_the_node_and_the_trainer(env, kind, name,
                                                                            monkeypatch):
     from learned_schedules.training.comfy import models as models_mod
     from learned_schedules.training.comfy.backend import ComfyBackend
 
     fake = _fake_model(kind)
-    message = f"does not support {name} yet; supported models: Flux dev"
+    message = fr"does not support {name} \({kind}\) yet; supported models: Flux dev, .*SDXL"
     noise = env.ncs.RandomNoise.execute(1).result[0]
     with pytest.raises(ValueError, match=message):
         env.nodes.LearnedSchedule.execute(fake, env.conds[0], noise,

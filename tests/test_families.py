@@ -1,8 +1,9 @@
 """Every image family on a tiny random-weight model of its real architecture
 (``tests/tiny_families.py``): it loads as its ComfyUI config class, its sampling space is read
 from its own ``model_sampling``, the family table resolves it (and subclasses of it), its
-conditioning runs through the model, and on every flow family the Learned Schedule node with
-a fresh policy (initial mean = the family default) returns exactly ComfyUI's default SIGMAS.
+conditioning runs through the model, and on every family (flow and discrete) the Learned
+Schedule node with a fresh policy (initial mean = the family default) returns exactly
+ComfyUI's default SIGMAS.
 """
 
 from __future__ import annotations
@@ -148,15 +149,13 @@ def test_flow_sampling_spaces(env, key, shift, multiplier):
 
 @pytest.mark.parametrize("key", list(TINY_FAMILIES))
 def test_family_table_resolves_every_tiny_model(env, key):
+    from learned_schedules.comfy_bridge.features import model_family
     from learned_schedules.policies.families import known_family_for_model_config
 
     spec = TINY_FAMILIES[key]
     assert known_family_for_model_config(env["models"][key]).name == spec.family
-    if spec.flow:
-        from learned_schedules.comfy_bridge.features import model_family
-
-        assert model_family(env["models"][key]) == spec.family
-        assert spec.family in SUPPORTED_IMAGE_FAMILIES
+    assert model_family(env["models"][key]) == spec.family
+    assert spec.family in SUPPORTED_IMAGE_FAMILIES
 
 
 @pytest.mark.parametrize("key", list(TINY_FAMILIES))
@@ -175,10 +174,12 @@ def test_conditioning_runs_through_the_model(env, key):
     assert out.shape[1] == TINY_FAMILIES[key].latent[0]
 
 
-@pytest.mark.parametrize("key", FLOW_KEYS)
+@pytest.mark.parametrize("key", FLOW_KEYS + DISCRETE_KEYS)
 def test_node_reproduces_the_family_default_at_init(env, key):
     """A fresh policy (initial mean = the family's default) gives the default SIGMAS
-    (``BasicScheduler`` simple) through the Learned Schedule node's core path."""
+    (``BasicScheduler`` simple) through the Learned Schedule node's core path: on flow
+    families and on the discrete ones (SD 1.5, SD 2.x v, SDXL eps, SDXL v + zero-terminal
+    SNR), whose flow time is the fraction of the model's own timestep range."""
     from learned_schedules.comfy_bridge.sigmas import default_sigmas
     from learned_schedules.policies.schedule import validate_schedule
 
@@ -194,14 +195,19 @@ def test_node_reproduces_the_family_default_at_init(env, key):
     assert out.ui["learned_schedule"][0]["family"] == TINY_FAMILIES[key].family
 
 
-def test_a_policy_for_another_family_is_a_sentence(env):
-    _fresh_policy(env, "qwen-image", "qwen_policy.safetensors")
+@pytest.mark.parametrize("policy_key, model_key, message", [
+    ("qwen-image", "z-image", "trained for qwen-image, but the model is z-image"),
+    ("sdxl", "sd1", "trained for sdxl, but the model is sd1"),
+    ("sd2", "flux-dev", "trained for sd2, but the model is flux-dev"),
+    ("sd3", "sdxl-vpred", "trained for sd3, but the model is sdxl")])
+def test_a_policy_for_another_family_is_a_sentence(env, policy_key, model_key, message):
+    name = f"{policy_key}_policy.safetensors"
+    _fresh_policy(env, policy_key, name)
     noise = env["cui"].ncs.RandomNoise.execute(3).result[0]
-    with pytest.raises(ValueError, match="trained for qwen-image, but the model is z-image"):
-        env["nodes"].LearnedSchedule.execute(env["models"]["z-image"],
-                                             _conditioning(env, "z-image"), noise,
-                                             _latent("z-image"), "qwen_policy.safetensors",
-                                             0, "mean", 1.0)
+    with pytest.raises(ValueError, match=message):
+        env["nodes"].LearnedSchedule.execute(env["models"][model_key],
+                                             _conditioning(env, model_key), noise,
+                                             _latent(model_key), name, 0, "mean", 1.0)
 
 
 def test_a_policy_of_other_dimensions_is_a_sentence(env):
@@ -215,12 +221,15 @@ def test_a_policy_of_other_dimensions_is_a_sentence(env):
                                              0, "mean", 1.0)
 
 
-@pytest.mark.parametrize("key", DISCRETE_KEYS)
-def test_discrete_families_are_refused_in_a_sentence(env, key):
-    from learned_schedules.comfy_bridge.features import model_family
-
-    with pytest.raises(ValueError, match="does not support SD|supported models: Flux dev"):
-        model_family(env["models"][key])
+def test_a_discrete_policy_of_other_dimensions_is_a_sentence(env):
+    """An SDXL policy (77 x 2048 tokens) on an SDXL model whose text encoder is narrower."""
+    _fresh_policy(env, "sdxl", "sdxl_policy.safetensors")
+    noise = env["cui"].ncs.RandomNoise.execute(3).result[0]
+    with pytest.raises(ValueError, match="text tokens of width 2048"):
+        env["nodes"].LearnedSchedule.execute(env["models"]["sdxl-te"],
+                                             _conditioning(env, "sdxl-te"), noise,
+                                             _latent("sdxl-te"), "sdxl_policy.safetensors",
+                                             0, "mean", 1.0)
 
 
 def test_a_subclass_of_a_supported_family_resolves_to_it(env):
@@ -246,14 +255,23 @@ def test_a_subclass_of_a_supported_family_resolves_to_it(env):
     assert family_for_config_class(sm.Flux2).name == "flux2"
     assert family_for_config_class("Flux2").name == "flux2"  # by name: exact names only
 
+    class MyIllustrious(sm.SDXL):
+        pass
+
+    assert family_for_config_class(MyIllustrious).name == "sdxl"
+    assert family_for_config_class(sm.SD15).name == "sd1"
+    assert family_for_config_class(sm.SD20).name == "sd2"
+    with pytest.raises(ValueError, match="image-editing"):  # a subclass listed as unsupported
+        family_for_config_class(sm.SDXL_instructpix2pix)
+
 
 @pytest.mark.parametrize("name, what", [
     ("StableAudio", "an audio model"), ("ACEStep", "an audio model"),
     ("Hunyuan3Dv2", "a 3D model"), ("SD_X4Upscaler", "an upscaler"),
     ("Stable_Cascade_C", "two-stage Stable Cascade"), ("Stable_Cascade_B", "two-stage"),
     ("HunyuanVideo", "a video model"), ("WAN22_T2V", "a video model"),
-    ("HunyuanImage21Refiner", "an upscaler / refiner"), ("SDXL", "SDXL"),
-    ("PixArtSigma", "this model")])
+    ("HunyuanImage21Refiner", "an upscaler / refiner"), ("PixArtSigma", "this model"),
+    ("SD15_instructpix2pix", "an image-editing / depth variant")])
 def test_unsupported_kinds_get_a_plain_sentence(env, name, what):
     import comfy.supported_models as sm
 
@@ -264,7 +282,7 @@ def test_unsupported_kinds_get_a_plain_sentence(env, name, what):
     message = str(err.value)
     assert what in message and "does not support" in message
     for family in ("Flux dev", "SD3", "Flux.2", "Chroma", "Qwen-Image", "Z-Image", "HiDream",
-                   "Lumina 2", "HunyuanImage 2.1", "AuraFlow"):
+                   "Lumina 2", "HunyuanImage 2.1", "AuraFlow", "SDXL", "SD 2.x", "SD 1.x"):
         assert family in message.split("supported models:")[1]
 
 

@@ -176,7 +176,8 @@ def test_a_bad_global_schedule_is_skipped(env, caplog):
 def test_named_scheduler_sigmas_are_the_nodes_for_the_same_schedule(env):
     """A named scheduler ``learned:<policy>`` outputs exactly what the Learned Schedule node's
     mapping (the bridge's) outputs for the same flow schedule, at the policy's own step count
-    and resampled, on a flow model and on a log-linear (SD 1.x style) one."""
+    and resampled, on a flow model, a discrete (SD 1.x) one (its sigma table at fraction t of
+    its timestep range) and an EDM one (log-linear)."""
     import comfy.model_sampling as ms
 
     from learned_schedules.comfy_bridge.service import schedule_sigmas
@@ -189,10 +190,22 @@ def test_named_scheduler_sigmas_are_the_nodes_for_the_same_schedule(env):
     for steps in (4, 7, 2):
         node = schedule_sigmas(env["model"], flow, steps)
         assert torch.equal(handler(sampling, steps), node), steps
-    discrete = ms.ModelSamplingDiscrete()  # SD 1.x: sigmas log-linear in flow time
-    lo, hi = float(discrete.sigma_min), float(discrete.sigma_max)
+
+    class Discrete(ms.ModelSamplingDiscrete, ms.EPS):  # SD 1.x's model_sampling
+        pass
+
+    class EDM(ms.ModelSamplingContinuousEDM, ms.EDM):
+        pass
+
+    discrete, edm = Discrete(), EDM()
     for steps in (4, 6):
+        resampled = resample_schedule(flow, steps)
         mapped = schedule_to_model(discrete, flow, steps)
         assert torch.equal(handler(discrete, steps), mapped)
-        want = flow_to_sigmas(resample_schedule(flow, steps), "loglinear", lo, hi).float()
-        assert torch.equal(mapped, want)
+        want = discrete.sigma(resampled[:-1] * (len(discrete.sigmas) - 1))
+        torch.testing.assert_close(mapped[:-1], want, rtol=1e-6, atol=0)
+        assert float(mapped[-1]) == 0.0
+        lo, hi = float(edm.sigma_min), float(edm.sigma_max)
+        mapped = schedule_to_model(edm, flow, steps)
+        assert torch.equal(handler(edm, steps), mapped)
+        assert torch.equal(mapped, flow_to_sigmas(resampled, "loglinear", lo, hi).float())
