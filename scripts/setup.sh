@@ -10,6 +10,9 @@ VENV="${LS_VENV:-$ROOT/.venv}"
 CACHE="$ROOT/.cache"
 PY="${PYTHON:-python3}"
 log() { echo "[setup] $*" >&2; }
+# the newest ComfyUI frontend the browser test also runs (the pinned one, the version the bundled
+# ComfyUI asks for, is in requirements-dev.txt); bump it here only
+FRONTEND_NEWEST=1.58.1
 
 # 1. virtual environment
 if [ ! -x "$VENV/bin/python" ]; then
@@ -73,5 +76,16 @@ if [ -z "${LS_SKIP_BROWSER:-}" ]; then
     npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 \
       || log "npm ci failed; the browser test will be skipped"
   fi
+fi
+# 5. the newest frontend, beside the pinned one (served with --front-end-root): cached; when it
+#    cannot be fetched, only the browser test's newest-frontend cases are skipped
+FE="$CACHE/frontend-newest"
+if [ -z "${LS_SKIP_BROWSER:-}" ] \
+    && [ ! -d "$FE/comfyui_frontend_package-$FRONTEND_NEWEST.dist-info" ]; then
+  log "installing comfyui-frontend-package==$FRONTEND_NEWEST into $FE (browser test)"
+  rm -rf "$FE"
+  "$VPY" -m pip install -q --no-deps --target "$FE" \
+      "comfyui-frontend-package==$FRONTEND_NEWEST" >/dev/null 2>&1 \
+    || { rm -rf "$FE"; log "could not fetch the newest frontend; its browser cases will be skipped"; }
 fi
 log "ready: activate with 'source $VENV/bin/activate'"

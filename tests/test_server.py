@@ -84,13 +84,14 @@ def prepare_base(base: Path, policies: bool = True) -> Path:
     return base
 
 
-def start_server(base: Path, port: int | None = None, env: dict | None = None) -> dict:
+def start_server(base: Path, port: int | None = None, env: dict | None = None,
+                 args: tuple[str, ...] = (), log_name: str = "server.log") -> dict:
     port = port or _free_port()
-    log = open(base / "server.log", "w")
+    log = open(base / log_name, "w")
     proc = subprocess.Popen(
         [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
          "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
-         "--disable-auto-launch"],
+         "--disable-auto-launch", *args],
         cwd=comfy_env.comfyui_path(), stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     url = f"http://127.0.0.1:{port}"
@@ -108,7 +109,7 @@ def start_server(base: Path, port: int | None = None, env: dict | None = None) -
     if proc.poll() is not None:
         log.close()
         raise RuntimeError("ComfyUI server did not start:\n"
-                           + (base / "server.log").read_text()[-3000:])
+                           + (base / log_name).read_text()[-3000:])
     return {"url": url, "base": base, "proc": proc, "log": log}
 
 
@@ -371,53 +372,109 @@ def _browser_ready() -> bool:
         (REPO / "node_modules" / "playwright-core").exists()
 
 
-def test_browser_templates_panel_reload_and_cached_run(server, tmp_path):
-    """Headless Chromium on the real frontend: every example opens from the templates panel
-    (thumbnail shown) and converts as ``ui_to_api`` does; the SD3 ones run (tiny models swapped
-    into the frontend's own prompt); the plot is drawn, comes back after a page reload, and
-    stays after a cached re-run; the compare example shows its plot and text."""
-    if not _browser_ready():
-        pytest.skip("Chromium, node or playwright-core missing: run scripts/setup.sh")
-    out_dir = REPO / "test-output"
-    out_dir.mkdir(exist_ok=True)
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"module": PACK, "stand_ins": TINY_SD3,
-                                "examples": [p.stem for p in examples()],
-                                "run": [p.stem for p in RUN_ORDER],
-                                "out_dir": str(out_dir)}))
-    proc = subprocess.run(["node", str(REPO / "tests" / "browser" / "run_ui.mjs"),
-                           server["url"], str(spec)],
-                          capture_output=True, text=True, timeout=900, cwd=REPO)
+# The frontends the browser test runs: the one the bundled ComfyUI asks for (requirements-dev.txt)
+# and the newest one scripts/setup.sh installs into .cache/frontend-newest (FRONTEND_NEWEST there),
+# served with --front-end-root. Each in both renderers, one case after the other.
+FRONTEND_NEWEST_DIR = REPO / ".cache" / "frontend-newest"
+CASES = [{"name": "classic", "vue": False}, {"name": "vue", "vue": True}]
+
+
+def _newest_frontend() -> tuple[str, Path] | None:
+    """(version, static folder) of the newest frontend set up, or None."""
+    static = FRONTEND_NEWEST_DIR / "comfyui_frontend_package" / "static"
+    infos = sorted(FRONTEND_NEWEST_DIR.glob("comfyui_frontend_package-*.dist-info"))
+    if not (static / "index.html").is_file() or not infos:
+        return None
+    return infos[-1].name.split("-")[1].removesuffix(".dist-info"), static
+
+
+def _run_browser(url: str, spec: dict, tmp_path: Path) -> dict:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    proc = subprocess.run(["node", str(REPO / "tests" / "browser" / "run_ui.mjs"), url,
+                           str(path)], capture_output=True, text=True, timeout=900, cwd=REPO)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(lines[-1])
     assert result["ok"], result.get("error")
-    for path in examples():
-        got = result["examples"][path.stem]
-        from PIL import Image
+    return result
 
+
+@pytest.mark.parametrize("frontend", ["pinned", "newest"])
+def test_browser_every_example_in_each_frontend_and_renderer(server, tmp_path, frontend):
+    """Headless Chromium on the real frontend, the pinned and the newest, each in the classic
+    and the Vue node renderer: every example opens from the templates panel (thumbnail shown)
+    and converts as ``ui_to_api`` does; the SD3 ones run (tiny models swapped into the
+    frontend's own prompt); on screen, inside its node, the plot shows the learned curve and
+    Schedule to Text shows the sigmas, and both are back after a page reload; our JS causes no
+    console warning or error. In the pinned classic case the first example run also stays
+    after a cached re-run, is sharp when zoomed, follows the palette and survives a tab switch.
+    """
+    if not _browser_ready():
+        pytest.skip("Chromium, node or playwright-core missing: run scripts/setup.sh")
+    out_dir = REPO / "test-output" / frontend
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = [{**c, "full": frontend == "pinned" and not c["vue"]} for c in CASES]
+    spec = {"module": PACK, "stand_ins": TINY_SD3, "examples": [p.stem for p in examples()],
+            "run": [p.stem for p in RUN_ORDER], "out_dir": str(out_dir), "cases": cases}
+    if frontend == "pinned":
+        result = _run_browser(server["url"], spec, tmp_path)
+    else:
+        newest = _newest_frontend()
+        if newest is None:
+            pytest.skip(f"the newest ComfyUI frontend is not in {FRONTEND_NEWEST_DIR} "
+                        "(scripts/setup.sh could not fetch comfyui-frontend-package)")
+        srv = start_server(server["base"], args=("--front-end-root", str(newest[1])),
+                           log_name="server_newest_frontend.log")
+        try:
+            result = _run_browser(srv["url"], spec, tmp_path)
+        finally:
+            stop_server(srv)
+    for case in cases:
+        _check_case(server, result["cases"][case["name"]], case)
+    for shot in result["screenshots"]:
+        assert Path(shot).stat().st_size > 10_000
+
+
+def _check_case(server, got: dict, case: dict) -> None:
+    from PIL import Image
+
+    where = case["name"]
+    assert not got["ours"], (where, got["ours"])  # no warning or error from our JS
+    for path in examples():
+        ex = got["examples"][path.stem]
         with Image.open(path.with_suffix(".jpg")) as jpg:  # the .jpg shown in the panel
-            assert got["thumbnail_width"] == jpg.width, path.stem
-        assert got["loaded_nodes"] == len(json.loads(path.read_text())["nodes"]), path.stem
-        assert not got["alerts"], got["alerts"]
+            assert ex["thumbnail_width"] == jpg.width, (where, path.stem)
+        assert ex["loaded_nodes"] == len(json.loads(path.read_text())["nodes"]), path.stem
+        assert not ex["alerts"], (where, ex["alerts"])
         # the frontend's own conversion equals ours (so the server tests run what users run)
         mine = ui_to_api(json.loads(path.read_text()), server["object_info"])
         theirs = {k: {"class_type": v["class_type"], "inputs": v["inputs"]}
-                  for k, v in got["prompt"].items()}
+                  for k, v in ex["prompt"].items()}
         assert theirs == {k: {"class_type": v["class_type"], "inputs": v["inputs"]}
-                          for k, v in mine.items()}, path.stem
-    for stem in (p.stem for p in SD3_EXAMPLES):
-        run = result["examples"][stem]
-        assert run["status"] == "success", run
-        assert run["curve"] > 30, run  # pixels of the learned curve's colour on the node
-    first = result["examples"][RUN_ORDER[0].stem]  # the first one run
+                          for k, v in mine.items()}, (where, path.stem)
+    for path in SD3_EXAMPLES:
+        ex = got["examples"][path.stem]
+        assert ex["status"] == "success", (where, ex)
+        has_text = "LearnedSchedules_ScheduleToText" in path.read_text()
+        for state in ("screen", "screen_after_reload"):
+            seen = ex[state]
+            # the plot inside its node, not hidden or covered, showing the learned curve
+            assert seen["plot"]["plot_seen"] and seen["payload"], (where, path.stem, state, seen)
+            assert seen["curve"] > 300, (where, path.stem, state, seen)
+            assert seen["plot"]["vue_element"] == case["vue"], (where, state)
+            if has_text:  # Schedule to Text shows the sigmas on screen
+                assert seen["text_seen"].startswith("1, ") and seen["text_seen"] == ex["text"], \
+                    (where, path.stem, state, seen.get("text_seen"))
+        if "default vs" in path.stem:
+            assert ex["preview_images"] >= 1 and ex["text"].startswith("1"), (where, ex)
+    if not case["full"]:
+        return
+    first = got["examples"][RUN_ORDER[0].stem]  # the first one run
     assert first["after_reload"]["payload"] and first["after_reload"]["curve"] > 30, first
     assert first["after_cached_run"]["status"] == "success"
     assert first["after_cached_run"]["curve"] > 30, first
     assert first["sharp_at_zoom"]["backing_over_css"] >= 2.4, first  # zoom 2.5 x dpr 1
-    compare = [result["examples"][p.stem] for p in SD3_EXAMPLES if "default vs" in p.stem]
-    for run in compare:
-        assert run["preview_images"] >= 1 and run["text"].startswith("1"), run
     # inside the node (screen pixels, 1 px of rounding), redrawn on a palette change, back
     # after a tab switch
     node, plot = first["bounds"]["node"], first["bounds"]["plot"]
@@ -427,5 +484,3 @@ def test_browser_templates_panel_reload_and_cached_run(server, tmp_path):
     assert palette["after"] == palette["before"], palette
     tab = first["after_tab_switch"]
     assert tab["blank_nodes"] == 0 and tab["payload"] and tab["curve"] > 30, tab
-    for shot in result["screenshots"]:
-        assert Path(shot).stat().st_size > 10_000

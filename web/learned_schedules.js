@@ -21,9 +21,16 @@ const SAMPLER_EVENT = "learned_schedules.sampler_sigmas";
 const TEXT_NODE = "LearnedSchedules_ScheduleToText";
 const PAYLOAD_PROP = "learned_schedule_plot";
 const TEXT_PROP = "schedule_text";
+const TEXT_WIDGET = "learned_schedules_text";
 const PLOT_HEIGHT = 200;
 const CSS_VARS = ["--comfy-input-bg", "--comfy-menu-bg", "--input-text", "--descrip-text",
   "--border-color"];
+
+// In the Vue node renderer ("Nodes 2.0") a node's height follows its content: frontends before
+// ~1.33 give a DOM widget no height of its own (the plot would be 0 px high). The classic
+// renderer sizes the widget from getMinHeight in screen pixels, so this applies to Vue nodes only.
+const VUE_NODE_CSS = `.lg-node .learned-schedules-plot { min-height: ${PLOT_HEIGHT}px; }
+.lg-node .learned-schedules-text { min-height: 60px; }`;
 
 const plotted = new Set(); // nodes with a plot widget (for palette / zoom redraws)
 
@@ -85,6 +92,7 @@ function addPlotWidget(node) {
 
 function addTextWidget(node) {
   const area = document.createElement("textarea");
+  area.className = "learned-schedules-text";
   area.readOnly = true;
   area.placeholder = "run the graph to see the numbers";
   area.dataset.testid = "schedule-text";
@@ -93,18 +101,25 @@ function addTextWidget(node) {
     "border:1px solid var(--border-color);border-radius:4px;padding:4px;";
   area.value = node.properties?.[TEXT_PROP] || "";
   node.__lsText = area;
-  const widget = node.addDOMWidget("schedule_text", "textarea", area, {
+  // a widget type no renderer knows: the Vue node renderer replaces the registered ones
+  // ("textarea", "multiline", "customtext") by its own textarea, which would hide this one
+  const widget = node.addDOMWidget("schedule_text", TEXT_WIDGET, area, {
     serialize: false,
     getMinHeight: () => 60,
+    getValue: () => area.value,
+    setValue: (v) => { area.value = typeof v === "string" ? v : ""; },
   });
   widget.serialize = false;
 }
 
 // a property change is not a graph edit: tell the workflow's change tracker, so the payload is
-// in the state the frontend stores (page reload) and restores (tab switch)
+// in the state the frontend stores (page reload) and restores (tab switch). Newer frontends
+// name the call captureCanvasState (checkState warns there); older ones have only checkState.
 function remember(node) {
   try {
-    app.extensionManager?.workflow?.activeWorkflow?.changeTracker?.checkState?.();
+    const tracker = app.extensionManager?.workflow?.activeWorkflow?.changeTracker;
+    if (typeof tracker?.captureCanvasState === "function") tracker.captureCanvasState();
+    else tracker?.checkState?.();
   } catch (e) {
     console.warn("learned_schedules: could not store the plot with the workflow", e);
   }
@@ -124,6 +139,9 @@ app.registerExtension({
   name: "learned_schedules.plot",
 
   setup() {
+    const style = document.createElement("style");
+    style.textContent = VUE_NODE_CSS;
+    document.head.appendChild(style);
     api.addEventListener(SAMPLER_EVENT, ({ detail }) => {
       const node = detail?.node != null ? app.graph?.getNodeById?.(Number(detail.node)) : null;
       const payload = detail?.learned_schedule?.[0];

@@ -1,20 +1,29 @@
 // Drive the real ComfyUI frontend in headless Debian Chromium, as a new user would: open every
 // example from the templates panel, run it (tiny models swapped into the frontend's own
-// prompt), then reload the page and run again (cached) to check that the plot stays.
-// Only 127.0.0.1 is used.
+// prompt), reload the page, and check what is on screen (the plot's pixels, Schedule to Text's
+// text) each time; the first one run is also run again cached, zoomed, re-coloured and
+// tab-switched. Each renderer (classic canvas, Vue "Nodes 2.0") is a case of its own, run one
+// after the other in one browser; messages our JS causes (console warnings and errors whose
+// stack or source is ours) are collected per case. Only 127.0.0.1 is contacted (the newer
+// frontends' calls to api.comfy.org are aborted).
 // Usage: node tests/browser/run_ui.mjs <server-url> <spec.json>
 //   spec: { module, examples: [stem], run: [stem], stand_ins: {set, replace}, out_dir,
+//           cases?: [{ name, vue, full }] (default: one classic case with every check),
 //           thumbnails_dir? (write <stem>.jpg thumbnails there),
 //           no_policy? (a stem: open it on a server without policies, press Run) }
-import { readFileSync, writeFileSync } from "node:fs";
+//   result: { ok, examples (the first case's), cases: { name: { examples, ours } }, ... }
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const [url, specPath] = process.argv.slice(2);
 const spec = JSON.parse(readFileSync(specPath, "utf8"));
+mkdirSync(spec.out_dir, { recursive: true });
 const LS = "LearnedSchedules_LearnedSchedule";
 // the nodes with a schedule plot: Learned Schedule, Learned Sampler
 const PLOT = [LS, "LearnedSchedules_LearnedSampler"];
-const result = { ok: false, examples: {}, screenshots: [] };
+const TEXT = "LearnedSchedules_ScheduleToText";
+const OURS = "/extensions/learned-schedules/"; // where the frontend serves our JS
+const result = { ok: false, examples: {}, cases: {}, screenshots: [] };
 const alerts = [];
 
 const browser = await chromium.launch({
@@ -53,13 +62,18 @@ async function openTemplate(page, stem) {
 }
 
 // a seed of this browser run: the API tests may have run the same graphs on this server, and a
-// fully cached graph would not execute (the cached case is checked on purpose further down)
+// fully cached graph would not execute (the cached case is checked on purpose further down).
+// A later case (the other renderer) runs the same prompts cached: the server sends cached
+// nodes' `ui` output again, so onExecuted fires as before, only faster. The Learned Sampler's
+// plot comes from inside sampling, so its graphs get a new seed in every case.
 const SEED = 1000 + (Date.now() % 100000);
+let caseIndex = 0;
 
 function standIns(prompt, stand) {
   const out = JSON.parse(JSON.stringify(prompt));
+  const sampler = Object.values(out).some((n) => n.class_type === PLOT[1]);
   for (const node of Object.values(out)) {
-    if (node.class_type === "RandomNoise") node.inputs.noise_seed = SEED;
+    if (node.class_type === "RandomNoise") node.inputs.noise_seed = SEED + (sampler ? caseIndex : 0);
     const rep = stand.replace[node.class_type];
     if (rep) {
       node.class_type = rep.class_type;
@@ -113,6 +127,53 @@ async function plotState(page) {
     return { curve, payload: !!payload, width: canvas.width, height: canvas.height,
              sigmas: payload?.sigmas, rootHeight: rect.height };
   }, PLOT);
+}
+
+// what a user sees of one node type: the node's rectangle on screen (the Vue node element, or
+// the canvas node), and our visible elements inside it (not hidden, not covered)
+async function onScreen(page, types, vue) {
+  return page.evaluate(({ types, vue }) => {
+    const app = window.app;
+    const node = app.graph._nodes.find((n) => types.includes(n.type));
+    if (!node) return null;
+    let box;
+    const el = vue && document.querySelector(`[data-node-id="${node.id}"]`);
+    if (el) {
+      const r = el.getBoundingClientRect();
+      box = [r.left, r.top, r.right, r.bottom];
+    } else {
+      const c = app.canvas.canvas.getBoundingClientRect();
+      const title = window.LiteGraph.NODE_TITLE_HEIGHT || 30;
+      const [x0, y0] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] - title]);
+      const [x1, y1] = app.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0],
+        node.pos[1] + node.size[1]]);
+      box = [x0 + c.left, y0 + c.top, x1 + c.left, y1 + c.top];
+    }
+    const seen = (e) => {
+      if (!e?.isConnected) return false;
+      const r = e.getBoundingClientRect();
+      if (r.width < 20 || r.height < 20) return false;
+      const inside = r.left >= box[0] - 2 && r.right <= box[2] + 2 && r.top >= box[1] - 2 &&
+        r.bottom <= box[3] + 2;
+      const hit = document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2);
+      return inside && !!hit && (hit === e || e.contains(hit) || hit.contains(e));
+    };
+    const textareas = [...(el || document).querySelectorAll("textarea")].filter(seen);
+    return { box, vue_element: !!el, plot_seen: seen(node.__lsCanvas?.parentElement),
+             texts: textareas.map((a) => a.value) };
+  }, { types, vue });
+}
+
+// the plot (zoomed onto its node) and Schedule to Text's text, as on screen
+async function screenState(page, vue) {
+  await focusNodes(page, PLOT);
+  const out = { ...(await plotState(page)), plot: await onScreen(page, PLOT, vue) };
+  if (await page.evaluate((t) => window.app.graph._nodes.some((n) => n.type === t), TEXT)) {
+    await focusNodes(page, [TEXT]);
+    const text = await onScreen(page, [TEXT], vue);
+    out.text_seen = text.texts.find((v) => v.startsWith("1")) ?? "";
+  }
+  return out;
 }
 
 async function focusNodes(page, types, clip) {
@@ -219,15 +280,48 @@ async function thumbnail(page, stem) {
                           clip: THUMB });
 }
 
-try {
-  for (const [key, value] of [["Comfy.TutorialCompleted", true], ["Comfy.Minimap.Visible", false],
-    ["LiteGraph.Canvas.LowQualityRenderingZoomThreshold", 0.2]]) {
+// one renderer: its own browser context (fresh local storage), settings stored on the server
+// before the page loads
+async function runCase(c) {
+  const settings = [["Comfy.TutorialCompleted", true], ["Comfy.Minimap.Visible", false],
+    ["LiteGraph.Canvas.LowQualityRenderingZoomThreshold", 0.2],
+    ["Comfy.VueNodes.Enabled", !!c.vue]];
+  for (const [key, value] of settings) {
     await fetch(`${url}/settings/${key}`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(value),
     }).catch(() => {});
   }
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  page.on("pageerror", (e) => console.error("pageerror:", e.message));
+  const out = { examples: {}, ours: [] };
+  result.cases[c.name] = out;
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  // only 127.0.0.1: the newer frontends ask api.comfy.org for releases and node metadata
+  const local = new URL(url).origin;
+  await context.route((u) => !u.href.startsWith(local) && !u.href.startsWith("data:") &&
+    !u.href.startsWith("blob:"), (route) => route.abort());
+  // warnings and errors our JS causes, also when the frontend prints them (a deprecation)
+  await context.exposeBinding("__lsReport", (_, m) => out.ours.push(m));
+  await context.addInitScript((ours) => {
+    for (const level of ["warn", "error"]) {
+      const original = console[level];
+      console[level] = function (...args) {
+        const stack = new Error().stack || "";
+        if (stack.includes(ours)) {
+          window.__lsReport?.({ level, text: args.map(String).join(" ").slice(0, 400) });
+        }
+        return original.apply(this, args);
+      };
+    }
+  }, OURS);
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    if (["warning", "error"].includes(m.type()) && (m.location()?.url || "").includes(OURS)) {
+      out.ours.push({ level: m.type(), text: m.text().slice(0, 400) });
+    }
+  });
+  page.on("pageerror", (e) => {
+    console.error("pageerror:", e.message);
+    if (String(e.stack).includes(OURS)) out.ours.push({ level: "pageerror", text: e.message });
+  });
   page.on("dialog", async (d) => {
     if (d.type() === "beforeunload") return d.accept(); // "unsaved changes" on reload
     alerts.push(d.message());
@@ -251,12 +345,14 @@ try {
     const shot = `${spec.out_dir}/no_policy.png`;
     await page.screenshot({ path: shot });
     result.screenshots.push(shot);
-    spec.examples = [];
   }
 
-  for (const stem of spec.examples) {
+  for (const stem of spec.no_policy ? [] : spec.examples) {
     const before = alerts.length;
+    const t0 = Date.now();
     const ex = { thumbnail_width: await openTemplate(page, stem) };
+    const ms = (key) => { ex.ms = { ...ex.ms, [key]: Date.now() - t0 }; };
+    ms("open");
     ex.loaded_nodes = await page.evaluate(() => window.app.graph._nodes.length);
     ex.prompt = (await page.evaluate(async () => (await window.app.graphToPrompt()).output));
     ex.alerts = await page.evaluate(() => [...document.querySelectorAll(
@@ -264,6 +360,7 @@ try {
     ex.alerts.push(...alerts.slice(before));
     if (spec.run.includes(stem)) {
       Object.assign(ex, await runPrompt(page, standIns(ex.prompt, spec.stand_ins)));
+      ms("run");
       await page.waitForFunction((ls) => window.app.graph._nodes
         .find((n) => ls.includes(n.type))?.properties?.learned_schedule_plot, PLOT, { timeout: 30000 }).catch(() => {});
       await page.waitForTimeout(400);
@@ -275,27 +372,50 @@ try {
         const out = window.app.nodeOutputs?.[String(node.id)];
         return out?.images?.length ?? node.imgs?.length ?? 0;
       });
-      ex.text = await page.evaluate(() => window.app.graph._nodes.find(
-        (n) => n.type === "LearnedSchedules_ScheduleToText")?.__lsText?.value ?? "");
+      ex.text = await page.evaluate((t) => window.app.graph._nodes.find(
+        (n) => n.type === t)?.__lsText?.value ?? "", TEXT);
       if (spec.thumbnails_dir) {
         await thumbnail(page, stem);
       }
-      if (stem === spec.run[0]) await reloadAndRerun(page, ex);
-      const shot = `${spec.out_dir}/${stem.replace(/[^A-Za-z0-9]+/g, "_")}.png`;
-      await focusNodes(page, [...PLOT, "LearnedSchedules_CompareSchedules",
-        "LearnedSchedules_ScheduleToText"]);
+      ex.screen = await screenState(page, c.vue);
+      ms("screen");
+      const name = `${c.name}_${stem}`.replace(/[^A-Za-z0-9]+/g, "_");
+      if (c.full && stem === spec.run[0]) {
+        await reloadAndRerun(page, ex);
+        ex.screen_after_reload = await screenState(page, c.vue);
+      } else { // the workflow comes back from the browser's storage
+        await page.waitForTimeout(1000);
+        await page.reload({ waitUntil: "domcontentloaded" });
+        await openApp(page);
+        await page.waitForFunction((ls) => window.app.graph._nodes.find((n) => ls.includes(n.type))
+          ?.__lsCanvas?.isConnected, PLOT, { timeout: 30000 }).catch(() => {});
+        ex.screen_after_reload = await screenState(page, c.vue);
+      }
+      ms("reload");
+      const shot = `${spec.out_dir}/${name}.png`;
+      await focusNodes(page, [...PLOT, "LearnedSchedules_CompareSchedules", TEXT]);
       await page.screenshot({ path: shot });
       result.screenshots.push(shot);
     } else if (spec.thumbnails_dir) {
       await thumbnail(page, stem);
     }
-    result.examples[stem] = ex;
+    out.examples[stem] = ex;
   }
+  await context.close();
+}
 
+try {
+  const cases = spec.cases || [{ name: "classic", vue: false, full: true }];
+  for (const c of cases) {
+    await runCase(c);
+    caseIndex++;
+  }
+  result.examples = result.cases[cases[0].name].examples;
   result.ok = true;
 } catch (e) {
   result.error = String((e && e.stack) || e);
 } finally {
   await browser.close();
 }
+writeFileSync(`${spec.out_dir}/result.json`, JSON.stringify(result, null, 1));
 writeFileSync(1, JSON.stringify(result) + "\n");
