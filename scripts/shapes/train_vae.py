@@ -5,7 +5,7 @@ latents), plus the narrow network itself for the scripts.
     python scripts/shapes/train_vae.py   # -> models/shapes/shapes_vae{,_small}.safetensors
 
 Data: the shapes generator (training/datasets/shapes.py), 56 prompts x --per-prompt images
-(seeds 0...), held out: 56 x 20 other seeds (1,000,000...). MSE, Adam with cosine decay, a
+(seeds 0...), held out: 56 x 5 other seeds (1,000,000...). MSE, Adam with cosine decay, a
 little Gaussian noise on the normalised latent (so slightly-off latents decode to clean
 images); the last 15% of steps freeze the latent statistics. Seeded. Reports held-out PSNR of
 the narrow network and of ComfyUI's VAE loaded from the written file, per prompt group.
@@ -51,7 +51,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(args.seed)
     t0 = time.time()
     train, _ = images_of(args.per_prompt, 0)
-    held, held_y = images_of(20, 1_000_000)
+    held, held_y = images_of(5, 1_000_000)
     ae = SmallTAESD(args.width, blocks=args.blocks)
     opt = torch.optim.Adam(ae.parameters(), lr=args.lr)
     warm = 100

@@ -10,8 +10,9 @@ Five prompt groups (:data:`GROUPS`), 56 training prompts (:data:`PROMPTS`):
   or counted ("three blue squares"); random sizes and positions inside the relation.
 * ``glyphs``: a white digit or capital letter in DejaVu Sans (the font matplotlib ships),
   random size (20-24 px) and offset (+-2 px): "the digit 7", "the letter K".
-* ``textures``: white-on-black vertical / horizontal stripes 1, 2 or 4 pixels wide and
-  checkerboards with 2-, 4- or 8-pixel squares, pixel-exact, random phase.
+* ``textures``: white-on-black vertical / horizontal stripes 3, 5 or 8 pixels wide and
+  checkerboards with 3-, 5- or 8-pixel squares, pixel-exact, random phase (periods that divide
+  the VAE's 8-pixel cell cannot be represented: see :data:`TEXTURE_WIDTHS`).
 * ``compositions``: a shape on stripes or a checkerboard, a glyph on a dark colour gradient.
 
 Everything is seeded: :func:`render` draws one image from ``numpy.random.default_rng``
@@ -47,6 +48,12 @@ GLYPHS = tuple("0123456789") + tuple("AEKRSX")
 RELATIONS = ("left of", "above")
 COUNT_WORDS = {2: "two", 3: "three"}
 DARK = 0.45  # gradients behind glyphs are this dark, so white glyphs stand out
+TEXTURE_WIDTHS = (3, 5, 8)
+"""Stripe widths / checker squares (px). Periods (2 x width) that divide 8 are left out on
+purpose: an image periodic with the VAE's 8-pixel latent cell has a constant latent, and a
+TAESD-style decoder (convolutions and nearest upsampling) turns a constant latent into a
+constant image, so such textures cannot be represented at all."""
+TEXTURE_IN_COMPOSITION = {"stripes": 3, "checker": 5}
 
 
 @dataclass(frozen=True)
@@ -136,14 +143,14 @@ def _training_specs() -> list[Spec]:
                     (3, "green", "circle")):
         out.append(_make("shapes", "count", colours=(c,), shapes=(s,), count=n))
     out += [_make("glyphs", "glyph", glyph=g) for g in GLYPHS]
-    for tex, d, w in (("stripes", v, 1), ("stripes", v, 2), ("stripes", v, 4),
-                      ("stripes", h, 2), ("stripes", h, 4),
-                      ("checker", "", 2), ("checker", "", 4), ("checker", "", 8)):
+    for tex, d, w in (("stripes", v, 3), ("stripes", v, 5), ("stripes", v, 8),
+                      ("stripes", h, 3), ("stripes", h, 5),
+                      ("checker", "", 3), ("checker", "", 5), ("checker", "", 8)):
         out.append(_make("textures", tex, texture=tex, direction=d, width=w))
     for c, s, tex, d in (("red", "circle", "stripes", v), ("blue", "square", "stripes", h),
                          ("yellow", "triangle", "checker", ""), ("green", "circle", "checker", "")):
         out.append(_make("compositions", "shape_on_texture", colours=(c,), shapes=(s,),
-                         texture=tex, direction=d, width=2 if tex == "stripes" else 4))
+                         texture=tex, direction=d, width=TEXTURE_IN_COMPOSITION[tex]))
     for g, c1, c2 in (("3", "blue", "green"), ("A", "red", "yellow"), ("8", "magenta", "cyan"),
                       ("K", "green", "blue")):
         out.append(_make("compositions", "glyph_on_gradient", glyph=g, colours=(c1, c2),
@@ -167,8 +174,8 @@ _PATTERNS: tuple[tuple[str, re.Pattern], ...] = tuple(
         ("relation", rf"a ({_C}) ({_S}) (left of|above) a ({_C}) ({_S})"),
         ("count", rf"(two|three) ({_C}) ({_S})s"),
         ("glyph", rf"the {_G}"),
-        ("stripes", r"(vertical|horizontal) stripes ([124]) pixels? wide"),
-        ("checker", r"a checkerboard with ([248])-pixel squares"),
+        ("stripes", r"(vertical|horizontal) stripes ([358]) pixels? wide"),
+        ("checker", r"a checkerboard with ([358])-pixel squares"),
         ("shape_on_texture",
          rf"a ({_C}) ({_S}) on (a checkerboard|vertical stripes|horizontal stripes)"),
         ("glyph_on_gradient", rf"the {_G} on a ({_C}) to ({_C}) gradient")))
@@ -204,7 +211,7 @@ def spec_of(prompt: str) -> Spec:
             tex = "checker" if g[2] == "a checkerboard" else "stripes"
             return _make("compositions", kind, colours=(g[0],), shapes=(g[1],), texture=tex,
                          direction="" if tex == "checker" else g[2].split()[0],
-                         width=4 if tex == "checker" else 2)
+                         width=TEXTURE_IN_COMPOSITION[tex])
         return _make("compositions", kind, glyph=_check_glyph(g[0].upper(), prompt),
                      colours=(g[1], g[2]), direction="horizontal")
     raise ValueError(f"The prompt {prompt!r} is not one the shapes data set can draw; see "
@@ -469,7 +476,7 @@ def shape_class(region: np.ndarray) -> str:
 
 def dominant_frequency(img: np.ndarray) -> tuple[int, int]:
     """``(|ky|, |kx|)`` of the strongest non-constant Fourier component of the grey image
-    (cycles per canvas: vertical stripes w px wide -> (0, 16 / w))."""
+    (cycles per canvas: vertical stripes w px wide -> (0, ~16 / w))."""
     grey = img.mean(-1)
     f = np.abs(np.fft.fft2(grey - grey.mean()))
     f[0, 0] = 0
@@ -478,7 +485,8 @@ def dominant_frequency(img: np.ndarray) -> tuple[int, int]:
 
 
 def expected_frequency(spec: Spec) -> tuple[int, int]:
-    f = CANVAS // (2 * spec.width)
+    """The Fourier bin nearest to the texture's fundamental frequency."""
+    f = int(round(CANVAS / (2 * spec.width)))
     if spec.texture == "checker":
         return f, f
     return (0, f) if spec.direction == "vertical" else (f, 0)
