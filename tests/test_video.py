@@ -246,3 +246,133 @@ def _run_learning(env, monkeypatch):
                        final_concentration=100, cfg=1)
     assert cli.main(args) == 0
     return env["tmp"] / "runs" / name
+
+
+def _prefill_i2v(env, cache, start: torch.Tensor, mask: torch.Tensor) -> str:
+    """The tiny image-to-video model's conditioning cache: the shaped umT5 tokens of every
+    prompt (and the empty negative) with the start image's latent and mask, as
+    ``WanImageToVideo`` adds them to both conditionings; returns the text-encoder stand-in."""
+    from safetensors.torch import save_file
+
+    from learned_schedules.training.comfy.cond_cache import ConditioningCache, file_identity
+
+    spec = TINY_FAMILIES["wan-i2v"]
+    path = env["models_dir"] / "text_encoders" / "shaped_wan-i2v.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"shape": torch.tensor(spec.text["tokens"])}, str(path))
+    store = ConditioningCache(cache, identity=f"wan|{file_identity(path)}")
+    for i, prompt in enumerate([*PROMPTS, ""]):
+        tokens, extra = shaped_conditioning(spec, seed=100 + i)[0]
+        cond = (tokens, {**extra, "concat_latent_image": start, "concat_mask": mask})
+        store.get(prompt, lambda _p, c=cond: c)
+    return str(path)
+
+
+def test_image_to_video_conditioning_passes_through_unchanged(env, monkeypatch):
+    """Wan image-to-video (input = noise + mask + start image): the start image's latent and
+    mask in the cached conditioning reach the model unchanged, so the trainer's rollouts equal
+    ComfyUI's own ``SamplerCustom`` runs with that conditioning (and differ without the
+    image); 3 trainer iterations run on it."""
+    from learned_schedules.comfy_bridge.sigmas import default_sigmas
+    from learned_schedules.training.comfy.backend import ComfyBackend
+    from learned_schedules.training.comfy.contexts import PromptContexts
+
+    g = torch.Generator().manual_seed(9)
+    start = torch.randn(1, 16, 3, 8, 8, generator=g)
+    mask = torch.ones(1, 1, 3, 8, 8)
+    mask[:, :, 0] = 0.0  # the first latent frame is the given image
+    cache = env["tmp"] / "cache_i2v"
+    te = _prefill_i2v(env, cache, start, mask)
+    kw = {"cache_dir": cache, "text_encoders": te, "frames": FRAMES}
+    config, _ = cli.parse_train_args(family_args(_graph_args(env), "wan-i2v", monkeypatch,
+                                                 **kw)[1:])
+    backend = ComfyBackend.from_config(config)
+    from learned_schedules.comfy_bridge.features import takes_image
+
+    assert takes_image(backend.model) and backend.latent_shape == (16, 3, 8, 8)
+    ctx = PromptContexts(torch.tensor([0, 1]), torch.tensor([5, 6]))
+    sigmas = default_sigmas(backend.model, 3)
+    flows = torch.stack([sigmas, sigmas * torch.tensor([1.0, 0.9, 0.8, 1.0])]).double()
+    latents = backend.rollouts.sample_flow(ctx, flows.float())
+    ncs = env["cui"].ncs
+    for i in range(2):
+        positive = backend.inputs.batched_cond([backend.prompt_texts(ctx)[i]])
+        assert torch.equal(positive[0][1]["concat_latent_image"], start)
+
+        def comfy_run(pos, neg, i=i):
+            return ncs.SamplerCustom.execute(
+                backend.model, True, int(ctx.seeds[i]), backend.cfg, pos, neg,
+                ncs.KSamplerSelect.execute("euler").result[0], flows[i].float(),
+                {"samples": torch.zeros(1, 16, 3, 8, 8)}).result[0]["samples"]
+
+        ref = comfy_run(positive, backend.inputs.negative(1))
+        atol = 2e-5 * max(1.0, float(ref.abs().max()))
+        torch.testing.assert_close(latents[i:i + 1], ref, atol=atol, rtol=1e-4)
+        plain = [[positive[0][0], {k: v for k, v in positive[0][1].items()
+                                   if not k.startswith("concat")}]]
+        assert not torch.allclose(comfy_run(plain, backend.inputs.negative(1)), ref, atol=1e-3)
+    _run(env, "wan-i2v", monkeypatch, run_name="wan-i2v", **kw)
+
+
+def test_image_rewards_score_video_frames_and_average(env, monkeypatch):
+    """An image reward on a video scores its frames (all, or ``reward_frames`` evenly spaced
+    ones) with each video's prompt, and averages."""
+    from learned_schedules.training.comfy.backend import ComfyBackend, frame_indices
+    from learned_schedules.training.comfy.contexts import PromptContexts
+
+    assert frame_indices(9, 0) == list(range(9)) and frame_indices(9, 3) == [0, 4, 8]
+    assert frame_indices(9, 1) == [4] and frame_indices(2, 5) == [0, 1]
+    config, _ = cli.parse_train_args(family_args(_graph_args(env), "wan", monkeypatch,
+                                                 frames=FRAMES)[1:])
+    backend = ComfyBackend.from_config(config)
+    seen: list[str] = []
+
+    def reward(images, prompts):
+        seen.extend(prompts)
+        return images.mean((1, 2, 3))
+
+    backend.reward_name, backend.reward_fn = "mean", reward
+    ctx = PromptContexts(torch.tensor([0, 1]), torch.tensor([5, 6]))
+    video = torch.rand(2, 9, 16, 16, 3)
+    torch.testing.assert_close(backend.score(ctx, video), video.mean((2, 3, 4)).mean(1))
+    assert seen == [p for p in backend.prompt_texts(ctx) for _ in range(9)]
+    backend.reward_frames = 3
+    torch.testing.assert_close(backend.score(ctx, video),
+                               video[:, [0, 4, 8]].mean((2, 3, 4)).mean(1))
+    images = backend.decode(torch.randn(2, 16, 3, 8, 8))  # the tiny Wan VAE: 9 frames
+    assert images.shape == (2, 9, 64, 64, 3)
+
+
+def test_the_two_expert_example_wires_the_split_into_two_samplers():
+    """The example workflow: the Learned Schedule on the high-noise expert feeds the split
+    node; its high SIGMAS go to a sampler with the high-noise guider and the noise, its low
+    SIGMAS to a sampler with the low-noise guider, DisableNoise and the first one's output."""
+    from ui_workflow import EXAMPLES
+
+    ui = json.loads((EXAMPLES / "Wan 2.2 - two experts with a learned schedule.json")
+                    .read_text())
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    links = {link[0]: link for link in ui["links"]}
+
+    def source(node_id: int, name: str) -> tuple[dict, int]:
+        slot = next(i for i in nodes[node_id]["inputs"] if i["name"] == name)
+        link = links[slot["link"]]
+        assert link[5] == slot["type"]
+        return nodes[link[1]], link[2]
+
+    split = next(n for n in nodes.values()
+                 if n["type"] == "LearnedSchedules_SplitAtExpertBoundary")
+    assert split["widgets_values"] == [0.875]
+    assert source(split["id"], "sigmas")[0]["type"] == "LearnedSchedules_LearnedSchedule"
+    samplers = [n for n in nodes.values() if n["type"] == "SamplerCustomAdvanced"]
+    by_part = {source(n["id"], "sigmas")[1]: n for n in samplers}
+    high, low = by_part[0], by_part[1]
+    assert source(high["id"], "noise")[0]["type"] == "RandomNoise"
+    assert source(low["id"], "noise")[0]["type"] == "DisableNoise"
+    assert source(low["id"], "latent_image") == (high, 0)
+    experts = {}
+    for part, sampler in (("high", high), ("low", low)):
+        guider = source(sampler["id"], "guider")[0]
+        model = source(guider["id"], "model")[0]
+        experts[part] = source(model["id"], "model")[0]["widgets_values"][0]
+    assert "high_noise" in experts["high"] and "low_noise" in experts["low"]
