@@ -18,8 +18,8 @@ to one denoiser step of the same model, in one process (medians after warm-up).
 
 ``--threads`` sets torch's CPU threads (default 1).
 
-Usage: ``python bench/video_overhead.py --mode tiny|wan-real [--steps 8] [--runs 5]
-[--threads 1] [--out bench/results]``.
+Usage: ``python bench/video_overhead.py --mode tiny|wan-real [--device cuda] [--smoke]
+[--steps 8] [--runs 5] [--threads 1] [--out bench/results]``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 TINY_KEYS = ("wan", "wan2.2-5b", "hunyuan-video-1.5", "ltxv")
+WAN_A14B = {"dim": 5120, "ffn_dim": 13824, "num_heads": 40, "num_layers": 40}
+"""One Wan 2.2 A14B expert (as Wan 2.1 14B)."""
+LATENT_480P_81 = (1, 16, 21, 60, 104)
+"""480p (832 x 480) x 81 frames through Wan's VAE (8x spatial, 4x temporal)."""
+SMOKE = ({"dim": 128, "ffn_dim": 256, "num_heads": 1, "num_layers": 1}, (1, 16, 3, 8, 8), 16)
+"""``--smoke``: the same code path at tiny sizes (a CPU check of the script)."""
 
 
 def _encoder(feats: dict[str, torch.Tensor]):
@@ -107,8 +113,8 @@ def bench_tiny(runs: int, steps: int) -> dict:
                     "bounds); real-size Wan 2.2 numbers need --mode wan-real on a GPU"}
 
 
-def bench_wan_real(runs: int, device: str) -> dict:
-    """One real-size Wan 2.2 A14B expert (module docstring)."""
+def bench_wan_real(runs: int, device: str, smoke: bool = False) -> dict:
+    """One real-size Wan 2.2 A14B expert (module docstring); ``smoke``: tiny sizes."""
     from comfy_env import comfyui_path
 
     sys.path.insert(0, str(comfyui_path()))
@@ -123,16 +129,17 @@ def bench_wan_real(runs: int, device: str) -> dict:
     from learned_schedules.policies.schedule import resample_schedule, validate_schedule
     from learned_schedules.policies.stepwise import StepPolicy
 
+    sizes, shape, tokens = SMOKE if smoke else (WAN_A14B, LATENT_480P_81, 512)
     dev = torch.device(device)
     with torch.device(dev):
-        net = WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=16, dim=5120,
-                       ffn_dim=13824, freq_dim=256, text_dim=4096, out_dim=16, num_heads=40,
-                       num_layers=40, dtype=torch.bfloat16, operations=comfy.ops.manual_cast)
+        net = WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=16, freq_dim=256,
+                       text_dim=4096, out_dim=16, dtype=torch.bfloat16,
+                       operations=comfy.ops.manual_cast, **sizes)
         for p in net.parameters():
             torch.nn.init.normal_(p, std=0.02)
     net.eval()
-    x = torch.randn(1, 16, 21, 60, 104, device=dev, dtype=torch.bfloat16)
-    ctx = torch.randn(1, 512, 4096, device=dev, dtype=torch.bfloat16)
+    x = torch.randn(*shape, device=dev, dtype=torch.bfloat16)
+    ctx = torch.randn(1, tokens, 4096, device=dev, dtype=torch.bfloat16)
     t = torch.tensor([700.0], device=dev, dtype=torch.bfloat16)
     feats = {"noise": x.float(), "tokens": ctx.float()}
     torch.manual_seed(0)
@@ -160,7 +167,7 @@ def bench_wan_real(runs: int, device: str) -> dict:
     return {"mode": "wan-real", "device": device,
             "gpu": torch.cuda.get_device_name() if device == "cuda" else "",
             "wan_params_B": sum(p.numel() for p in net.parameters()) / 1e9,
-            "latent": [1, 16, 21, 60, 104], "step_ms": step_ms, "node_ms": node_ms,
+            "latent": list(shape), "smoke": smoke, "step_ms": step_ms, "node_ms": node_ms,
             "node_ratio": node_ms / step_ms, "sampler_step_ms": act_ms,
             "sampler_ratio": act_ms / step_ms}
 
@@ -172,13 +179,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--smoke", action="store_true",
+                    help="--mode wan-real at tiny sizes (checks the script on a CPU)")
     ap.add_argument("--out", default="bench/results")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.mode == "tiny":
         res, name = bench_tiny(a.runs, a.steps), "video_overhead_tiny_cpu.json"
     else:
-        res, name = bench_wan_real(a.runs, a.device), f"video_overhead_wan-real_{a.device}.json"
+        res = bench_wan_real(a.runs, a.device, a.smoke)
+        name = f"video_overhead_wan-real{'-smoke' if a.smoke else ''}_{a.device}.json"
     print(json.dumps(res, indent=1))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
