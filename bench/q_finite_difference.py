@@ -429,7 +429,7 @@ def main() -> None:
         else:
             result["cost"] = cost(not args.no_mid, args.repeats)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    Path(args.out).write_text(json.dumps(result, default=str).replace("}, {", "},\n{") + "\n")
     log.info("wrote %s", args.out)
     for model, per_dtype in result.get("error", {}).items():
         for dname, rows in per_dtype.items():
