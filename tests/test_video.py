@@ -376,3 +376,29 @@ def test_the_two_expert_example_wires_the_split_into_two_samplers():
         model = source(guider["id"], "model")[0]
         experts[part] = source(model["id"], "model")[0]["widgets_values"][0]
     assert "high_noise" in experts["high"] and "low_noise" in experts["low"]
+
+
+def test_adagen_trains_on_a_video_model_and_samples_through_the_learned_sampler(env,
+                                                                               monkeypatch):
+    """AdaGen end to end on the tiny Wan: 3 iterations (step policy on 5-D states, the
+    discriminator on 5-D latents against the many-step ones, plus the reference reward), then
+    the policy file as the Learned Sampler of a SamplerCustomAdvanced video run."""
+    import shutil
+
+    from learned_schedules.comfy_bridge.sigmas import default_sigmas
+    from learned_schedules.nodes import extension, sampler_nodes
+
+    run = _run(env, "wan", monkeypatch, run_name="wan-adagen", algo="adagen",
+               **{"adagen.task": "0.5"})
+    extension.register_policy_folder()
+    folder = env["models_dir"] / "learned_schedules"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run / "policy.safetensors", folder / "wan_adagen.safetensors")
+    ncs, wan = env["cui"].ncs, env["models"]["wan"]
+    cond = shaped_conditioning(TINY_FAMILIES["wan"])
+    sampler = sampler_nodes.LearnedSampler.execute("wan_adagen.safetensors", cond).result[0]
+    out = ncs.SamplerCustomAdvanced.execute(
+        ncs.RandomNoise.execute(3).result[0], ncs.BasicGuider.execute(wan, cond).result[0],
+        sampler, default_sigmas(wan, 3), {"samples": torch.zeros(2, 16, 3, 8, 8)}
+    ).result[0]["samples"]
+    assert out.shape == (2, 16, 3, 8, 8) and torch.isfinite(out).all()
