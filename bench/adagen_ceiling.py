@@ -362,6 +362,43 @@ def digits_oracle(backend, steps: int, center: list[float], contexts: int, width
     return lines
 
 
+def digits_scales(backend, policy_path: Path, steps: int, scales: list[float],
+                  fixed: list[float], seeds: int) -> list[str]:
+    """The residual-scale lever at inference: the policy's rollouts with each residual scale,
+    FD and coverage paired with the fixed schedule ``fixed`` (model sigmas) on the same
+    held-out contexts (bootstrap SEs on the same resamples), and each one's spread."""
+    from learned_schedules.policies.policy_file import load_policy
+    from learned_schedules.training.rewards.digits import DigitSetMeasures
+    from learned_schedules.training.rl.stepwise import policy_rollout
+
+    policy = load_policy(policy_path).policy.eval()
+    ctx = backend.held_out_contexts(10 * seeds, 10_000)
+    n = len(ctx)
+    images = {"fixed": backend.evaluation.images(ctx, torch.tensor(fixed).float().expand(n, -1))}
+    spreads = {}
+    for scale in scales:
+        traj = policy_rollout(policy, backend, ctx, scale=scale)
+        images[scale] = backend.decode(traj.final)
+        spreads[scale] = spread_of(traj.sigmas)
+    found = DigitSetMeasures()(images, backend.prompt_texts(ctx))
+    lines = [f"\n### Digits, L = {steps}: residual scale of `{policy_path.name}` ({n} held-out "
+             f"contexts; paired with the fixed schedule {fixed})\n",
+             "| scale | mean schedule | max / mean dev | FD | FD − fixed | coverage − fixed |",
+             "|---|---|---|---|---|---|"]
+    ref = found["fixed"]
+    lines.append(f"| fixed | {fixed} | 0 | {ref['fd'][0]:.2f} | 0 | 0 |")
+    for scale in scales:
+        got = found[scale]
+        d_fd, d_cov = got["fd"][1] - ref["fd"][1], got["coverage"][1] - ref["coverage"][1]
+        mean, mx, md = spreads[scale]
+        lines.append(f"| {scale:g} | {', '.join(f'{v:.3f}' for v in mean)} | {mx:.3f} / "
+                     f"{md:.4f} | {got['fd'][0]:.2f} | "
+                     f"{fmt(got['fd'][0] - ref['fd'][0], float(d_fd.std()), '+')} | "
+                     f"{fmt(got['coverage'][0] - ref['coverage'][0], float(d_cov.std()), '+')} |")
+    print("\n".join(lines), flush=True)
+    return lines
+
+
 def digits_main(args) -> None:
     from learned_schedules.training.eval import LEARNED, LEARNED_MEAN, evaluate_policy_file
     from learned_schedules.training.rl.config import TrainConfig
@@ -381,6 +418,10 @@ def digits_main(args) -> None:
         if args.oracle:
             lines += digits_oracle(ev, steps, PSNR_GLOBAL[steps] if args.oracle == "psnr"
                                    else g_fd, args.digit_seeds * 10, args.oracle_width)
+        if args.scales:
+            lines += digits_scales(ev, Path(args.policy), steps, args.scales, g_fd,
+                                   args.digit_seeds)
+            continue
         policies = {}
         if args.policy:
             policies["shipped"] = Path(args.policy)
@@ -454,6 +495,8 @@ def main() -> None:
                         help="digits: the per-image FD headroom around the PSNR- or FD-fitted "
                              "best global schedule")
     parser.add_argument("--oracle-width", type=float, default=0.08)
+    parser.add_argument("--scales", type=float, nargs="*", default=None,
+                        help="digits: only the residual-scale lever of --policy at these scales")
     parser.add_argument("--fit-sizes", type=float, nargs="+", default=[0.06, 0.03, 0.015],
                         help="digits: the FD coordinate search's step sizes")
     parser.add_argument("--out", default=None, help="write the tables (Markdown) here")
