@@ -55,6 +55,9 @@ DESCRIPTIONS = {
     "SD3.5 - default vs learned schedule": (
         "Compare a learned schedule with ComfyUI's default on SD3.5, images and sigmas side "
         "by side; needs your own SD3.5 Medium model and a policy trained for it."),
+    "Wan 2.2 - two experts with a learned schedule": (
+        "Learn how one learned schedule drives Wan 2.2's two experts, split exactly at their "
+        "boundary; needs your own Wan 2.2 A14B models and a policy trained for them."),
     "Flux dev - text to image with a learned schedule": (
         "Learn how to schedule Flux dev with a learned policy (guidance in FluxGuidance, no "
         "CFG); needs your own Flux dev model and a policy trained for it."),
@@ -286,13 +289,26 @@ REAL_LAYOUT = {
 }
 
 
+#: The Wan 2.2 two-expert example's nodes (its own ids).
+WAN_LAYOUT = {
+    1: (20, 90, 330, 82), 2: (20, 220, 330, 82), 5: (20, 350, 330, 106), 8: (20, 500, 330, 58),
+    3: (380, 90, 300, 58), 4: (380, 200, 300, 58), 6: (380, 310, 300, 160),
+    7: (380, 520, 300, 120), 9: (380, 690, 300, 130), 10: (380, 870, 300, 82),
+    11: (710, 90, 340, 440), 13: (710, 580, 340, 100), 14: (710, 720, 340, 100),
+    15: (710, 860, 340, 58),
+    12: (1080, 90, 280, 80), 16: (1080, 230, 280, 110), 17: (1080, 390, 200, 30),
+    18: (1080, 470, 280, 110), 19: (1080, 630, 200, 50),
+    21: (1390, 90, 300, 420), 20: (1390, 570, 300, 380),
+}
+
+
 def relayout(ui: dict, model: str, groups: list[tuple[str, list[int], str]],
-             note: str) -> dict:
+             note: str, layout: dict | None = None) -> dict:
     """An existing (real-model) example laid out by :data:`REAL_LAYOUT`, with labelled groups
     around its node ids, the zoom set, and its note saying plainly what it needs."""
     by_id = {n["id"]: n for n in ui["nodes"]}
     for node in ui["nodes"]:
-        x, y, w, h = REAL_LAYOUT[node["id"]]
+        x, y, w, h = (layout or REAL_LAYOUT)[node["id"]]
         node["pos"], node["size"] = [x, y], [w, h]
     out_groups = []
     for i, (title, ids, color) in enumerate(groups, start=1):
@@ -365,6 +381,21 @@ def main() -> None:
             "guidance is set in FluxGuidance (3.5). steps = 0 uses the policy's own step "
             "count."),
     }
+    wan = "Wan 2.2 - two experts with a learned schedule.json"
+    ui = json.loads((OUT / wan).read_text())
+    old = next(n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "MarkdownNote")
+    head, _, rest = old.partition("\n\n")
+    if rest.startswith("**Needs your own"):  # written before: keep the rest only
+        rest = rest.split("\n\n", 1)[1]
+    files[wan] = relayout(ui, "Wan 2.2 A14B", [
+        ("1 · Two experts and the text encoder", [1, 2, 5, 8], GROUP_COLORS["model"]),
+        ("2 · Shift, prompt, size, noise", [3, 4, 6, 7, 9, 10], GROUP_COLORS["prompt"]),
+        ("3 · Learned schedule and guiders", [11, 13, 14, 15], GROUP_COLORS["schedule"]),
+        ("4 · Split at the boundary, sample twice", [12, 16, 17, 18, 19],
+         GROUP_COLORS["sample"]),
+        ("5 · Read me and the video", [21, 20], GROUP_COLORS["result"])],
+        f"{head}\n\n" + YOUR_MODEL.format(model="Wan 2.2 A14B (both experts)") +
+        f"\n\n{rest}", WAN_LAYOUT)
     for name, (model, groups, note) in real.items():
         ui = json.loads((OUT / name).read_text())
         files[name] = relayout(ui, model, groups, note)
