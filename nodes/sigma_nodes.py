@@ -2,14 +2,16 @@
 several schedules, a pass-through preview that sits between a scheduler and a sampler, and
 the split of a schedule for a two-expert model (Wan 2.2 A14B's high-noise / low-noise experts).
 
-The two plots are output nodes returning their picture as a preview image, so the frontend
-shows it again after a reload and after a cached run, as it does for core's Preview Image.
+The two plots are output nodes. The plot on the node is drawn by the frontend
+(web/schedule_plot.js) from the curves sent as the node's ``ui`` output, in the colours of the
+active palette, and is saved with the workflow (it comes back after a reload); the IMAGE output
+is the same plot rendered here, to save or to pass on.
 """
 
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..plots import X_AXES, render_sigma_comparison
 from ..policies.experts import split_at_boundary
@@ -32,6 +34,14 @@ def _check_sigmas(sigmas, name: str) -> torch.Tensor:
     if not torch.isfinite(sigmas).all():
         raise ValueError(f"{name} holds NaN or infinite values.")
     return sigmas
+
+
+def plot_payload(curves: dict[str, torch.Tensor], x_axis: str = "fraction",
+                 normalize: bool = False, title: str = "") -> dict:
+    """What the node's plot in the frontend draws (``ui["compare_schedules"]``)."""
+    return {"curves": [{"label": f"{name} ({c.numel() - 1} steps)", "sigmas": c.tolist()}
+                       for name, c in curves.items()],
+            "x_axis": x_axis, "normalize": bool(normalize), "title": title}
 
 
 def comparison_curves(schedules: list[torch.Tensor | None], labels: str
@@ -91,7 +101,8 @@ class CompareSchedules(io.ComfyNode):
                                     sigmas_6], labels)
         image = _image(render_sigma_comparison(curves, x_axis=x_axis, normalize=normalize,
                                                title=title))
-        return io.NodeOutput(image, ui=ui.PreviewImage(image, cls=cls))
+        payload = plot_payload(curves, x_axis, normalize, title)
+        return io.NodeOutput(image, ui={"compare_schedules": [payload]})
 
 
 class PreviewSigmas(io.ComfyNode):
@@ -118,7 +129,8 @@ class PreviewSigmas(io.ComfyNode):
         name = label.strip() or "sigmas"
         curve = _check_sigmas(sigmas, name).detach().cpu().float()
         image = _image(render_sigma_comparison({name: curve}, x_axis="step"))
-        return io.NodeOutput(sigmas, image, ui=ui.PreviewImage(image, cls=cls))
+        return io.NodeOutput(sigmas, image,
+                             ui={"compare_schedules": [plot_payload({name: curve}, "step")]})
 
 
 class SplitAtExpertBoundary(io.ComfyNode):
