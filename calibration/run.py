@@ -1,0 +1,149 @@
+"""A whole calibration: teacher, grid search, gradient refinement, per step count; with a
+budget, progress and cancellation. What the CLI (``training/calibrate``) and the ComfyUI
+adapter (:mod:`comfy_bridge.calibration`) call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+
+from .fit import gradient_calls, refine_global
+from .problem import Meter, Problem, counted
+from .search import dp_calls, dp_search, grid_indices
+from .teacher import Teacher, teacher_targets
+
+log = logging.getLogger("learned_schedules.calibration")
+
+SEARCHES = ("dp+gradient", "dp", "gradient")
+"""How the global schedule is found: the grid search then a gradient refinement (default,
+measured best: docs/calibrate.md), the grid search alone, or gradients from the model's
+default schedule."""
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """What a global calibration does (all of it enters the cache key)."""
+
+    steps: tuple[int, ...] = (8,)
+    search: str = "dp+gradient"
+    budget: float = 600.0
+    """Model calls per context for everything (teacher included)."""
+    minutes: float = float("inf")
+    iterations: int = 150
+    """At most this many gradient iterations per step count."""
+    lr: float = 0.05
+    checkpointing: bool = True
+    dp_share: float = 0.5
+    """Share of a step count's budget the grid search may use (the grid is thinned to fit)."""
+
+    def check(self) -> None:
+        """``ValueError`` with a plain sentence for options that cannot run."""
+        if not self.steps or any(not isinstance(s, int) or s < 1 or s > 1000 for s in self.steps):
+            raise ValueError(f"Steps must be integers from 1 to 1000, got {list(self.steps)}.")
+        if self.search not in SEARCHES:
+            raise ValueError(f"Unknown search {self.search!r}; expected one of "
+                             f"{', '.join(SEARCHES)}.")
+        if not self.budget > 0 or not self.minutes > 0:
+            raise ValueError("The budget (model calls, minutes) must be positive.")
+
+    def key(self) -> str:
+        """A stable text of the options (part of a result cache key)."""
+        d = asdict(self)
+        d["minutes"] = None if d["minutes"] == float("inf") else d["minutes"]
+        return json.dumps(d, sort_keys=True)
+
+
+@dataclass
+class StepResult:
+    """One step count's calibrated schedule and how it was found."""
+
+    flow: Tensor
+    """Flow schedule ``[L+1]``."""
+    loss_start: float
+    """Mean log MSE of the search's start (the grid search's result, or the default)."""
+    loss: float
+    """Mean log MSE of the final schedule on the calibration contexts."""
+    iterations: int = 0
+    calls: float = 0.0
+
+
+@dataclass
+class CalibrationResult:
+    """Schedules by step count, the teacher, the cost."""
+
+    schedules: dict[int, StepResult] = field(default_factory=dict)
+    teacher: Teacher | None = None
+    calls: float = 0.0
+    seconds: float = 0.0
+
+
+def calibrate_global(problem: Problem, grid: Tensor, options: CalibrationOptions,
+                     default_flow: Callable[[int], Tensor] | None = None,
+                     cache_dir: str | None = None,
+                     progress: Callable[[int, int], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> CalibrationResult:
+    """Calibrate one global schedule per step count against the teacher run on ``grid``
+    (flow times ``[T+1]``). ``default_flow(L)``: the model's default schedule (the start of
+    a ``gradient``-only search). ``progress(done, total)`` in model calls; ``should_stop()``
+    polled after every call (raises :class:`.problem.Stopped`)."""
+    options.check()
+    meter = Meter(budget=options.budget, minutes=options.minutes, progress=progress,
+                  should_stop=should_stop)
+    teacher = teacher_targets(problem, grid, cache_dir, meter)
+    work = counted(problem, meter)
+    result = CalibrationResult(teacher=teacher)
+    for n, steps in enumerate(options.steps):
+        share = meter.left() / (len(options.steps) - n)
+        before = meter.calls
+        start, loss0 = _start(work, teacher, steps, options, share, default_flow)
+        flow, loss, iters = start, loss0, 0
+        if options.search != "dp":
+            left = share - (meter.calls - before)
+            sub = Meter(budget=meter.calls + left, minutes=options.minutes,
+                        started=meter.started)
+            sub.calls = meter.calls
+            iterations = min(options.iterations,
+                             int(left // gradient_calls(steps, options.checkpointing)))
+            flow, loss, iters = refine_global(work, teacher, start, sub, iterations=iterations,
+                                              lr=options.lr,
+                                              checkpointing=options.checkpointing)
+            meter.calls = sub.calls
+            if loss > loss0:  # refinement never makes it worse
+                flow, loss = start, loss0
+        result.schedules[steps] = StepResult(flow=flow.double().cpu(), loss_start=loss0,
+                                             loss=loss, iterations=iters,
+                                             calls=meter.calls - before)
+        log.info("calibrated L=%d: mean log-MSE %.4f -> %.4f (%d gradient iterations, %.0f "
+                 "calls)", steps, loss0, loss, iters, meter.calls - before)
+    result.calls, result.seconds = meter.calls, meter.elapsed()
+    return result
+
+
+def _start(problem: Problem, teacher: Teacher, steps: int, options: CalibrationOptions,
+           share: float, default_flow: Callable[[int], Tensor] | None) -> tuple[Tensor, float]:
+    """The refinement's start: the grid search's schedule, or the model's default one."""
+    if options.search == "gradient":
+        flow = default_flow(steps) if default_flow is not None else \
+            torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        from .problem import log_mse
+        from .sampler import euler
+
+        with torch.no_grad():
+            out = euler(problem, problem.sigmas(flow).to(problem.start.device))
+        return flow.double(), float(log_mse(out, teacher.final).mean())
+    dp_budget = share if options.search == "dp" else share * options.dp_share
+    idx = grid_indices(teacher.steps, steps, dp_budget)
+    if len(idx) - 1 < teacher.steps:
+        log.info("grid search for L=%d on %d of the teacher's %d grid steps (%d calls)", steps,
+                 len(idx) - 1, teacher.steps, dp_calls(len(idx) - 1, steps))
+    return dp_search(problem, teacher, steps, idx)
+
+
+__all__ = ["SEARCHES", "CalibrationOptions", "StepResult", "CalibrationResult",
+           "calibrate_global"]
