@@ -68,7 +68,7 @@ def refine_global(problem: Problem, teacher: Teacher, start: Tensor, meter: Mete
                     checkpoint_steps=checkpointing)
         loss = log_mse(out, target).mean()
         if float(loss.detach()) < best:
-            best, best_flow = float(loss), flow.detach().clone()
+            best, best_flow = float(loss.detach()), flow.detach().clone()
         opt.zero_grad()
         loss.backward()
         meter.count(2.0 * steps)
@@ -115,7 +115,7 @@ def fit_per_image(problem: Problem, teacher: Teacher, policy: DirichletPolicy, m
         flow = to_schedule(policy.mean_segments(feats), policy.min_segment)
         out = euler(problem, problem.sigmas(flow).to(device), checkpoint_steps=checkpointing)
         per = log_mse(out, teacher.final)
-        val_loss = float(per[val].mean())
+        val_loss = float(per[val].mean().detach())
         first_val = val_loss if first_val is None else first_val
         if val_loss < best_val:
             best_val, best_state = val_loss, copy.deepcopy(policy.state_dict())

@@ -1,4 +1,4 @@
-"""Command line: ``python -m learned_schedules.training {train,eval,demo}``.
+"""Command line: ``python -m learned_schedules.training {train,eval,demo,calibrate}``.
 
 Also installed as the ``learned-schedules`` console script. The flags come from dataclasses
 through `tyro <https://github.com/brentyi/tyro>`_: it is maintained, it reads the help of each
@@ -350,10 +350,19 @@ def cmd_demo(argv: list[str]) -> int:
     return 0
 
 
+def cmd_calibrate(argv: list[str]) -> int:
+    from .calibrate.run import calibrate_command
+
+    print(json.dumps(calibrate_command(argv)))
+    return 0
+
+
 COMMANDS = {"train": (cmd_train, "train a policy (REINFORCE, PPO, ART, AdaGen...)"),
             "eval": (cmd_eval, "compare a policy with comparator / default schedules on "
                                "held-out data"),
-            "demo": (cmd_demo, "train JS on the default testbed, then evaluate")}
+            "demo": (cmd_demo, "train JS on the default testbed, then evaluate"),
+            "calibrate": (cmd_calibrate, "a schedule for your model from the model alone "
+                                         "(matching its own many-step result)")}
 
 
 def build_parser() -> argparse.ArgumentParser:
