@@ -94,14 +94,14 @@ def run_testbed(args: CalibrateArgs, out: Path) -> dict[str, Any]:
     """Calibrate on the analytic testbed and evaluate on held-out contexts against its
     reference schedules (uniform, SD3's shift 3, Flux's shift)."""
     from ...policies.encoders import VectorEncoder
-    from ..testbed.calibration import testbed_grid, testbed_problem
+    from ..testbed.calibration import calibration_grid, calibration_problem
     from ..testbed.comparators import fixed_schedules
     from ..testbed.mixture import Testbed
 
     tb = Testbed.from_json(args.testbed_config) if args.testbed_config else Testbed.default()
     ctx = tb.contexts_from_seed(args.contexts, args.seed, with_target=False)
-    problem = testbed_problem(tb, ctx)
-    grid = testbed_grid(args.teacher_steps)
+    problem = calibration_problem(tb, ctx)
+    grid = calibration_grid(args.teacher_steps)
     t0 = time.monotonic()
     flows: dict[int, torch.Tensor] = {}
     summary: dict[str, Any] = {"method": args.method, "contexts": args.contexts,

@@ -11,7 +11,7 @@ from ...calibration.problem import Problem
 from .mixture import DTYPE, Contexts, Testbed
 
 
-def testbed_problem(testbed: Testbed, contexts: Contexts, identity: str = "") -> Problem:
+def calibration_problem(testbed: Testbed, contexts: Contexts, identity: str = "") -> Problem:
     """The calibration problem of testbed contexts (float64)."""
     classes = contexts.classes
 
@@ -30,9 +30,9 @@ def testbed_problem(testbed: Testbed, contexts: Contexts, identity: str = "") ->
                    identity=ident)
 
 
-def testbed_grid(steps: int = 64) -> torch.Tensor:
+def calibration_grid(steps: int = 64) -> torch.Tensor:
     """The teacher's grid on the testbed: ``(1 - k / T)^2``, ``T + 1`` flow times."""
     return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64) ** 2
 
 
-__all__ = ["testbed_problem", "testbed_grid"]
+__all__ = ["calibration_problem", "calibration_grid"]
