@@ -98,7 +98,8 @@ def run_comfy(args: CalibrateArgs, out: Path) -> dict[str, Any]:
             summary.setdefault("per_image", {})[steps] = info
     summary["seconds"] = time.monotonic() - t0
     paths = save_outputs(args, b.model_family, flows, per_image, summary, out)
-    tables = evaluate(b, args, flows, per_image) if args.eval_contexts else {}
+    tables = evaluate(b, args, flows, {s: {PER_IMAGE: p} for s, p in per_image.items()}) \
+        if args.eval_contexts else {}
     header = (f"# calibrate {b.model_family} ({args.method}, {len(ctx)} contexts, "
               f"{summary['seconds']:.0f} s on {summary['threads']} threads; PSNR to the "
               f"{args.teacher_steps}-step result)")
@@ -108,8 +109,13 @@ def run_comfy(args: CalibrateArgs, out: Path) -> dict[str, Any]:
 
 
 def evaluate(b: Any, args: CalibrateArgs, flows: dict[int, torch.Tensor],
-             per_image: dict[int, torch.nn.Module]) -> dict[int, list[dict[str, Any]]]:
-    """The evaluation tables by step count (see the module docstring)."""
+             policies: dict[int, dict[str, torch.nn.Module]] | None = None,
+             fixed: dict[int, dict[str, torch.Tensor]] | None = None
+             ) -> dict[int, list[dict[str, Any]]]:
+    """The evaluation tables by step count (see the module docstring); ``policies``: per-image
+    policies by step count and row name (their mean schedule per context), ``fixed``: more
+    flow schedules by step count and row name (benchmarks)."""
+    policies, fixed = policies or {}, fixed or {}
     from ...comfy_bridge import calibration as cc
     from ...comfy_bridge.scheduler_table import applicable_schedules
 
@@ -121,13 +127,14 @@ def evaluate(b: Any, args: CalibrateArgs, flows: dict[int, torch.Tensor],
         sub = held.select(idx)
         pos, neg, noise = batch_inputs(b, sub)
         scheds = {TEACHER: grid}
-        feats = b.features(sub) if per_image else {}
+        feats = b.features(sub) if policies else {}
         for steps in args.steps:
             scheds[f"{CALIBRATED}@{steps}"] = flows[steps]
             scheds.update({f"{name}@{steps}": f for name, f in comparators[steps].items()})
-            if steps in per_image:
+            scheds.update({f"{name}@{steps}": f for name, f in fixed.get(steps, {}).items()})
+            for name, pol in policies.get(steps, {}).items():
                 with torch.no_grad():
-                    scheds[f"{PER_IMAGE}@{steps}"] = per_image[steps].schedule(feats).double()
+                    scheds[f"{name}@{steps}"] = pol.schedule(feats, steps=steps).double()
         latents = cc.sample_few_step(b.model, pos, neg, b.cfg, noise, scheds)
         ref = b.decode(latents.pop(TEACHER))
         for key, lat in latents.items():
