@@ -16,8 +16,9 @@ import torch
 
 from comfy_env import import_comfy
 from learned_schedules.policies.policy_file import load_policy
+from learned_schedules.training.calibrate.command import calibrate_command
 from learned_schedules.training.calibrate.report import CALIBRATED, PER_IMAGE
-from learned_schedules.training.calibrate.run import calibrate_command
+from learned_schedules.training.cli import parse_calibrate_args
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "models" / "digits"
@@ -48,8 +49,9 @@ def flags(tmp_path_factory):
 @pytest.fixture(scope="module")
 def calibrated(flags, tmp_path_factory):
     out = tmp_path_factory.mktemp("calibrated")
-    paths = calibrate_command([*flags, "--steps", "4", "6", "8", "--budget", "420",
-                               "--iterations", "6", "--eval-contexts", "20", "--out", str(out)])
+    paths = calibrate_command(parse_calibrate_args([
+        *flags, "--steps", "4", "6", "8", "--budget", "420", "--iterations", "6",
+        "--eval-contexts", "20", "--out", str(out)]))
     report = json.loads((out / "calibration.json").read_text())
     return paths, report
 
@@ -69,7 +71,6 @@ def test_policy_file_deploys_through_the_node_sigmas_path(calibrated, flags):
 
     from learned_schedules.comfy_bridge.service import node_sigmas
     from learned_schedules.comfy_bridge.sigmas import sampling_of, schedule_to_model
-    from learned_schedules.training.calibrate.args import parse_calibrate_args
     from learned_schedules.training.calibrate.comfy_run import comfy_backend
 
     paths, report = calibrated
@@ -92,9 +93,9 @@ def test_policy_file_deploys_through_the_node_sigmas_path(calibrated, flags):
 
 def test_per_image_is_not_worse_than_global_and_teacher_cache_hits(calibrated, flags,
                                                                     tmp_path):
-    paths = calibrate_command([*flags, "--steps", "4", "--search", "dp", "--budget", "120",
-                               "--per-image", "--per-image-iterations", "12",
-                               "--eval-contexts", "20", "--out", str(tmp_path)])
+    paths = calibrate_command(parse_calibrate_args([
+        *flags, "--steps", "4", "--search", "dp", "--budget", "120", "--per-image",
+        "--per-image-iterations", "12", "--eval-contexts", "20", "--out", str(tmp_path)]))
     report = json.loads((tmp_path / "calibration.json").read_text())
     assert report["summary"]["teacher_cached"] is True  # same model, contexts and teacher
     rows = {r["name"]: r for r in report["tables"]["4"]}

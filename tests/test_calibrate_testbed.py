@@ -113,3 +113,20 @@ def test_user_mistakes_are_one_line_exit_2_nothing_written(tmp_path, caplog, arg
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and words in errors[0].getMessage()
     assert "\n" not in errors[0].getMessage()
+
+
+def test_progress_and_interrupt_callbacks():
+    """What a node drives: progress (model calls done, budget) after every call, and a stop
+    request that ends the calibration with :class:`Stopped`."""
+    from learned_schedules.calibration.problem import Stopped
+
+    tb = Testbed.default()
+    problem = calibration_problem(tb, tb.contexts_from_seed(8, 6, with_target=False))
+    seen: list[tuple[int, int]] = []
+    opts = CalibrationOptions(steps=(3,), search="dp+gradient", budget=60, iterations=2)
+    res = calibrate_global(problem, calibration_grid(10), opts,
+                           progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == res.calls <= 60 and all(t == 60 for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    with pytest.raises(Stopped):
+        calibrate_global(problem, calibration_grid(10), opts, should_stop=lambda: True)

@@ -23,11 +23,14 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 import tyro
 
 from ..policies.config import PolicyConfig
+from .calibrate.args import CalibrateArgs
+from .calibrate.args import finish as finish_calibrate_args
 from .comfy.config import ComfyConfig
 from .rl.config import TrainConfig
 from .rl.config_migration import MOVED
@@ -350,10 +353,24 @@ def cmd_demo(argv: list[str]) -> int:
     return 0
 
 
-def cmd_calibrate(argv: list[str]) -> int:
-    from .calibrate.run import calibrate_command
+def parse_calibrate_args(argv: list[str]) -> CalibrateArgs:
+    """``calibrate``'s flags -> checked arguments (``ValueError``, one line, otherwise);
+    ``--config``'s ComfyUI entries are the defaults the flags override."""
+    default = CalibrateArgs()
+    configs = _flag_values(argv, "--config")
+    if configs:
+        if not Path(configs[-1]).is_file():
+            raise ValueError(f"--config: file not found: {configs[-1]}.")
+        default = dataclasses.replace(default, comfy=TrainConfig.load(configs[-1]).comfy)
+    args = _tyro(CalibrateArgs, argv, default, "learned-schedules calibrate",
+                 " ".join((CalibrateArgs.__doc__ or "").split()))
+    return finish_calibrate_args(args)
 
-    print(json.dumps(calibrate_command(argv)))
+
+def cmd_calibrate(argv: list[str]) -> int:
+    from .calibrate.command import calibrate_command
+
+    print(json.dumps(calibrate_command(parse_calibrate_args(argv))))
     return 0
 
 

@@ -3,7 +3,6 @@ flags flat as in ``train``) and their checks (a user mistake is one ``ValueError
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -127,24 +126,12 @@ def _exists(path: str) -> bool:
     return Path(path).is_file() or (PACKAGE / path).is_file()
 
 
-def parse_calibrate_args(argv: list[str]) -> CalibrateArgs:
-    """``calibrate``'s flags -> checked arguments (``ValueError``, one line, otherwise)."""
-    from ..cli import _flag_values, _tyro
-
-    default = CalibrateArgs()
-    configs = _flag_values(argv, "--config")
-    if configs:
-        from ..rl.config import TrainConfig
-
-        if not Path(configs[-1]).is_file():
-            raise ValueError(f"--config: file not found: {configs[-1]}.")
-        default = dataclasses.replace(default, comfy=TrainConfig.load(configs[-1]).comfy)
-    args = _tyro(CalibrateArgs, argv, default, "learned-schedules calibrate",
-                 " ".join((CalibrateArgs.__doc__ or "").split()))
+def finish(args: CalibrateArgs) -> CalibrateArgs:
+    """The bundled prompts when a ComfyUI run names none, then :meth:`CalibrateArgs.check`."""
     if args.backend == "comfy" and args.comfy.prompts is None:
         args.comfy.prompts = str(BUNDLED_PROMPTS)
     args.check()
     return args
 
 
-__all__ = ["METHODS", "BUNDLED_PROMPTS", "CalibrateArgs", "parse_calibrate_args"]
+__all__ = ["METHODS", "BUNDLED_PROMPTS", "CalibrateArgs", "finish"]

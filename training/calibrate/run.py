@@ -3,6 +3,7 @@ policy files) and the testbed run; the ComfyUI run is :mod:`.comfy_run`."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
@@ -18,7 +19,7 @@ from ...calibration.run import CalibrationOptions, calibrate_global
 from ...policies.policy_file import load_policy, save_policy
 from ...policies.stored import StoredSchedules
 from ..rl.progress import Progress
-from .args import CalibrateArgs, parse_calibrate_args
+from .args import CalibrateArgs
 from .report import CALIBRATED, PER_IMAGE, table_rows, write_report
 
 log = logging.getLogger("learned_schedules.training")
@@ -47,9 +48,11 @@ def progress_callback(args: CalibrateArgs) -> tuple[Progress, Any]:
     return prog, update
 
 
-def art_schedule(args: CalibrateArgs, steps: int, out: Path) -> tuple[torch.Tensor, float]:
+def art_schedule(args: CalibrateArgs, steps: int, out: Path
+                 ) -> tuple[torch.Tensor, float, float]:
     """ART's direct solver through the trainer (``--algo art --art.solver direct``): its
-    deployed global schedule and the wall time."""
+    deployed global schedule, the wall time and its per-sample model calls (forwards plus
+    forward-mode JVPs, from the run's metrics)."""
     from ..rl.config import TrainConfig
     from ..rl.engine import train
 
@@ -65,7 +68,12 @@ def art_schedule(args: CalibrateArgs, steps: int, out: Path) -> tuple[torch.Tens
     result = train(cfg)
     loaded = load_policy(result.run_dir / "policy.safetensors")
     flow = loaded.policy.schedule({}, steps=steps)[0].double()
-    return flow, time.monotonic() - t0
+    calls = float("nan")
+    with open(result.run_dir / "metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+        if last.get("model_calls"):
+            calls = float(last["model_calls"]) + float(last.get("model_jvps") or 0)
+    return flow, time.monotonic() - t0, calls
 
 
 def save_outputs(args: CalibrateArgs, family: str, flows: dict[int, torch.Tensor],
@@ -108,7 +116,7 @@ def run_testbed(args: CalibrateArgs, out: Path) -> dict[str, Any]:
                                "threads": torch.get_num_threads()}
     if args.method == "art":
         for steps in args.steps:
-            flows[steps], _ = art_schedule(args, steps, out / "art")
+            flows[steps] = art_schedule(args, steps, out / "art")[0]
     else:
         prog, update = progress_callback(args)
         res = calibrate_global(problem, grid, options_of(args), cache_dir=teacher_cache(args),
@@ -149,21 +157,4 @@ def run_testbed(args: CalibrateArgs, out: Path) -> dict[str, Any]:
     return {**paths, "tables": tables, "summary": summary}
 
 
-def calibrate_command(argv: list[str]) -> dict[str, Any]:
-    """``learned-schedules calibrate``: parse, run; the paths written (the CLI prints them as
-    one JSON line)."""
-    args = parse_calibrate_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    if args.backend == "testbed":
-        result = run_testbed(args, out)
-    else:
-        from .comfy_run import run_comfy
-
-        result = run_comfy(args, out)
-    return {k: result[k] for k in ("policy", "per_image", "report") if k in result}
-
-
-__all__ = ["options_of", "teacher_cache", "art_schedule", "save_outputs", "run_testbed",
-           "calibrate_command"]
+__all__ = ["options_of", "teacher_cache", "art_schedule", "save_outputs", "run_testbed"]
