@@ -49,10 +49,11 @@ def _flow(logits: Tensor) -> Tensor:
 
 
 def refine_global(problem: Problem, teacher: Teacher, start: Tensor, meter: Meter, *,
-                  iterations: int = 200, lr: float = 0.05, checkpointing: bool = True
-                  ) -> tuple[Tensor, float, int]:
+                  iterations: int = 200, lr: float = 0.05, checkpointing: bool = True,
+                  until: float = float("inf")) -> tuple[Tensor, float, int]:
     """Refine the flow schedule ``start [L+1]``: ``(best schedule, its mean log MSE,
-    iterations run)``; stops early when the meter's budget is spent."""
+    iterations run)``; stops early when the meter's budget is spent or its calls would pass
+    ``until``."""
     steps = start.shape[0] - 1
     logits = _logits(start).clone().requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=lr)
@@ -60,7 +61,8 @@ def refine_global(problem: Problem, teacher: Teacher, start: Tensor, meter: Mete
     best_flow, best = start.double().clone(), float("inf")
     done = 0
     for done in range(1, iterations + 1):
-        if meter.out_of_time() or meter.left() < gradient_calls(steps, checkpointing):
+        cost = gradient_calls(steps, checkpointing)
+        if meter.out_of_time() or meter.left() < cost or meter.calls + cost > until:
             done -= 1
             break
         flow = _flow(logits)

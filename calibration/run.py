@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from .fit import gradient_calls, refine_global
-from .problem import Meter, Problem, counted
+from .problem import Meter, Problem, counted, log_mse
+from .sampler import euler
 from .search import dp_calls, dp_search, grid_indices
 from .teacher import Teacher, teacher_targets
 
@@ -101,21 +102,24 @@ def calibrate_global(problem: Problem, grid: Tensor, options: CalibrationOptions
     for n, steps in enumerate(options.steps):
         share = meter.left() / (len(options.steps) - n)
         before = meter.calls
-        start, loss0 = _start(work, teacher, steps, options, share, default_flow)
-        flow, loss, iters = start, loss0, 0
+        starts = _starts(work, teacher, steps, options, share, default_flow)
+        (flow, loss), iters = starts[0], 0
+        loss0 = loss
         if options.search != "dp":
-            left = share - (meter.calls - before)
-            sub = Meter(budget=meter.calls + left, minutes=options.minutes,
-                        started=meter.started)
-            sub.calls = meter.calls
-            iterations = min(options.iterations,
-                             int(left // gradient_calls(steps, options.checkpointing)))
-            flow, loss, iters = refine_global(work, teacher, start, sub, iterations=iterations,
-                                              lr=options.lr,
-                                              checkpointing=options.checkpointing)
-            meter.calls = sub.calls
-            if loss > loss0:  # refinement never makes it worse
-                flow, loss = start, loss0
+            # each start gets an equal part of what is left; the best result is kept (the
+            # grid search's greedy targets can lead into a worse basin than the default's:
+            # docs/calibrate.md, the testbed at L = 4)
+            for k, (first, first_loss) in enumerate(starts):
+                until = meter.calls + (share - (meter.calls - before)) / (len(starts) - k)
+                iterations = min(options.iterations, int(
+                    (until - meter.calls) // gradient_calls(steps, options.checkpointing)))
+                got, got_loss, n_iter = refine_global(
+                    work, teacher, first, meter, iterations=iterations, lr=options.lr,
+                    checkpointing=options.checkpointing, until=until)
+                iters += n_iter
+                if min(got_loss, first_loss) < loss:
+                    flow, loss = (got, got_loss) if got_loss <= first_loss else \
+                        (first, first_loss)
         result.schedules[steps] = StepResult(flow=flow.double().cpu(), loss_start=loss0,
                                              loss=loss, iterations=iters,
                                              calls=meter.calls - before)
@@ -125,24 +129,38 @@ def calibrate_global(problem: Problem, grid: Tensor, options: CalibrationOptions
     return result
 
 
-def _start(problem: Problem, teacher: Teacher, steps: int, options: CalibrationOptions,
-           share: float, default_flow: Callable[[int], Tensor] | None) -> tuple[Tensor, float]:
-    """The refinement's start: the grid search's schedule, or the model's default one."""
-    if options.search == "gradient":
-        flow = default_flow(steps) if default_flow is not None else \
-            torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-        from .problem import log_mse
-        from .sampler import euler
+def _default(steps: int, default_flow: Callable[[int], Tensor] | None) -> Tensor:
+    if default_flow is None:
+        return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    return default_flow(steps).double()
 
+
+def _starts(problem: Problem, teacher: Teacher, steps: int, options: CalibrationOptions,
+            share: float, default_flow: Callable[[int], Tensor] | None
+            ) -> list[tuple[Tensor, float]]:
+    """The refinement's starts with their mean log MSE, the first one the reported start:
+    ``dp``: the grid search's schedule; ``gradient``: the model's default schedule;
+    ``dp+gradient``: both, the default replaced by the uniform schedule when that scores
+    better (``L`` calls each)."""
+    def scored(flow: Tensor) -> tuple[Tensor, float]:
         with torch.no_grad():
             out = euler(problem, problem.sigmas(flow).to(problem.start.device))
         return flow.double(), float(log_mse(out, teacher.final).mean())
+
+    if options.search == "gradient":
+        return [scored(_default(steps, default_flow))]
     dp_budget = share if options.search == "dp" else share * options.dp_share
     idx = grid_indices(teacher.steps, steps, dp_budget)
     if len(idx) - 1 < teacher.steps:
         log.info("grid search for L=%d on %d of the teacher's %d grid steps (%d calls)", steps,
                  len(idx) - 1, teacher.steps, dp_calls(len(idx) - 1, steps))
-    return dp_search(problem, teacher, steps, idx)
+    found = [dp_search(problem, teacher, steps, idx)]
+    if options.search == "dp+gradient":
+        others = [scored(_default(steps, default_flow))]
+        if default_flow is not None:
+            others.append(scored(_default(steps, None)))
+        found.append(min(others, key=lambda pair: pair[1]))
+    return found
 
 
 __all__ = ["SEARCHES", "CalibrationOptions", "StepResult", "CalibrationResult",

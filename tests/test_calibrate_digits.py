@@ -17,7 +17,7 @@ import torch
 from comfy_env import import_comfy
 from learned_schedules.policies.policy_file import load_policy
 from learned_schedules.training.calibrate.command import calibrate_command
-from learned_schedules.training.calibrate.report import CALIBRATED, PER_IMAGE
+from learned_schedules.training.calibrate.report import CALIBRATED
 from learned_schedules.training.cli import parse_calibrate_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,18 +91,46 @@ def test_policy_file_deploys_through_the_node_sigmas_path(calibrated, flags):
                           torch.tensor(meta["global_schedule"], dtype=torch.float64), atol=1e-6)
 
 
-def test_per_image_is_not_worse_than_global_and_teacher_cache_hits(calibrated, flags,
-                                                                    tmp_path):
-    paths = calibrate_command(parse_calibrate_args([
-        *flags, "--steps", "4", "--search", "dp", "--budget", "120", "--per-image",
-        "--per-image-iterations", "12", "--eval-contexts", "20", "--out", str(tmp_path)]))
-    report = json.loads((tmp_path / "calibration.json").read_text())
-    assert report["summary"]["teacher_cached"] is True  # same model, contexts and teacher
-    rows = {r["name"]: r for r in report["tables"]["4"]}
-    per_image = rows[PER_IMAGE]
-    # measured on this model: per-image ~ global (the digits model's per-image headroom is
-    # small, docs/digits.md); it must not lose more than 0.3 dB
-    assert per_image["gain"] < 0.3, per_image
-    loaded = load_policy(paths["per_image"][0])
-    assert loaded.metadata["method"] == "calibrate-teacher-per-image"
-    assert loaded.metadata["architecture"]["policy"] == "dirichlet"
+def test_per_image_is_not_worse_than_global_and_teacher_cache_hits(calibrated, flags):
+    """Through the adapter a node uses (the same calibration contexts as the command's run,
+    so the teacher comes from the disk cache): a per-image policy fitted by gradients from
+    the calibrated L = 4 schedule is not worse than it on held-out seeds (measured: the
+    digits model's per-image headroom is small, docs/digits.md; docs/calibrate.md)."""
+    from learned_schedules.calibration.fit import fit_per_image, per_image_policy
+    from learned_schedules.calibration.problem import Meter
+    from learned_schedules.calibration.run import CalibrationOptions
+    from learned_schedules.comfy_bridge import calibration as cc
+    from learned_schedules.training.calibrate.comfy_run import (
+        batch_inputs,
+        calibration_contexts,
+        comfy_backend,
+    )
+    from learned_schedules.training.comfy.references import psnr
+
+    b = comfy_backend(parse_calibrate_args(flags))
+    ctx = calibration_contexts(b, 10)
+    pos, neg, noise = batch_inputs(b, ctx)
+    seen = []
+
+    def per_image(problem, result):
+        torch.manual_seed(0)
+        pol = per_image_policy(b.build_encoder(0, 0), result.schedules[4].flow)
+        return fit_per_image(problem, result.teacher, pol, Meter(), iterations=6, lr=1e-2)
+
+    teacher_cache = flags[flags.index("--teacher-cache") + 1]
+    res = cc.calibrate(b.model, pos, neg, b.cfg, noise, CalibrationOptions(
+        steps=(4,), search="dp", budget=70), cache_dir=teacher_cache,
+        features=b.features(ctx), then=per_image, progress=lambda d, t: seen.append(d),
+        use_memory=False)
+    assert res.teacher.from_cache and seen and res.calls <= 70
+    policy, info = res.extra
+    held = b.held_out_contexts(10, 30_000)
+    pos, neg, noise = batch_inputs(b, held)
+    with torch.no_grad():
+        per = policy.schedule(b.features(held)).double()
+    lat = cc.sample_few_step(b.model, pos, neg, b.cfg, noise, {
+        "teacher": cc.teacher_grid(b.model, 30), "global": res.schedules[4].flow,
+        "per_image": per})
+    ref = b.decode(lat["teacher"])
+    diff = psnr(b.decode(lat["per_image"]), ref) - psnr(b.decode(lat["global"]), ref)
+    assert float(diff.mean()) > -0.3, (diff, info)
