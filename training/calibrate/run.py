@@ -61,7 +61,8 @@ def art_schedule(args: CalibrateArgs, steps: int, out: Path
         backend=args.backend, testbed_config=args.testbed_config, steps=steps, algo="art",
         iterations=4 if small else 16, batch=8 if small else 16, seed=args.seed,
         reward="reference" if small else None, eval_every=0, checkpoint_every=0,
-        out=str(out), run_name=f"art_L{steps}", art={"solver": "direct"}))
+        out=str(out), run_name=f"art_L{steps}__{time.strftime('%Y%m%d-%H%M%S')}",
+        art={"solver": "direct"}))
     if small:
         cfg.comfy = dataclasses.replace(args.comfy, sample_every=0)
     t0 = time.monotonic()
