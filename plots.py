@@ -203,11 +203,14 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 def image_grid(rows: list[tuple[str, torch.Tensor, torch.Tensor]], max_side: int = 256,
                min_side: int = 128) -> Image.Image:
-    """Rows of images ``[N, H, W, 3]`` with their sigmas ``[N, L+1]`` (or one ``[L+1]``)
-    plotted in the corner; each row gets a label on its left. Large images are shrunk to
-    ``max_side``; small ones (the 32x32 digits) are enlarged to ``min_side`` with nearest
-    pixels, so the schedule inset covers only a corner."""
+    """Rows of images ``[N, H, W, 3]`` (videos ``[N, F, H, W, 3]``: their middle frame) with
+    their sigmas ``[N, L+1]`` (or one ``[L+1]``) plotted in the corner; each row gets a label
+    on its left. Large images are shrunk to ``max_side``; small ones (the 32x32 digits) are
+    enlarged to ``min_side`` with nearest pixels, so the schedule inset covers only a
+    corner."""
     colours = [(90, 90, 90), (220, 60, 40), (40, 110, 220), (40, 160, 80)]
+    rows = [(label, images[:, images.shape[1] // 2] if images.ndim == 5 else images, sigmas)
+            for label, images, sigmas in rows]
     n = rows[0][1].shape[0]
     h, w = rows[0][1].shape[1:3]
     scale = min(1.0, max_side / max(h, w))

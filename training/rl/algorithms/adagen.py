@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ....policies.contract import Features
 from ....policies.device import module_device
 from ....policies.fields import check_values, option
+from ....policies.latent_encoder import fold_frames
 from ..backend import Backend, policy_features
 from ..checkpoint import load_optimizer, optimizer_tensors
 from ..config import TrainConfig
@@ -96,8 +97,10 @@ def condition_vector(features: Features) -> Tensor:
 
 
 class Discriminator(nn.Module):
-    """Tells final samples ``[N, ...]`` (vectors or latents) from reference samples, given the
-    prompt vector; returns logits ``[N]`` (high: looks like a reference sample)."""
+    """Tells final samples ``[N, ...]`` (vectors, latents ``[C, H, W]`` or videos
+    ``[C, T, H, W]``, whose frames the conv body reads one by one, its features averaged over
+    frames) from reference samples, given the prompt vector; returns logits ``[N]`` (high:
+    looks like a reference sample)."""
 
     def __init__(self, sample_shape: tuple[int, ...], cond_dim: int, hidden: int = 128):
         super().__init__()
@@ -115,7 +118,10 @@ class Discriminator(nn.Module):
         self.out = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
 
     def forward(self, samples: Tensor, cond: Tensor) -> Tensor:
-        h = self.body(samples.float()) * (1 + self.cond(cond.float()))
+        h = self.body(fold_frames(samples.float()))
+        if samples.ndim == 5:  # a video: the mean over frames of each frame's features
+            h = h.reshape(samples.shape[0], samples.shape[2], -1).mean(1)
+        h = h * (1 + self.cond(cond.float()))
         return self.out(h)[:, 0]
 
 
