@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..policies.families import Family, family_for_model_config
+from ..policies.families import I2V_EXPERT_BOUNDARY, Family, family_for_model_config
 from .sigmas import is_flow_sampling, sampling_of
 
 log = logging.getLogger("learned_schedules")
@@ -42,6 +42,27 @@ def model_family(model: Any) -> str:
 def is_flow_model(model: Any) -> bool:
     """True for rectified-flow models (sigma in [0, 1], sigma = t)."""
     return is_flow_sampling(sampling_of(model))
+
+
+def takes_image(model: Any) -> bool:
+    """Whether a video MODEL's input takes an image beside the noise (image-to-video: its
+    input has more channels than its latent, e.g. Wan's 36 = 16 + 4 mask + 16 image)."""
+    config = getattr(getattr(model, "model", None), "model_config", None)
+    unet = getattr(config, "unet_config", {}) or {}
+    width = unet.get("in_dim", unet.get("in_channels"))
+    channels = model.get_model_object("latent_format").latent_channels
+    return width is not None and int(width) > channels
+
+
+def default_expert_boundary(model: Any) -> float:
+    """The model sigma where a two-expert model's high-noise expert hands over: its family's
+    (Wan 2.2 text-to-video: 0.875), or 0.9 for an image-to-video model. ``ValueError`` for a
+    family without experts."""
+    family = model_family_info(model)
+    if family.expert_boundary is None:
+        raise ValueError(f"{family.display} has no high-noise / low-noise experts; give "
+                         "the expert boundary explicitly or drop the low-noise model.")
+    return I2V_EXPERT_BOUNDARY if takes_image(model) else family.expert_boundary
 
 
 def _rng_devices() -> list[int]:
@@ -117,5 +138,6 @@ def text_features(conditioning: Any) -> dict[str, torch.Tensor]:
     return conditioning_features([(tokens, extra)])
 
 
-__all__ = ["model_family_info", "model_family", "is_flow_model", "initial_noise", "seed_noise",
+__all__ = ["model_family_info", "model_family", "is_flow_model", "takes_image",
+           "default_expert_boundary", "initial_noise", "seed_noise",
            "conditioning_features", "text_features"]

@@ -1,16 +1,21 @@
 """Sigma utilities next to core's (``sampling/custom_sampling/sigmas``): a comparison plot of
-several schedules and a pass-through preview that sits between a scheduler and a sampler.
+several schedules, a pass-through preview that sits between a scheduler and a sampler, and
+the split of a schedule for a two-expert model (Wan 2.2 A14B's high-noise / low-noise experts).
 
-Both are output nodes returning their picture as a preview image, so the frontend shows it
-again after a reload and after a cached run, as it does for core's Preview Image.
+The two plots are output nodes. The plot on the node is drawn by the frontend
+(web/schedule_plot.js) from the curves sent as the node's ``ui`` output, in the colours of the
+active palette, and is saved with the workflow (it comes back after a reload); the IMAGE output
+is the same plot rendered here, to save or to pass on.
 """
 
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..plots import X_AXES, render_sigma_comparison
+from ..policies.experts import split_at_boundary
+from ..policies.families import I2V_EXPERT_BOUNDARY, get_family
 
 CATEGORY = "sampling/custom_sampling/sigmas"
 COMPARE_SLOTS = 6
@@ -29,6 +34,14 @@ def _check_sigmas(sigmas, name: str) -> torch.Tensor:
     if not torch.isfinite(sigmas).all():
         raise ValueError(f"{name} holds NaN or infinite values.")
     return sigmas
+
+
+def plot_payload(curves: dict[str, torch.Tensor], x_axis: str = "fraction",
+                 normalize: bool = False, title: str = "") -> dict:
+    """What the node's plot in the frontend draws (``ui["compare_schedules"]``)."""
+    return {"curves": [{"label": f"{name} ({c.numel() - 1} steps)", "sigmas": c.tolist()}
+                       for name, c in curves.items()],
+            "x_axis": x_axis, "normalize": bool(normalize), "title": title}
 
 
 def comparison_curves(schedules: list[torch.Tensor | None], labels: str
@@ -88,7 +101,8 @@ class CompareSchedules(io.ComfyNode):
                                     sigmas_6], labels)
         image = _image(render_sigma_comparison(curves, x_axis=x_axis, normalize=normalize,
                                                title=title))
-        return io.NodeOutput(image, ui=ui.PreviewImage(image, cls=cls))
+        payload = plot_payload(curves, x_axis, normalize, title)
+        return io.NodeOutput(image, ui={"compare_schedules": [payload]})
 
 
 class PreviewSigmas(io.ComfyNode):
@@ -115,7 +129,43 @@ class PreviewSigmas(io.ComfyNode):
         name = label.strip() or "sigmas"
         curve = _check_sigmas(sigmas, name).detach().cpu().float()
         image = _image(render_sigma_comparison({name: curve}, x_axis="step"))
-        return io.NodeOutput(sigmas, image, ui=ui.PreviewImage(image, cls=cls))
+        return io.NodeOutput(sigmas, image,
+                             ui={"compare_schedules": [plot_payload({name: curve}, "step")]})
 
 
-NODES = [CompareSchedules, PreviewSigmas]
+class SplitAtExpertBoundary(io.ComfyNode):
+    """A schedule -> the high-noise and low-noise experts' SIGMAS, one step on the boundary."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        t2v = get_family("wan").expert_boundary
+        return io.Schema(
+            node_id="LearnedSchedules_SplitAtExpertBoundary",
+            display_name="Split Sigmas at Expert Boundary",
+            category=CATEGORY,
+            description="Splits a schedule for a two-expert model (Wan 2.2 A14B): the step "
+                        "nearest the boundary moves onto it; high SIGMAS go to the "
+                        "high-noise expert's sampler, low SIGMAS to the low-noise one's.",
+            inputs=[io.Sigmas.Input("sigmas", tooltip="The whole schedule (e.g. the Learned "
+                                    "Schedule node's, for the high-noise expert's model)."),
+                    io.Float.Input("boundary", default=t2v, min=0.001, max=0.999, step=0.005,
+                                   tooltip=f"The model sigma where the high-noise expert "
+                                           f"hands over: {t2v:g} for Wan 2.2 text-to-video, "
+                                           f"{I2V_EXPERT_BOUNDARY:g} for image-to-video.")],
+            outputs=[io.Sigmas.Output("high_sigmas", display_name="high SIGMAS",
+                                      tooltip="From the start down to the boundary: the "
+                                              "high-noise expert's SamplerCustomAdvanced "
+                                              "(with the noise)."),
+                     io.Sigmas.Output("low_sigmas", display_name="low SIGMAS",
+                                      tooltip="From the boundary to the end: the low-noise "
+                                              "expert's SamplerCustomAdvanced (DisableNoise, "
+                                              "the first sampler's output as its latent).")],
+        )
+
+    @classmethod
+    def execute(cls, sigmas, boundary: float) -> io.NodeOutput:
+        high, low = split_at_boundary(_check_sigmas(sigmas, "sigmas").detach().cpu(), boundary)
+        return io.NodeOutput(high, low)
+
+
+NODES = [CompareSchedules, PreviewSigmas, SplitAtExpertBoundary]

@@ -9,9 +9,10 @@ is read from the model's own ``model_sampling`` (``comfy_bridge/sampling_space.p
 A family is found from ComfyUI's model-config class by walking its bases, most specific
 first (:func:`family_for_model_config`), so a subclass of a supported family (a fine-tune's
 own config class, ``Flux2`` before it had a row) resolves to that family; ``HunyuanImage21``
-(a ``HunyuanVideo`` subclass) and ``ZImage`` (a ``Lumina2`` subclass) have rows of their own.
-Model kinds the pack does not schedule (audio, 3D, upscalers, two-stage Cascade, video) get a
-plain sentence naming the supported families.
+(a ``HunyuanVideo`` subclass), ``HunyuanVideo15`` (another), ``WAN22_T2V`` (the Wan 2.2 5B,
+a ``WAN21_T2V`` subclass) and ``ZImage`` (a ``Lumina2`` subclass) have rows of their own.
+Model kinds the pack does not schedule (audio, 3D, upscalers, two-stage Cascade, the video
+models without a row) get a plain sentence naming the supported families.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ class Family:
     """Whether policies can be trained for and applied to it today."""
     note: str = ""
     """Anything a person should know (variants that load as this family)."""
+    video: bool = False
+    """Whether its latents are videos ``[B, C, T, H, W]`` (a time axis of frames)."""
+    expert_boundary: float | None = None
+    """Two-expert models (Wan 2.2 A14B: a high-noise and a low-noise expert of this class):
+    the model sigma at which the high-noise expert hands over, for text-to-video (the
+    image-to-video boundary is :data:`I2V_EXPERT_BOUNDARY`); None: one model."""
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -83,6 +90,22 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            note="SD 2.x 768-v (v-prediction) and 512 (eps)."),
     Family("sd1", "SD 1.x", ("SD15",), "stable_diffusion", "CLIPLoader", ("clip_l",),
            cfg=7.0),
+    Family("wan", "Wan 2.1 / Wan 2.2 A14B", ("WAN21_T2V", "WAN21_I2V"), "wan", "CLIPLoader",
+           ("umt5_xxl",), cfg=6.0, video=True, expert_boundary=0.875,
+           note="Wan 2.1 (1.3B, 14B; text- and image-to-video) and each of Wan 2.2 A14B's "
+                "high-noise / low-noise experts load as this family (cfg 3.5 is the Wan 2.2 "
+                "templates' choice); VACE, Fun, camera and other Wan 2.1-based variants "
+                "resolve to it through their base class."),
+    Family("wan2.2-5b", "Wan 2.2 5B", ("WAN22_T2V",), "wan", "CLIPLoader", ("umt5_xxl",),
+           cfg=5.0, video=True,
+           note="Wan 2.2 TI2V 5B, with its 48-channel VAE (16x spatial compression)."),
+    Family("hunyuan-video-1.5", "HunyuanVideo 1.5", ("HunyuanVideo15",), "hunyuan_video_15",
+           "DualCLIPLoader", ("qwen_2.5_vl_7b", "byt5_small"), cfg=6.0, video=True,
+           note="Text- and image-to-video (a 32-channel, 16x VAE)."),
+    Family("ltxv", "LTX-Video", ("LTXV",), "ltxv", "CLIPLoader", ("t5xxl",), cfg=3.0,
+           video=True, note="A 128-channel latent at 32x spatial, 8x temporal compression; "
+                            "ComfyUI's own templates use LTXVScheduler, the default here is "
+                            "BasicScheduler's simple."),
 )}
 """Every family the pack knows, by our name."""
 
@@ -93,23 +116,30 @@ UNSUPPORTED_KINDS: dict[str, str] = {
     **dict.fromkeys(("SD_X4Upscaler", "HunyuanImage21Refiner", "HunyuanVideo15_SR_Distilled"),
                     "an upscaler / refiner"),
     **dict.fromkeys(("Stable_Cascade_C", "Stable_Cascade_B"), "two-stage Stable Cascade"),
-    **dict.fromkeys(("SVD_img2vid", "HunyuanVideo", "GenmoMochi", "LTXV", "CosmosT2V",
-                     "CosmosT2IPredict2", "WAN21_T2V"), "a video model"),
+    **dict.fromkeys(("SVD_img2vid", "HunyuanVideo", "GenmoMochi", "CosmosT2V",
+                     "CosmosT2IPredict2"), "a video model"),
+    **dict.fromkeys(("WAN22_S2V", "WAN22_Animate"), "a sound / pose-driven Wan model"),
     **dict.fromkeys(("LotusD", "SD15_instructpix2pix", "SDXL_instructpix2pix"),
                     "an image-editing / depth variant"),
 }
 """ComfyUI config classes (and, through the bases, their subclasses) the pack does not
 schedule, with what they are."""
 
+I2V_EXPERT_BOUNDARY = 0.9
+"""Wan 2.2 A14B image-to-video: the model sigma where the high-noise expert hands over."""
+
 KNOWN_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 SUPPORTED_IMAGE_FAMILIES: tuple[str, ...] = tuple(
-    name for name, f in FAMILIES.items() if f.supported and f.config_classes)
+    name for name, f in FAMILIES.items() if f.supported and f.config_classes and not f.video)
+SUPPORTED_VIDEO_FAMILIES: tuple[str, ...] = tuple(
+    name for name, f in FAMILIES.items() if f.supported and f.config_classes and f.video)
+SUPPORTED_FAMILIES: tuple[str, ...] = SUPPORTED_IMAGE_FAMILIES + SUPPORTED_VIDEO_FAMILIES
 
 _BY_CLASS: dict[str, Family] = {c: f for f in FAMILIES.values() for c in f.config_classes}
 
 
 def _unsupported(what: str) -> ValueError:
-    supported = ", ".join(FAMILIES[n].display for n in SUPPORTED_IMAGE_FAMILIES)
+    supported = ", ".join(FAMILIES[n].display for n in SUPPORTED_FAMILIES)
     return ValueError(f"Learned Schedules does not support {what} yet; supported models: "
                       f"{supported}.")
 
@@ -183,5 +213,6 @@ def get_family(name: str) -> Family:
 
 
 __all__ = ["Family", "FAMILIES", "KNOWN_FAMILIES", "SUPPORTED_IMAGE_FAMILIES",
+           "SUPPORTED_VIDEO_FAMILIES", "SUPPORTED_FAMILIES", "I2V_EXPERT_BOUNDARY",
            "UNSUPPORTED_KINDS", "family_for_model_config", "family_for_config_class",
            "known_family_for_model_config", "get_family"]

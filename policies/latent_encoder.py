@@ -6,8 +6,10 @@ stem, then ``levels`` stride-2 blocks with GroupNorm + SiLU), the final map is p
 ``[B, T, D]`` (T5 / joint tokens). An optional pooled text embedding (CLIP-L / CLIP-G pooled)
 is added to every image token. Mean and max pooling over image tokens give the output.
 Any latent size (``H, W >= 8``; ``>= 4`` for the one-level ``small`` preset), any channel
-count and token width (set from the model's features), any token count work; a 5-D latent
-``[B, C, T, H, W]`` (Qwen-Image's) is read with its T frames folded into the channels.
+count and token width (set from the model's features), any token count work; a video latent
+``[B, C, T, H, W]`` (any T; Qwen-Image's images are T = 1) is read frame by frame by the same
+pyramid and pooled over time and space (the mean over frames of each frame's pooled map), so
+one encoder serves any frame count and a one-frame latent reads exactly as an image.
 """
 
 from __future__ import annotations
@@ -36,6 +38,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": {"latent_channels": 16, "token_dim": 32, "pooled_dim": 16, "width": 64,
               "levels": 1, "heads": 4, "grid": 2},
 }
+
+
+def fold_frames(x: torch.Tensor) -> torch.Tensor:
+    """A video ``[B, C, T, H, W]`` as a batch of frames ``[B*T, C, H, W]`` (images as they
+    are)."""
+    if x.ndim != 5:
+        return x
+    return x.transpose(1, 2).flatten(0, 1)
+
+
+def unfold_frames(h: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    """Per-frame results ``[B*T, D, ...]`` of :func:`fold_frames` back to ``[B, D, T, ...]``
+    (the time axis third, as in ``video``)."""
+    b, t = video.shape[0], video.shape[2]
+    return h.reshape(b, t, *h.shape[1:]).transpose(1, 2)
 
 
 def _groups(ch: int) -> int:
@@ -85,21 +102,21 @@ class LatentTextEncoder(nn.Module):
     def forward(self, noise: torch.Tensor, tokens: torch.Tensor,
                 pooled: torch.Tensor | None = None,
                 token_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if noise.ndim == 5:  # [B, C, T, H, W] (Qwen-Image's video-style latent): fold T in
-            noise = noise.flatten(1, 2)
-        if noise.ndim != 4 or noise.shape[1] != self.latent_channels:
-            raise ValueError(f"Expected a noise latent [B, {self.latent_channels}, H, W], got "
+        if noise.ndim not in (4, 5) or noise.shape[1] != self.latent_channels:
+            raise ValueError(f"Expected a noise latent [B, {self.latent_channels}, H, W] or a "
+                             f"video [B, {self.latent_channels}, T, H, W], got "
                              f"{tuple(noise.shape)}.")
         if tokens.ndim != 3 or tokens.shape[-1] != self.token_dim:
             raise ValueError(f"Expected text tokens [B, T, {self.token_dim}], got "
                              f"{tuple(tokens.shape)}.")
-        h_in, w_in = int(noise.shape[2]), int(noise.shape[3])
+        h_in, w_in = int(noise.shape[-2]), int(noise.shape[-1])
         if not self.fits(h_in, w_in):
             side = self.min_latent_size()
             raise ValueError(f"The latent is {h_in}x{w_in}, too small for this policy's encoder: "
                              f"it needs at least {side}x{side} latent pixels ({8 * side}x"
                              f"{8 * side} image pixels with an 8x VAE such as Flux's or SD3's).")
-        h = self.pool(self.pyramid(self.stem(noise)))  # [B, width, g, g]
+        h = self.pool(self.pyramid(self.stem(fold_frames(noise))))  # [B*T, width, g, g]
+        h = unfold_frames(h, noise).mean(2) if noise.ndim == 5 else h  # [B, width, g, g]
         q = h.flatten(2).transpose(1, 2) + self.pos  # [B, g*g, width]
         if self.pooled_proj is not None:
             if pooled is None:

@@ -8,7 +8,8 @@ any step loop (the testbed, the ComfyUI back-end, the ``SAMPLER`` of the nodes) 
 next sigma.
 
 At step ``l`` of ``L`` the actor reads the current sample ``x`` and the model's clean estimate
-``denoised`` (an MLP for the testbed's vectors, a small conv net for latents ``[C, H, W]``),
+``denoised`` (an MLP for the testbed's vectors, a small conv net for latents ``[C, H, W]``,
+run on every frame of a video ``[C, T, H, W]`` and averaged over frames),
 the current flow time, the step index and the prompt features (the back-end's encoder, run
 once per rollout), and draws a Gaussian action ``u ~ N(mu, std)`` (``std`` learned, starting at
 0.6). The action is a residual on a *base* schedule ``b`` (the model's default schedule, or the
@@ -39,6 +40,7 @@ from .actors import ActorStep, StepState
 from .checks import check_sizes
 from .contract import Features, kind_options, register_policy
 from .encoders import build_encoder
+from .latent_encoder import fold_frames
 from .schedule import increments_to_schedule
 
 MIN_FRACTION = 1e-3
@@ -122,8 +124,10 @@ class StepPolicy(nn.Module):
         samples ``[M, ...]``, ``scalars [M, 4]``)."""
         dtype = self.mu.weight.dtype
         sample = torch.cat([x, denoised], dim=1).to(dtype)
-        h = self.trunk(torch.cat([context.to(dtype), self.state_net(sample),
-                                  scalars.to(dtype)], dim=-1))
+        state = self.state_net(fold_frames(sample))
+        if sample.ndim == 5:  # a video: each frame read alone, the mean over frames
+            state = state.reshape(sample.shape[0], sample.shape[2], -1).mean(1)
+        h = self.trunk(torch.cat([context.to(dtype), state, scalars.to(dtype)], dim=-1))
         return self.mu(h)[:, 0], self.value(h)[:, 0]
 
     @property
@@ -183,11 +187,12 @@ class StepPolicy(nn.Module):
     @classmethod
     def for_training(cls, encoder: nn.Module, steps: int, *, hidden: int,
                      init_segments: Tensor | None = None, **options: Any) -> StepPolicy:
-        """A fresh policy whose base schedule is ``init_segments`` (the model's default
-        schedule as segments) when given, else uniform; other options are ignored unless they
-        are this class's (``ema``, ``init_std``)."""
-        default = None
-        if init_segments is not None:
+        """A fresh policy whose base schedule is ``default_schedule`` (flow times) when given,
+        else ``init_segments`` (the model's default schedule as segments) when given, else
+        uniform; other options are ignored unless they are this class's (``ema``,
+        ``init_std``)."""
+        default = options.get("default_schedule")
+        if default is None and init_segments is not None:
             seg = torch.as_tensor(init_segments, dtype=torch.float64).flatten()
             default = [float(v) for v in increments_to_schedule(seg / seg.sum())]
         own = {k: v for k, v in options.items() if k in ("ema", "init_std") and v is not None}

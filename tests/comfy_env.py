@@ -212,3 +212,56 @@ def build_smallest_stock_flux(path: Path, guidance: bool = True) -> Path:
           for k, v in net.state_dict().items()}
     save_file(sd, str(path))
     return path
+
+
+TINY_SD3 = {"in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 2,
+            "input_size": None, "adm_in_channels": 2048, "num_patches": 256,
+            "context_embedder_config": {"target": "torch.nn.Linear",
+                                        "params": {"in_features": 4096, "out_features": 128}},
+            "pos_embed_max_size": 16, "pos_embed_scaling_factor": None,
+            "x_block_self_attn_layers": []}
+"""The unet_config ComfyUI's detection reads from :func:`build_tiny_sd3`'s file."""
+
+
+def build_network_model(config_class: str, unet_config: dict, dtype: torch.dtype,
+                        std: float = 0.1, seed: int = 0, device: str = "cpu",
+                        round_to: torch.dtype | None = torch.bfloat16,
+                        time_frequencies: float | None = None):
+    """A random-weight MODEL (ModelPatcher) of any size from ComfyUI's config class
+    (``comfy.supported_models.<config_class>``), computing in ``dtype`` (no manual cast).
+
+    Weights and buffers are ``N(0, std)`` drawn in float32 from ``seed`` and rounded to
+    ``round_to`` first, so the same call in float64 / float32 / bf16 holds the same
+    numbers: a float64 copy is the exact reference of a bf16 one.
+
+    ``time_frequencies``: keep only the sinusoidal timestep features (Flux's ``time_in``,
+    SD3's ``t_embedder``; ``1000 sigma`` times ``10000^(-j/128)``) of angular frequency up to
+    this many radians per unit of flow time. Random weights read every frequency, up to 1000
+    (a period of 6e-3 in sigma), so a random model's velocity oscillates in sigma far faster
+    than any sampler step (its dv/dsigma is ~200x |v|); a limit of 30 gives a field as smooth
+    in sigma as in x (a trained model's output varies little over 1e-3 of sigma)."""
+    import comfy.model_patcher
+    import comfy.supported_models as sm
+
+    config = getattr(sm, config_class)(dict(unet_config))
+    config.set_inference_dtype(dtype, None)
+    dev = torch.device(device)
+    model = config.get_model({}, "", device=dev)
+    net = model.diffusion_model
+    gen = torch.Generator(dev).manual_seed(seed)
+    with torch.no_grad():
+        for _, t in (*net.named_parameters(), *net.named_buffers()):
+            if t.is_floating_point():
+                r = torch.randn(t.shape, generator=gen, device=dev) * std
+                t.copy_(r if round_to is None else r.to(round_to))
+        if time_frequencies is not None:
+            for key, w in net.named_parameters():
+                if key in ("time_in.in_layer.weight", "t_embedder.mlp.0.weight"):
+                    half = w.shape[1] // 2
+                    freq = 1000.0 * 10000.0 ** (-torch.arange(half, device=dev) / half)
+                    fast = torch.cat([freq, freq]) > time_frequencies
+                    w[:, fast] = 0.0
+    net.to(device=dev, dtype=dtype)
+    net.dtype = dtype
+    model.manual_cast_dtype = None
+    return comfy.model_patcher.ModelPatcher(model, load_device=dev, offload_device=dev)

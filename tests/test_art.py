@@ -26,9 +26,12 @@ from learned_schedules.policies.schedule import (
 from learned_schedules.training.rl.config import TrainConfig
 from learned_schedules.training.rl.engine import train
 from learned_schedules.training.rl.flow_error import (
+    FD_STEPS,
     METHODS,
+    FlowField,
     error_size,
     finite_difference_error,
+    finite_difference_q,
     velocity_and_error,
 )
 from learned_schedules.training.testbed.backend import TestbedBackend
@@ -192,3 +195,72 @@ def test_actor_critic_clock_beats_uniform_on_held_out_contexts(tmp_path, backend
             - backend.rewards(held, uniform_schedule(steps).expand(256, 1, -1))[:, 0].double())
     se = float(diff.std() / diff.numel() ** 0.5)
     assert float(diff.mean()) > 3 * se, (float(diff.mean()), se)
+
+
+def _relative_errors(q, ref):
+    """RMS over items of |Q_fd - Q| / |Q| (the vector) and of (|Q_fd| - |Q|) / |Q| (ART's
+    scalar)."""
+    q, ref = q.double().flatten(1), ref.double().flatten(1)
+    vec = ((q - ref).norm(dim=1) / ref.norm(dim=1)).pow(2).mean().sqrt()
+    size = ((error_size(q) - error_size(ref)) / error_size(ref)).pow(2).mean().sqrt()
+    return float(vec), float(size)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_finite_difference_q_agrees_with_the_jvp_on_the_testbed(backend, dtype):
+    """The one-sided difference at the default step of the field's dtype (1e-4 float64, 1e-3
+    float32) within 4% of the float64 JVP (docs/art.md: float32 tolerance) along an Euler
+    trajectory, forward inside the range and backward at sigma 1; exactly one field call."""
+    n = 32
+    ctx = backend.held_out_contexts(n, 5)
+    ref = backend.flow_field(ctx)
+    tb = backend.testbed
+    low = FlowField(start=ref.start.to(dtype), compute_dtype=dtype,
+                    velocity=lambda x, s: tb.velocity(x.double(), s.double(),
+                                                      ctx.classes).to(dtype))
+    x = ref.start.clone()
+    worst = 0.0
+    for k in range(100):
+        s = torch.full((n,), 1.0 - k / 100, dtype=DTYPE)
+        v, q = velocity_and_error(ref, x, s, "double_backward")
+        if k % 10 == 0:
+            xs, ss = x.to(dtype), s.to(dtype)
+            vl = low(xs, ss)
+            calls = low.calls
+            q_fd = finite_difference_q(low, xs, ss, vl)
+            assert low.calls == calls + 1
+            worst = max(worst, *_relative_errors(q_fd, q))
+        x = x - v / 100
+    assert worst < 0.04, worst
+    assert FD_STEPS[torch.float32] > FD_STEPS[torch.float64]
+
+
+def test_finite_difference_error_signal_in_art(tmp_path, backend, monkeypatch):
+    """``--art.error-signal finite_difference`` parses from the CLI and trains; every grid
+    point costs two plain field calls (the velocity and one more), no JVP."""
+    from learned_schedules.training.cli import main
+
+    seen = []
+    original = TestbedBackend.flow_rollout
+
+    def counting(self, contexts, fn):
+        def wrapped(field, rows):
+            out = fn(field, rows)
+            seen.append((field.calls, field.jvps, len(rows)))
+            return out
+        return original(self, contexts, wrapped)
+
+    monkeypatch.setattr(TestbedBackend, "flow_rollout", counting)
+    code = main(["train", "--method", "art", "--steps", "4", "--iterations", "2",
+                 "--batch", "3", "--hidden", "8", "--art.grid", "10", "--art.width", "8",
+                 "--art.error-signal", "finite_difference", "--art.fd-step", "0.002",
+                 "--eval-contexts", "4", "--out", str(tmp_path), "--run-name", "fd",
+                 "--no-progress"])
+    assert code == 0
+    assert seen == [(2 * 10, 0, 3)] * 2
+    with (tmp_path / "fd" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["model_calls"]) for r in rows] == [60.0, 120.0]
+    assert [float(r["model_jvps"]) for r in rows] == [0.0, 0.0]
+    assert main(["train", "--method", "art", "--art.error-signal", "nope",
+                 "--out", str(tmp_path)]) == 2

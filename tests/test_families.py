@@ -14,12 +14,13 @@ from tiny_families import (
     DISCRETE_KEYS,
     FLOW_KEYS,
     TINY_FAMILIES,
+    VIDEO_KEYS,
     load_tiny,
     shaped_conditioning,
 )
 
 from learned_schedules.policies.dirichlet import DirichletPolicy
-from learned_schedules.policies.families import FAMILIES, SUPPORTED_IMAGE_FAMILIES
+from learned_schedules.policies.families import FAMILIES, SUPPORTED_FAMILIES
 from learned_schedules.policies.latent_encoder import LatentTextEncoder
 from learned_schedules.policies.policy_file import save_policy
 
@@ -138,7 +139,8 @@ def test_discrete_sampling_spaces(env, key, kind, zsnr):
     ("sd3", 3.0, 1000.0), ("flux-dev", 1.15, 1.0), ("flux-schnell", 1.0, 1.0),
     ("flux2", 2.02, 1.0), ("chroma", 1.15, 1.0), ("qwen-image", 1.15, 1.0),
     ("z-image", 3.0, 1.0), ("lumina2", 6.0, 1.0), ("hidream", 1.0, 1000.0),
-    ("hunyuan-image-2.1", 5.0, 1000.0), ("auraflow", 1.73, 1.0)])
+    ("hunyuan-image-2.1", 5.0, 1000.0), ("auraflow", 1.73, 1.0), ("wan", 8.0, 1000.0),
+    ("wan2.2-5b", 8.0, 1000.0), ("hunyuan-video-1.5", 7.0, 1000.0), ("ltxv", 2.37, 1.0)])
 def test_flow_sampling_spaces(env, key, shift, multiplier):
     from learned_schedules.comfy_bridge.sampling_space import sampling_space
 
@@ -155,7 +157,7 @@ def test_family_table_resolves_every_tiny_model(env, key):
     spec = TINY_FAMILIES[key]
     assert known_family_for_model_config(env["models"][key]).name == spec.family
     assert model_family(env["models"][key]) == spec.family
-    assert spec.family in SUPPORTED_IMAGE_FAMILIES
+    assert spec.family in SUPPORTED_FAMILIES
 
 
 @pytest.mark.parametrize("key", list(TINY_FAMILIES))
@@ -174,12 +176,13 @@ def test_conditioning_runs_through_the_model(env, key):
     assert out.shape[1] == TINY_FAMILIES[key].latent[0]
 
 
-@pytest.mark.parametrize("key", FLOW_KEYS + DISCRETE_KEYS)
+@pytest.mark.parametrize("key", FLOW_KEYS + DISCRETE_KEYS + VIDEO_KEYS)
 def test_node_reproduces_the_family_default_at_init(env, key):
     """A fresh policy (initial mean = the family's default) gives the default SIGMAS
     (``BasicScheduler`` simple) through the Learned Schedule node's core path: on flow
     families and on the discrete ones (SD 1.5, SD 2.x v, SDXL eps, SDXL v + zero-terminal
-    SNR), whose flow time is the fraction of the model's own timestep range."""
+    SNR), whose flow time is the fraction of the model's own timestep range; and on the
+    video families (Wan 2.1 / 2.2, HunyuanVideo 1.5, LTX-Video), 5-D latents."""
     from learned_schedules.comfy_bridge.sigmas import default_sigmas
     from learned_schedules.policies.schedule import validate_schedule
 
@@ -269,7 +272,8 @@ def test_a_subclass_of_a_supported_family_resolves_to_it(env):
     ("StableAudio", "an audio model"), ("ACEStep", "an audio model"),
     ("Hunyuan3Dv2", "a 3D model"), ("SD_X4Upscaler", "an upscaler"),
     ("Stable_Cascade_C", "two-stage Stable Cascade"), ("Stable_Cascade_B", "two-stage"),
-    ("HunyuanVideo", "a video model"), ("WAN22_T2V", "a video model"),
+    ("HunyuanVideo", "a video model"), ("GenmoMochi", "a video model"),
+    ("WAN22_S2V", "sound / pose-driven Wan"),
     ("HunyuanImage21Refiner", "an upscaler / refiner"), ("PixArtSigma", "this model"),
     ("SD15_instructpix2pix", "an image-editing / depth variant")])
 def test_unsupported_kinds_get_a_plain_sentence(env, name, what):
@@ -282,7 +286,8 @@ def test_unsupported_kinds_get_a_plain_sentence(env, name, what):
     message = str(err.value)
     assert what in message and "does not support" in message
     for family in ("Flux dev", "SD3", "Flux.2", "Chroma", "Qwen-Image", "Z-Image", "HiDream",
-                   "Lumina 2", "HunyuanImage 2.1", "AuraFlow", "SDXL", "SD 2.x", "SD 1.x"):
+                   "Lumina 2", "HunyuanImage 2.1", "AuraFlow", "SDXL", "SD 2.x", "SD 1.x",
+                   "Wan 2.1", "Wan 2.2 5B", "HunyuanVideo 1.5", "LTX-Video"):
         assert family in message.split("supported models:")[1]
 
 
@@ -316,3 +321,23 @@ def test_sampling_space_follows_comfyuis_sampling_nodes(env):
 
     assert not torch.allclose(default_sigmas(qwen, STEPS),
                               default_sigmas(models["qwen-image"], STEPS))
+
+
+def test_video_classes_resolve_through_their_bases(env):
+    """Wan 2.1's variants (VACE, camera, Fun) resolve to ``wan`` through ``WAN21_T2V``; the
+    Wan 2.2 5B (a ``WAN21_T2V`` subclass) and HunyuanVideo 1.5 (a ``HunyuanVideo`` subclass)
+    keep their own rows; HunyuanVideo 1.0 and the 1.5 super-resolution model stay out."""
+    import comfy.supported_models as sm
+
+    from learned_schedules.policies.families import family_for_config_class
+
+    for cls in (sm.WAN21_T2V, sm.WAN21_I2V, sm.WAN21_Vace, sm.WAN21_Camera,
+                sm.WAN21_FunControl2V):
+        assert family_for_config_class(cls).name == "wan"
+    assert family_for_config_class(sm.WAN22_T2V).name == "wan2.2-5b"
+    assert family_for_config_class(sm.HunyuanVideo15).name == "hunyuan-video-1.5"
+    assert family_for_config_class(sm.LTXV).name == "ltxv"
+    for cls, what in ((sm.HunyuanVideo, "a video model"),
+                      (sm.HunyuanVideo15_SR_Distilled, "an upscaler")):
+        with pytest.raises(ValueError, match=what):
+            family_for_config_class(cls)

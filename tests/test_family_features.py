@@ -10,7 +10,7 @@ import torch
 from learned_schedules.comfy_bridge.features import conditioning_features
 from learned_schedules.policies.families import (
     FAMILIES,
-    SUPPORTED_IMAGE_FAMILIES,
+    SUPPORTED_FAMILIES,
     family_for_config_class,
 )
 from learned_schedules.policies.latent_encoder import LatentTextEncoder
@@ -54,7 +54,7 @@ def test_the_generic_preset_sizes_from_the_features():
 
 
 def test_every_row_is_complete():
-    for name in SUPPORTED_IMAGE_FAMILIES:
+    for name in SUPPORTED_FAMILIES:
         family = FAMILIES[name]
         assert family.clip_loader in ("CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader",
                                       "QuadrupleCLIPLoader")

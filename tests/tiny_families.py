@@ -56,7 +56,8 @@ class TinyFamily:
     loader: str
     """``checkpoint``, ``stock``, ``unet_config`` or ``config_class`` (module docstring)."""
     latent: tuple[int, ...]
-    """An empty latent's shape without the batch ``[C, H, W]`` (for 128..256 px images)."""
+    """An empty latent's shape without the batch: ``[C, H, W]`` (for 128..256 px images), a
+    video's ``[C, T, H, W]`` (a few frames)."""
     text: dict[str, Any]
     """Real conditioning shapes: ``tokens`` (T, D), ``pooled`` P or None, ``mask`` (an
     ``attention_mask`` with a padded tail; ``"full"``: all ones), ``extra`` {key: shape}
@@ -71,6 +72,8 @@ class TinyFamily:
     file per part, given to the loader as ``<part>_model_config``), ``aliases`` (more
     options keys), ``spiece`` (a tokenizer stored in the file)."""
     flow: bool = True
+    seed: int = 0
+    """The random weights' seed (two Wan 2.2 experts of one architecture differ by it)."""
 
 
 def _unet(context: int, linear: bool, channels: int = 32, adm: int | None = None,
@@ -142,6 +145,24 @@ _HIDREAM = {"image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_c
 _HIDREAM_TINY_TE = {**_HIDREAM, "caption_channels": [64, 64], "text_emb_dim": 128,
                     "llama_layers": [0, 2]}
 _LLAMA = {"tokens": (16, 4096), "pooled": 2048, "extra": {"conditioning_llama3": (32, 16, 4096)}}
+
+# Wan 2.1 / the Wan 2.2 A14B experts (detection: heads = dim / 128), text width 4096 (umT5-XXL)
+_WAN = {"image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2), "in_dim": 16,
+        "dim": 128, "ffn_dim": 256, "freq_dim": 256, "text_dim": 4096, "out_dim": 16,
+        "num_heads": 1, "num_layers": 1, "window_size": (-1, -1), "qk_norm": True,
+        "cross_attn_norm": True, "eps": 1e-6}
+# HunyuanVideo 1.5: 3-D patches (detection: axes 16 + 56 + 56 = one 128-wide head), Qwen2.5-VL
+# tokens (3584), byT5 (1472), SigLIP image features (1152); input = noise 32 + image 32 + mask
+_HV15 = {"image_model": "hunyuan_video", "in_channels": 65, "out_channels": 32,
+         "patch_size": [1, 1, 1], "vec_in_dim": None, "context_in_dim": 3584,
+         "hidden_size": 128, "mlp_ratio": 4.0, "num_heads": 1, "depth": 1,
+         "depth_single_blocks": 1, "axes_dim": [16, 56, 56], "theta": 256, "qkv_bias": True,
+         "guidance_embed": False, "byt5": True, "meanflow": False,
+         "use_cond_type_embedding": True, "vision_in_dim": 1152}
+# LTX-Video: 32 heads of width 4 (detection: head width = to_k rows / 32), T5-XXL tokens
+_LTXV = {"image_model": "ltxv", "in_channels": 128, "num_layers": 1, "attention_head_dim": 4,
+         "cross_attention_dim": 128, "caption_channels": 4096}
+_UMT5 = {"tokens": (16, 4096)}
 
 TINY_FAMILIES: dict[str, TinyFamily] = {f"{f.family}{'' if not k else '-' + k}": f for k, f in (
     # 320 channels (what SD15's detection needs), one level: 26M parameters
@@ -218,11 +239,28 @@ TINY_FAMILIES: dict[str, TinyFamily] = {f"{f.family}{'' if not k else '-' + k}":
         "in_channels": 4, "out_channels": 4, "patch_size": 2, "dim": 64, "n_layers": 2,
         "n_double_layers": 1, "n_heads": 2, "global_conddim": 64, "cond_seq_dim": 2048,
         "max_seq": 256}, "unet_config", (4, 16, 16), {"tokens": (32, 2048)})),
+    # video: UNETLoader's detection sizes every one; 3 latent frames (9 video frames)
+    ("", TinyFamily("wan", "WAN21_T2V", _WAN, "stock", (16, 3, 8, 8), _UMT5)),
+    # Wan 2.2 A14B's low-noise expert: the same architecture, other weights
+    ("low", TinyFamily("wan", "WAN21_T2V", _WAN, "stock", (16, 3, 8, 8), _UMT5, seed=7)),
+    # image-to-video (Wan 2.2 A14B I2V's layout: noise 16 + mask 4 + image 16, no CLIP vision;
+    # ComfyUI detects it as a text-to-video class whose input takes the concat image)
+    ("i2v", TinyFamily("wan", "WAN21_T2V", {**_WAN, "in_dim": 36}, "stock", (16, 3, 8, 8),
+                       _UMT5, seed=3)),
+    ("", TinyFamily("wan2.2-5b", "WAN22_T2V", {**_WAN, "in_dim": 48, "out_dim": 48}, "stock",
+                    (48, 3, 8, 8), _UMT5)),
+    ("", TinyFamily("hunyuan-video-1.5", "HunyuanVideo15", _HV15, "stock", (32, 2, 8, 8),
+                    # no mask: ComfyUI's model cannot mask + byT5 (as HunyuanImage 2.1)
+                    {"tokens": (32, 3584), "extra": {"conditioning_byt5small": (16, 1472)}})),
+    ("", TinyFamily("ltxv", "LTXV", _LTXV, "stock", (128, 2, 8, 8),
+                    {"tokens": (32, 4096), "mask": True})),
 )}
 """Tiny models by key (the family name, ``-vpred`` / ``-kontext`` for variants)."""
 
-FLOW_KEYS = tuple(k for k, f in TINY_FAMILIES.items() if f.flow)
+FLOW_KEYS = tuple(k for k, f in TINY_FAMILIES.items() if f.flow and len(f.latent) == 3)
 DISCRETE_KEYS = tuple(k for k, f in TINY_FAMILIES.items() if not f.flow)
+VIDEO_KEYS = tuple(k for k, f in TINY_FAMILIES.items() if len(f.latent) == 4)
+"""The video rows (their latents ``[C, T, H, W]``)."""
 
 
 def _config_class(name: str):
@@ -246,7 +284,7 @@ def build_tiny(spec: TinyFamily, path: Path, seed: int = 0, std: float = 0.05) -
     """Write the tiny model's safetensors (diffusion model keys, no prefix, plus markers)."""
     if spec.family == "sd3":
         return build_tiny_sd3(path, seed=seed, std=0.1)
-    sd = _network_state(spec, seed, std)
+    sd = _network_state(spec, seed + spec.seed, std)
     if spec.loader == "checkpoint":  # a full checkpoint's layout (no text encoder, no VAE)
         sd = {f"model.diffusion_model.{k}": v for k, v in sd.items()}
     if spec.markers.get("v_test"):  # SD 2.x: ComfyUI's own v-prediction test on block 11
@@ -367,13 +405,27 @@ def build_tiny_wan_vae(path: Path, dim: int = 16, seed: int = 2) -> Path:
     return path
 
 
+def build_tiny_taehv(path: Path, latent_channels: int, seed: int = 2) -> Path:
+    """A random TAEHV (ComfyUI's own tiny video autoencoder class, which ``comfy.sd.VAE``
+    detects by ``decoder.22.bias``): Wan 2.2's 48 channels and HunyuanVideo 1.5's 32 at 16x
+    (its 12-output head), any other channel count (LTX-Video's 128) at 8x."""
+    from comfy.taesd.taehv import TAEHV
+
+    net = TAEHV(latent_channels=latent_channels)
+    save_file(_randomize(net, seed, 0.05), str(path))
+    return path
+
+
 def tiny_vae_name(spec: TinyFamily) -> str:
     """The file name (in ``models/vae``) of the tiny VAE that decodes this family's latents:
-    a TAESD of its latent channel count, or the tiny Wan 2.1 VAE for 5-D latents."""
+    a TAESD of its latent channel count, the tiny Wan 2.1 VAE for 16-channel 5-D latents
+    (Qwen-Image, Wan 2.1), a random TAEHV of the channel count for other videos."""
     import comfy.supported_models as sm
 
     if getattr(sm, spec.config_class).latent_format.latent_dimensions == 3:
-        return "tiny_wan21_vae.safetensors"
+        if spec.latent[0] == 16:
+            return "tiny_wan21_vae.safetensors"
+        return f"tiny_taehv_{spec.latent[0]}.safetensors"
     return f"tiny_taesd_{spec.latent[0]}.safetensors"
 
 
@@ -387,6 +439,8 @@ def write_tiny_vae(models: Path, spec: TinyFamily) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         if name.startswith("tiny_wan21"):
             build_tiny_wan_vae(path)
+        elif name.startswith("tiny_taehv"):
+            build_tiny_taehv(path, spec.latent[0])
         else:
             build_tiny_vae(path, latent_channels=spec.latent[0])
     return name
@@ -407,5 +461,6 @@ def write_tiny_models(models: Path) -> dict[str, Path]:
 
 
 __all__ = ["TinyFamily", "TINY_FAMILIES", "FLOW_KEYS", "DISCRETE_KEYS", "build_tiny",
-           "build_tiny_wan_vae", "load_tiny", "shaped_conditioning", "small_text_encoder",
-           "tiny_vae_name", "write_tiny_vae", "write_tiny_models"]
+           "build_tiny_taehv", "build_tiny_wan_vae", "load_tiny", "VIDEO_KEYS",
+           "shaped_conditioning", "small_text_encoder", "tiny_vae_name", "write_tiny_vae",
+           "write_tiny_models"]

@@ -8,12 +8,15 @@ per job:
   conditioning), the sampler's batched conditioning, the encoder's size;
 * :mod:`.rollout`: the rollout strategy, chosen once from the sampler name (the bridge's
   per-item step loop for ``euler`` / ``heun`` / ``dpmpp_2m``, ComfyUI's sampler in lockstep
-  threads for the others);
+  threads for the others); with a low-noise expert (Wan 2.2 A14B), :mod:`.experts` runs the
+  high-noise expert to the boundary and the low-noise one after;
 * :mod:`.references`: the ``reference`` reward's many-step images and AdaGen's references;
 * :mod:`.evaluation`: comparators, set-level measures, grids and sample images.
 
-A rollout decodes its latents with the VAE and scores the images with the reward. No gradient
-flows through the model (except in :meth:`ComfyBackend.flow_rollout`, ART's flow field).
+A rollout decodes its latents with the VAE and scores the images with the reward (a video's
+frames one by one, averaged; the ``reference`` reward on video compares latents by default).
+No gradient flows through the model (except in :meth:`ComfyBackend.flow_rollout`, ART's flow
+field).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from .rollout import Rollouts, rollouts_for
 
 if TYPE_CHECKING:
     from ..rl.config import TrainConfig
+    from .experts import ExpertRollouts
 
 log = logging.getLogger("learned_schedules.training")
 
@@ -58,7 +62,9 @@ class ComfyBackend(PromptContextPool, Backend):
                  pool_size: int = 16384, pool_seed: int = 0, encoder_preset: str = "auto",
                  reference_steps: int = 40, reference_scheduler: str = "simple",
                  comparator_schedulers: Sequence[str] = ("simple",),
-                 held_out_seeds: bool = False, set_measures: SetMeasures | None = None):
+                 held_out_seeds: bool = False, set_measures: SetMeasures | None = None,
+                 frames: int = 0, low_model: Any = None, expert_boundary: float | None = None,
+                 reward_frames: int = 0, reference_space: str = "auto"):
         from .sampling import check_sampler_name
 
         check_sampler_name(sampler)
@@ -79,12 +85,28 @@ class ComfyBackend(PromptContextPool, Backend):
         self.reward_fn, self.reward_name = reward, reward_name
         self.width, self.height = width, height
         self.encoder_preset = encoder_preset
+        self.reward_frames = reward_frames
+        if reference_space not in ("auto", "image", "latent"):
+            raise ValueError(f"reference_space must be auto, image or latent, got "
+                             f"{reference_space!r}.")
+        if reference_space == "auto":
+            reference_space = "latent" if self.family.video else "image"
+        self.reference_space = reference_space
         self.inputs = ModelInputs(
             models, family_name=self.model_family,
             cfg=self.family.cfg if cfg is None else float(cfg), guidance=guidance,
             negative_prompt=negative_prompt,
-            latent_shape=latent_shape_for(self.model, self.vae, width, height),
+            latent_shape=latent_shape_for(self.model, self.vae, width, height, frames),
             rollout_batch=rollout_batch, cache_dir=cache_dir)
+        self.low_model = low_model
+        self.expert_boundary = None
+        if low_model is not None:
+            low_family = cf.model_family(low_model)
+            if low_family != self.model_family:
+                raise ValueError(f"The low-noise expert is {low_family}, the high-noise one "
+                                 f"{self.model_family}; the two experts must be one family.")
+            self.expert_boundary = float(expert_boundary if expert_boundary is not None
+                                         else cf.default_expert_boundary(self.model))
         self.sampler = sampler
         self.references = References(self, reference_steps, reference_scheduler)
 
@@ -122,6 +144,13 @@ class ComfyBackend(PromptContextPool, Backend):
                 else [Path(cui.folder_paths.models_dir) / "rewards"],
                 device=mm.get_torch_device(), allow_download=config.comfy.allow_download)
         c = config.comfy
+        low_model = None
+        if c.low_noise_model:
+            from .models import load_diffusion_model, resolve_file
+
+            low_model = load_diffusion_model(
+                resolve_file(c.low_noise_model, ("diffusion_models",), "Low-noise expert"),
+                c.weight_dtype, parse_json_option(c.unet_config, "--unet-config"))
         return cls(models, train_prompts=train_prompts, eval_prompts=held, reward=reward,
                    reward_name=reward_name, width=c.width, height=c.height, sampler=c.sampler,
                    cfg=c.cfg, guidance=c.guidance, negative_prompt=c.negative_prompt,
@@ -129,7 +158,9 @@ class ComfyBackend(PromptContextPool, Backend):
                    pool_size=config.pool_size, pool_seed=config.seed + 7_919,
                    encoder_preset=config.policy.encoder_preset,
                    reference_steps=c.reference_steps, held_out_seeds=held_out_seeds,
-                   set_measures=set_measures_for(set_metrics_option(config)))
+                   set_measures=set_measures_for(set_metrics_option(config)),
+                   frames=c.frames, low_model=low_model, expert_boundary=c.expert_boundary,
+                   reward_frames=c.reward_frames, reference_space=c.reference_space)
 
     # -- the parts' settings ------------------------------------------------------------------
     @property
@@ -139,7 +170,14 @@ class ComfyBackend(PromptContextPool, Backend):
 
     @sampler.setter
     def sampler(self, name: str) -> None:
-        self.rollouts: Rollouts = rollouts_for(name, self.inputs, self.prompt_texts)
+        if self.low_model is not None:
+            from .experts import expert_rollouts_for
+
+            assert self.expert_boundary is not None
+            self.rollouts: Rollouts | ExpertRollouts = expert_rollouts_for(
+                name, self.inputs, self.low_model, self.expert_boundary, self.prompt_texts)
+        else:
+            self.rollouts = rollouts_for(name, self.inputs, self.prompt_texts)
 
     @property
     def cfg(self) -> float:
@@ -153,8 +191,8 @@ class ComfyBackend(PromptContextPool, Backend):
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        """``(C, h, w)`` of one latent (``(C, 1, h, w)`` for video-style latents such as
-        Qwen-Image's)."""
+        """``(C, h, w)`` of one latent (``(C, T, h, w)`` for video models; ``(C, 1, h, w)``
+        for video-style image latents such as Qwen-Image's)."""
         return self.inputs.latent_shape
 
     @property
@@ -173,7 +211,8 @@ class ComfyBackend(PromptContextPool, Backend):
         return self.inputs.conditioning(prompt)
 
     def noise(self, contexts: PromptContexts) -> torch.Tensor:
-        """x_T ``[B, C, h, w]`` of every context (ComfyUI's ``RandomNoise`` for its seed)."""
+        """x_T ``[B, *latent_shape]`` of every context (ComfyUI's ``RandomNoise`` for its
+        seed)."""
         return self.inputs.noise(contexts.seeds)
 
     def features(self, contexts: PromptContexts) -> dict[str, torch.Tensor]:
@@ -220,7 +259,7 @@ class ComfyBackend(PromptContextPool, Backend):
         time); the trajectory carries the final latents and the rewards."""
         with torch.inference_mode():
             traj = self.rollouts.sample_actor(contexts, actor, steps)
-            reward = self.score(contexts, self.decode(traj.final))
+            reward = self.score_latents(contexts, traj.final)
         # clones outside inference mode: an algorithm may use them with autograd
         return Trajectory(sigmas=traj.sigmas.clone(), final=traj.final.clone(),
                           info={k: v.clone() for k, v in traj.info.items()},
@@ -228,10 +267,13 @@ class ComfyBackend(PromptContextPool, Backend):
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """VAE decode: images ``[N, H, W, 3]`` in [0, 1] (ComfyUI's IMAGE layout; a video
-        VAE's frames are flattened into the batch, as ``VAEDecode`` does)."""
+        """VAE decode: images ``[N, H, W, 3]`` in [0, 1] (ComfyUI's IMAGE layout), or a video
+        model's frames ``[N, F, H, W, 3]`` (a one-frame video VAE output, Qwen-Image's, is an
+        image)."""
         images = self.vae.decode(latents).float().cpu()[..., :3]
-        return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
+        if images.ndim == 5 and images.shape[1] == 1:
+            return images[:, 0]
+        return images
 
     @torch.inference_mode()
     def images(self, contexts: PromptContexts, sigmas: torch.Tensor) -> torch.Tensor:
@@ -239,11 +281,29 @@ class ComfyBackend(PromptContextPool, Backend):
 
     @torch.inference_mode()
     def score(self, contexts: PromptContexts, images: torch.Tensor) -> torch.Tensor:
-        """Rewards ``[N]`` of decoded images."""
+        """Rewards ``[N]`` of decoded images ``[N, H, W, 3]`` or videos ``[N, F, H, W, 3]``
+        (an image reward scores ``reward_frames`` evenly spaced frames, 0: all, and
+        averages)."""
         if self.reward_name == "reference":
             return psnr(images, self.references.images(contexts))
         assert self.reward_fn is not None
-        return self.reward_fn(images, self.prompt_texts(contexts)).float().cpu()
+        prompts = self.prompt_texts(contexts)
+        if images.ndim == 4:
+            return self.reward_fn(images, prompts).float().cpu()
+        n, f = images.shape[:2]
+        pick = frame_indices(f, self.reward_frames)
+        frames = images[:, pick].flatten(0, 1)
+        per_frame = self.reward_fn(frames, [p for p in prompts for _ in pick])
+        return per_frame.float().cpu().reshape(n, len(pick)).mean(1)
+
+    @torch.inference_mode()
+    def score_latents(self, contexts: PromptContexts, latents: torch.Tensor) -> torch.Tensor:
+        """Rewards ``[N]`` of sampled latents: the ``reference`` reward in latent space
+        (``reference_space``) compares them with the many-step latents, with no decode;
+        every other reward decodes and :meth:`score` s."""
+        if self.reward_name == "reference" and self.reference_space == "latent":
+            return psnr(latents, self.references.model_latents(contexts))
+        return self.score(contexts, self.decode(latents))
 
     @torch.inference_mode()
     def rewards(self, contexts: PromptContexts, schedules: torch.Tensor) -> torch.Tensor:
@@ -252,10 +312,8 @@ class ComfyBackend(PromptContextPool, Backend):
         flat = contexts.repeat(k)
         flow = schedules.reshape(b * k, -1)
         if self.set_measures is not None:  # small images, measured again by set_metrics
-            images = self.evaluation.images(flat, flow)
-        else:
-            images = self.decode(self.rollouts.sample_flow(flat, flow))
-        return self.score(flat, images).reshape(b, k)
+            return self.score(flat, self.evaluation.images(flat, flow)).reshape(b, k)
+        return self.score_latents(flat, self.rollouts.sample_flow(flat, flow)).reshape(b, k)
 
     @torch.inference_mode()
     def reference_samples(self, contexts: PromptContexts, source: str = "default"
@@ -308,18 +366,42 @@ class ComfyBackend(PromptContextPool, Backend):
         return self.evaluation.write_samples(policy, path, n, seed)
 
 
-def latent_shape_for(model: Any, vae: Any, width: int, height: int) -> tuple[int, ...]:
-    """One empty latent's shape for a ``width`` x ``height`` image: the model's latent channels
-    at the VAE's spatial compression, with a time axis of 1 for models whose latents are
-    video-style (``latent_dimensions == 3``: Qwen-Image), as ``fix_empty_latent_channels``
-    makes them."""
+DEFAULT_FRAMES = 81
+"""A video model's length in frames when ``frames`` is 0 (Wan's default)."""
+
+
+def latent_shape_for(model: Any, vae: Any, width: int, height: int, frames: int = 0
+                     ) -> tuple[int, ...]:
+    """One empty latent's shape for a ``width`` x ``height`` image or a video of ``frames``
+    frames (0: :data:`DEFAULT_FRAMES`): the model's latent channels at the VAE's spatial
+    compression; for a video model the VAE's temporal compression of the frames (Wan,
+    HunyuanVideo 1.5: ``(frames - 1) // 4 + 1``; LTX-Video: ``// 8``), as the empty-latent
+    video nodes make it; a time axis of 1 for image models whose latents are video-style
+    (``latent_dimensions == 3``: Qwen-Image), as ``fix_empty_latent_channels`` makes them."""
+    from ...policies.families import family_for_model_config
+
     latent_format = model.get_model_object("latent_format")
     ratio = getattr(vae, "downscale_ratio", 8)
-    ratio = int(ratio[-1] if isinstance(ratio, tuple) else ratio)  # video VAEs: (t, h, w)
+    time_ratio = ratio[0] if isinstance(ratio, tuple) else None  # video VAEs: (t, h, w)
+    ratio = int(ratio[-1] if isinstance(ratio, tuple) else ratio)
     hw = (height // ratio, width // ratio)
+    if family_for_model_config(model).video:
+        frames = frames or DEFAULT_FRAMES
+        length = int(time_ratio(frames)) if callable(time_ratio) else (frames - 1) // 4 + 1
+        return (latent_format.latent_channels, max(1, length), *hw)
     if getattr(latent_format, "latent_dimensions", 2) == 3:
         return (latent_format.latent_channels, 1, *hw)
     return (latent_format.latent_channels, *hw)
+
+
+def frame_indices(frames: int, count: int) -> list[int]:
+    """``count`` evenly spaced frame indices of ``frames`` (first and last included; 0 or
+    ``count >= frames``: all)."""
+    if count <= 0 or count >= frames:
+        return list(range(frames))
+    if count == 1:
+        return [frames // 2]
+    return sorted({round(i * (frames - 1) / (count - 1)) for i in range(count)})
 
 
 def _split_list(value: str | None) -> list[str] | None:
@@ -339,4 +421,5 @@ def _split_pairs(value: str | None) -> dict[str, str]:
     return out
 
 
-__all__ = ["ComfyBackend", "PromptContexts"]
+__all__ = ["ComfyBackend", "PromptContexts", "DEFAULT_FRAMES", "latent_shape_for",
+           "frame_indices"]

@@ -61,6 +61,26 @@ class ComfyConfig:
     """Image width in pixels."""
     height: int = option(1024, ge=16, le=16_384)
     """Image height in pixels."""
+    frames: int = option(0, ge=0, le=100_000)
+    """Video models: the video's length in frames, as the empty-latent video nodes take it
+    (0: 81, Wan's default; Wan / HunyuanVideo 1.5 use 4k+1 frames, LTX-Video 8k+1). Ignored
+    by image models."""
+    low_noise_model: str | None = None
+    """Two-expert models (Wan 2.2 A14B): the low-noise expert's diffusion model file;
+    ``diffusion_model`` is then the high-noise expert. Rollouts switch at
+    ``expert_boundary``."""
+    expert_boundary: float | None = option(None, gt=0, lt=1)
+    """The model sigma where the high-noise expert hands over (None: 0.875, Wan 2.2's
+    text-to-video boundary, or 0.9 for an image-to-video model, whose input takes an image);
+    one step of every schedule lands on it (the Split Sigmas at Expert Boundary node's
+    rule)."""
+    reward_frames: int = option(0, ge=0, le=100_000)
+    """Video models with an image reward: score this many evenly spaced frames of every video
+    and average (0: every frame)."""
+    reference_space: str = option("auto", choices=("auto", "image", "latent"))
+    """Where the ``reference`` reward measures the distance to the many-step sample: ``image``
+    (PSNR of the decoded images / frames), ``latent`` (PSNR of the latents, no VAE decode per
+    rollout) or ``auto`` (latent for video models, image otherwise)."""
     sampler: str = "euler"
     """ComfyUI sampler name (any of KSamplerSelect's)."""
     cfg: float | None = option(None, ge=0)

@@ -15,9 +15,11 @@ estimate ``x0 = x - sigma v``. ART needs the velocity ``v(x, sigma)`` itself, fo
   function a :class:`~training.rl.flow_error.FlowField` whose ``velocity`` calls the guider;
   the caller runs its own Euler loop on it (an ART trajectory, a finite-difference check);
 * the error signal's forward-mode JVPs run with PyTorch's MATH attention
-  (:func:`~training.rl.flow_error.ad_capable_attention`): the fused SDPA kernels have no
-  forward AD. On a GPU that is slower than ComfyUI's default attention; bf16 weights need
-  float32 tangents cast (not done here: this path is exercised on CPU, float32).
+  (:func:`~training.rl.flow_error.ad_capable_attention`, the field's ``jvp_context``): the
+  fused SDPA kernels have no forward AD. On a GPU that is slower than ComfyUI's default
+  attention; bf16 weights need float32 tangents cast (not done here: this path is exercised
+  on CPU, float32). Plain calls, and so the finite-difference error signal, keep ComfyUI's
+  usual attention and the model's own dtype (:func:`compute_dtype`).
 
 ComfyUI is imported lazily; this module belongs to the ComfyUI back-end.
 """
@@ -61,9 +63,11 @@ class FlowFieldSampler:
     ``fn(field)`` returns a dict of tensors (kept in :attr:`result`); the sampler returns its
     input latent unchanged (the caller integrates on its own)."""
 
-    def __init__(self, fn: Callable[[FlowField], dict[str, torch.Tensor]], scale: float):
+    def __init__(self, fn: Callable[[FlowField], dict[str, torch.Tensor]], scale: float,
+                 dtype: torch.dtype | None = None):
         self.fn = fn
         self.scale = scale
+        self.dtype = dtype
         self.result: dict[str, torch.Tensor] | None = None
 
     def __call__(self, model: Any, x: torch.Tensor, sigmas: torch.Tensor,
@@ -76,9 +80,24 @@ class FlowFieldSampler:
             # flow time t -> model sigma = scale * t; dx/dt = scale * dx/dsigma
             return model(xx, sigma * scale, **extra) * scale
 
-        with ad_capable_attention():
-            self.result = self.fn(FlowField(start=x.detach().clone(), velocity=velocity))
+        self.result = self.fn(FlowField(start=x.detach().clone(), velocity=velocity,
+                                        jvp_context=ad_capable_attention,
+                                        compute_dtype=self.dtype))
         return x
+
+
+def compute_dtype(model: Any) -> torch.dtype | None:
+    """The dtype a MODEL's network computes in: ComfyUI's manual-cast dtype, else its
+    weights' dtype (None when neither is known)."""
+    base = model.model
+    cast = getattr(base, "manual_cast_dtype", None)
+    if cast is not None:
+        return cast
+    dtype = base.get_dtype() if hasattr(base, "get_dtype") else None
+    if dtype is None:
+        param = next(iter(base.diffusion_model.parameters()), None)
+        dtype = None if param is None else param.dtype
+    return dtype
 
 
 def run_flow_field(model: Any, positive: list, negative: list | None, cfg: float,
@@ -93,7 +112,7 @@ def run_flow_field(model: Any, positive: list, negative: list | None, cfg: float
 
     vmodel = velocity_model(model)
     _, sigma_max = sigma_range(sampling_of(model))
-    sampler = FlowFieldSampler(fn, sigma_max)
+    sampler = FlowFieldSampler(fn, sigma_max, compute_dtype(model))
     guider = make_guider(vmodel, positive, negative, cfg)
     with torch.inference_mode(False):
         guider.sample(noise, torch.zeros_like(noise), comfy.samplers.KSAMPLER(sampler),
@@ -102,4 +121,4 @@ def run_flow_field(model: Any, positive: list, negative: list | None, cfg: float
     return sampler.result
 
 
-__all__ = ["velocity_model", "FlowFieldSampler", "run_flow_field"]
+__all__ = ["velocity_model", "FlowFieldSampler", "compute_dtype", "run_flow_field"]

@@ -40,35 +40,50 @@ class Rollouts:
         """Policy schedules (flow time) -> this model's sigmas (float32)."""
         return flow_to_model(sampling_of(self.model), flow.double()).float()
 
-    def _comfy_latents(self, contexts: PromptContexts, sigmas: torch.Tensor) -> torch.Tensor:
+    def _noise_and_start(self, contexts: PromptContexts, start: torch.Tensor | None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The noise and latent a sampler run is given: each seed's x_T and an empty latent,
+        or, continuing from ``start`` latents (the second expert of a two-expert model, as
+        ``DisableNoise`` + the first sampler's output in a graph), zeros and ``start``."""
+        if start is None:
+            noise = self.inputs.noise(contexts.seeds)
+            return noise, torch.zeros_like(noise)
+        return torch.zeros_like(start), start
+
+    def _comfy_latents(self, contexts: PromptContexts, sigmas: torch.Tensor,
+                       start: torch.Tensor | None = None) -> torch.Tensor:
         """ComfyUI's sampler: one batched run per batch of rollouts (lockstep threads when
         their sigmas ``[N, L+1]`` differ)."""
         from .sampling import sample_rollouts
 
         n = len(contexts)
         prompts = self.prompt_texts(contexts)
-        noise = self.inputs.noise(contexts.seeds)
+        noise, latent = self._noise_and_start(contexts, start)
         out = torch.empty(n, *self.inputs.latent_shape)
         for idx in self.inputs.batches(prompts):
             latents = sample_rollouts(
                 self.model, self.inputs.batched_cond([prompts[int(i)] for i in idx]),
                 self.inputs.negative(len(idx)), noise[idx], sigmas[idx].cpu(),
-                [int(s) for s in contexts.seeds[idx]], self.sampler, self.inputs.cfg)
+                [int(s) for s in contexts.seeds[idx]], self.sampler, self.inputs.cfg,
+                latent_image=latent[idx])
             out[idx] = latents.float().cpu()
         return out
 
-    def sample_latents(self, contexts: PromptContexts, sigmas: torch.Tensor) -> torch.Tensor:
+    def sample_latents(self, contexts: PromptContexts, sigmas: torch.Tensor,
+                       start: torch.Tensor | None = None) -> torch.Tensor:
         """Denoised latents ``[N, ...]`` (CPU) for N contexts, each with its own sigmas
-        ``[N, L+1]`` (or one schedule ``[L+1]`` for all), in the model's sigma space."""
+        ``[N, L+1]`` (or one schedule ``[L+1]`` for all), in the model's sigma space; from
+        ``start`` latents with no added noise when given (see :meth:`_noise_and_start`)."""
         if sigmas.ndim == 1:
             sigmas = sigmas.expand(len(contexts), -1)
-        return self._comfy_latents(contexts, sigmas)
+        return self._comfy_latents(contexts, sigmas, start)
 
     def sample_flow(self, contexts: PromptContexts, flow: torch.Tensor) -> torch.Tensor:
         """Denoised latents ``[N, ...]`` (CPU) under flow schedules ``[N, L+1]``."""
         return self.sample_latents(contexts, self.model_sigmas(flow))
 
-    def sample_actor(self, contexts: PromptContexts, actor: Actor, steps: int) -> Trajectory:
+    def sample_actor(self, contexts: PromptContexts, actor: Actor, steps: int,
+                     start: torch.Tensor | None = None) -> Trajectory:
         """Sample every context, the actor choosing each next sigma (step-wise samplers)."""
         raise ValueError(f"Step-wise rollouts use the samplers {', '.join(RULES)}; the "
                          f"back-end's sampler is {self.sampler}.")
@@ -107,7 +122,8 @@ class StepLoopRollouts(Rollouts):
 
     stepwise = True
 
-    def sample_latents(self, contexts: PromptContexts, sigmas: torch.Tensor) -> torch.Tensor:
+    def sample_latents(self, contexts: PromptContexts, sigmas: torch.Tensor,
+                       start: torch.Tensor | None = None) -> torch.Tensor:
         """As :meth:`Rollouts.sample_latents`; different sigmas per rollout go through the
         step loop (one schedule for all: ComfyUI's batched sampler, as ``SamplerCustom``)."""
         n = len(contexts)
@@ -115,21 +131,23 @@ class StepLoopRollouts(Rollouts):
             sigmas = sigmas.expand(n, -1)
         if n > 1 and not bool((sigmas == sigmas[:1]).all()):
             actor = FixedScheduleActor(model_to_flow(sampling_of(self.model), sigmas.cpu()))
-            return self.sample_actor(contexts, actor, sigmas.shape[1] - 1).final
-        return self._comfy_latents(contexts, sigmas)
+            return self.sample_actor(contexts, actor, sigmas.shape[1] - 1, start).final
+        return self._comfy_latents(contexts, sigmas, start)
 
     def sample_flow(self, contexts: PromptContexts, flow: torch.Tensor) -> torch.Tensor:
         return self.sample_actor(contexts, FixedScheduleActor(flow.cpu()),
                                  flow.shape[1] - 1).final
 
-    def sample_actor(self, contexts: PromptContexts, actor: Actor, steps: int) -> Trajectory:
+    def sample_actor(self, contexts: PromptContexts, actor: Actor, steps: int,
+                     start: torch.Tensor | None = None) -> Trajectory:
         """Sample every context with the step-wise sampler, the actor choosing each next
-        sigma; the trajectory's ``final`` holds the latents (CPU)."""
+        sigma; the trajectory's ``final`` holds the latents (CPU). From ``start`` latents
+        with no added noise when given (:meth:`Rollouts._noise_and_start`)."""
         from .sampling import make_guider
 
         n = len(contexts)
         prompts = self.prompt_texts(contexts)
-        noise = self.inputs.noise(contexts.seeds)
+        noise, latent = self._noise_and_start(contexts, start)
         sampling = sampling_of(self.model)
         out = torch.empty(n, *self.inputs.latent_shape)
         flow = torch.empty(n, steps + 1)
@@ -140,7 +158,7 @@ class StepLoopRollouts(Rollouts):
             latents = make_guider(
                 self.model, self.inputs.batched_cond([prompts[int(i)] for i in idx]),
                 self.inputs.negative(len(idx)), self.inputs.cfg).sample(
-                noise[idx], torch.zeros_like(noise[idx]), ksampler,
+                noise[idx], latent[idx], ksampler,
                 flow_to_model(sampling, first), disable_pbar=True,
                 seed=int(contexts.seeds[idx[0]]))
             out[idx] = latents.float().cpu()

@@ -18,19 +18,27 @@ elements, so that the signal's scale does not grow with the latent's size; the p
 norm open, and any norm gives the same optimal clock up to the constant the total-time
 constraint removes).
 
-A back-end exposes its field as a :class:`FlowField` (:meth:`Backend.flow_rollout`); finite
-differences are a test reference only (in float64 with a small step; at Euler-sized steps they
-are off by 8-100% on real models).
+A back-end exposes its field as a :class:`FlowField` (:meth:`Backend.flow_rollout`).
 
 Forward-mode AD needs every op on the path to implement it: PyTorch's fused SDPA kernels
 (flash / memory-efficient, the default attention of ComfyUI on a GPU) do not, so a back-end
-evaluates Q under the MATH SDPA backend (:func:`ad_capable_attention`). Pure torch; no ComfyUI.
+sets :attr:`FlowField.jvp_context` to :func:`ad_capable_attention` (the MATH SDPA backend)
+and :func:`velocity_and_error` runs under it.
+
+The cheap signal (:func:`finite_difference_q`, ART's ``--art.error-signal finite_difference``)
+is a ONE-sided difference along the same tangent, ``Q ~ (v(x + h v, sigma + h) - v) / h``,
+reusing the ``v`` the trajectory has already computed: one plain forward in the model's own
+dtype and attention kernel. Its step ``h`` trades truncation (``O(h)``) against cancellation
+(``~ eps_dtype |v| / h``): :data:`FD_STEPS` holds the step measured best per model dtype
+(``bench/q_finite_difference.py``, docs/art.md). :func:`finite_difference_error` (central, two
+calls) stays a test reference in float64. Pure torch; no ComfyUI.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +48,20 @@ METHODS = ("auto", "forward_ad", "func", "double_backward")
 """How the JVP is taken: ``torch.autograd.forward_ad`` dual tensors, ``torch.func.jvp``, or
 two reverse-mode passes (``J u = d/dw [(J^T w) . u]``); ``auto`` takes the field's
 :attr:`FlowField.jvp_method`."""
+
+ERROR_SIGNALS = ("jvp", "finite_difference")
+"""How ART's error signal is computed: the exact JVP (:func:`velocity_and_error`) or the
+one-sided difference along the flow (:func:`finite_difference_q`, one extra forward)."""
+
+FD_STEPS: dict[torch.dtype, float] = {torch.float64: 1e-4, torch.float32: 1e-3,
+                                      torch.bfloat16: 3e-2, torch.float16: 1e-2}
+"""The finite-difference step ``h`` (flow time) per model compute dtype, chosen by the error
+sweep of ``bench/q_finite_difference.py`` (docs/art.md, "Cheap error signal")."""
+
+FD_RELATIVE = 0.1
+"""Cap of the finite-difference step relative to sigma: ``h(sigma) = min(h, 0.1 sigma)``. The
+field changes on the scale of sigma itself near the data end, where a fixed bf16 step (3e-2
+at sigma 0.01) would average Q away (on the testbed it halved ART's gain at L = 8)."""
 
 
 @dataclass
@@ -60,6 +82,15 @@ class FlowField:
     analytic testbed prefers ``double_backward`` (in this PyTorch, every forward-AD op that
     mixes a dual and a plain tensor costs ~0.3 ms, which dominates a closed-form field of a
     few dozen elementwise ops but not a network's matrix products)."""
+    jvp_context: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+    """The context every call of :func:`velocity_and_error` runs in (the ComfyUI field:
+    :func:`ad_capable_attention`); plain calls and finite differences run outside it."""
+    compute_dtype: torch.dtype | None = None
+    """The dtype the model computes in (bf16 weights: ``torch.bfloat16``), which sets the
+    default finite-difference step (:data:`FD_STEPS`); None: the dtype of ``start``."""
+    sigma_max: float = 1.0
+    """The largest flow time the field is defined at: a finite difference that would leave
+    it steps the other way."""
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         """One plain velocity evaluation (counted)."""
@@ -78,6 +109,12 @@ def velocity_and_error(field: FlowField, x: Tensor, sigma: Tensor,
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if method == "auto":
         method = field.jvp_method
+    with field.jvp_context():
+        return _velocity_and_error(field, x, sigma, method)
+
+
+def _velocity_and_error(field: FlowField, x: Tensor, sigma: Tensor,
+                        method: str) -> tuple[Tensor, Tensor]:
     x = x.detach()
     sigma = sigma.detach().to(x.dtype)
     with torch.no_grad():
@@ -116,6 +153,32 @@ def error_size(q: Tensor) -> Tensor:
     return q.detach().flatten(1).double().pow(2).mean(1).sqrt().to(q.dtype)
 
 
+def default_fd_step(field: FlowField) -> float:
+    """:data:`FD_STEPS` for the field's compute dtype (float32's for an unknown dtype)."""
+    dtype = field.compute_dtype or field.start.dtype
+    return FD_STEPS.get(dtype, FD_STEPS[torch.float32])
+
+
+def finite_difference_q(field: FlowField, x: Tensor, sigma: Tensor, v: Tensor,
+                        h: float | None = None) -> Tensor:
+    """``Q`` by ONE plain forward: ``(v(x + h v, sigma + h) - v) / h`` with ``v = v(x, sigma)``
+    the velocity the caller has already computed, per item, or the backward difference
+    ``(v - v(x - h v, sigma - h)) / h`` where ``sigma + h`` would pass
+    :attr:`FlowField.sigma_max` (the trajectory's first point, sigma 1). ``h``: flow time
+    (None: :func:`default_fd_step`), capped at :data:`FD_RELATIVE` ``* sigma``. One counted
+    field call; no gradient."""
+    step = default_fd_step(field) if h is None else float(h)
+    if not step > 0:
+        raise ValueError(f"The finite-difference step must be positive, got {h}.")
+    sigma = sigma.detach()
+    step_of = torch.minimum(torch.full_like(sigma, step), FD_RELATIVE * sigma)
+    signed = torch.where(sigma + step_of <= field.sigma_max, step_of, -step_of)
+    hx = signed.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+    with torch.no_grad():
+        other = field(x.detach() + hx * v, sigma + signed)
+    return (other - v) / hx.to(other.dtype)
+
+
 def finite_difference_error(field: FlowField, x: Tensor, sigma: Tensor,
                             h: float = 1e-4) -> Tensor:
     """The reference ``Q`` by central differences along the tangent ``(v, 1)`` (run it in
@@ -140,5 +203,6 @@ def ad_capable_attention() -> Iterator[None]:
         yield
 
 
-__all__ = ["FlowField", "METHODS", "velocity_and_error", "error_size",
-           "finite_difference_error", "ad_capable_attention"]
+__all__ = ["FlowField", "METHODS", "ERROR_SIGNALS", "FD_STEPS", "FD_RELATIVE", "velocity_and_error",
+           "error_size", "default_fd_step", "finite_difference_q", "finite_difference_error",
+           "ad_capable_attention"]

@@ -3,7 +3,8 @@
 ``../shared/REFERENCE.md`` section 2. On a uniform grid ``s_k = k dt`` (``dt = T / K``) each
 trajectory starts at the context's noise (``psi = 0``, flow time 1); at every grid point the
 back-end's flow field (:meth:`Backend.flow_rollout`) gives the velocity and the error signal
-``|Q_k|`` (:mod:`training.rl.flow_error`: one JVP), the actor draws the speed
+``|Q_k|`` (:mod:`training.rl.flow_error`: one JVP, or with ``error_signal=finite_difference``
+one extra plain forward), the actor draws the speed
 ``theta_k ~ N(mu(s_k, psi_k, c), lam / max(|Q_k|, eps))`` and the Euler step moves
 ``psi += theta dt`` and ``x += theta F dt``. Then, with the temporal difference
 
@@ -72,7 +73,7 @@ from ....policies.device import module_device
 from ..backend import Backend, policy_features
 from ..checkpoint import load_optimizer, optimizer_tensors
 from ..distributed import Dist
-from ..flow_error import FlowField, error_size, velocity_and_error
+from ..flow_error import FlowField, error_size, finite_difference_q, velocity_and_error
 from .art_options import ARTConfig
 from .base import Algorithm, Batch
 from .registry import register_algorithm
@@ -236,7 +237,11 @@ class ART(Algorithm):
             psis, qs, thetas, active = [psi], [], [], []
             for k in range(o.grid):
                 sigma = (1.0 - psi / o.horizon).clamp(o.sigma_floor, 1.0)
-                v, q = velocity_and_error(flow, x, sigma.to(x.dtype), o.q_method)
+                if o.error_signal == "jvp":
+                    v, q = velocity_and_error(flow, x, sigma.to(x.dtype), o.q_method)
+                else:  # one extra plain forward, reusing v
+                    v = flow(x, sigma.to(x.dtype))
+                    q = finite_difference_q(flow, x, sigma.to(x.dtype), v, o.fd_step)
                 q_size = error_size(q).double() / o.horizon ** 2
                 if o.solver == "direct":  # the uniform clock: |Q| on every cell of psi
                     theta = torch.full((b,), 1.0, dtype=torch.float64)
@@ -262,8 +267,11 @@ class ART(Algorithm):
             raise ValueError("ART needs a back-end with a differentiable flow field (the "
                              "testbed or a ComfyUI flow model).")
         b = out["psi"].shape[0]
-        self.model_calls += b * o.grid
-        self.model_jvps += b * o.grid
+        if o.error_signal == "jvp":
+            self.model_calls += b * o.grid
+            self.model_jvps += b * o.grid
+        else:  # the velocity and the finite difference's forward: no JVP
+            self.model_calls += 2 * b * o.grid
         return ARTBatch(features=features, mine=torch.arange(b), psi=out["psi"].float(),
                         q=out["q"].float(), theta=out["theta"].float(),
                         active=out["active"].float())

@@ -79,6 +79,15 @@ class ARTConfig:
     q_method: str = option("auto", choices=("auto", "forward_ad", "func", "double_backward"))
     """How Q's JVP is taken: ``auto`` (the back-end's choice), ``forward_ad`` (dual tensors),
     ``func`` (torch.func.jvp) or ``double_backward`` (two reverse-mode passes)."""
+    error_signal: str = option("jvp", choices=("jvp", "finite_difference"))
+    """How |Q| is computed: ``jvp``, the exact forward-mode JVP (``q_method``; on a ComfyUI
+    model float32 tangents under MATH attention, ~35x a bf16 forward at real size), or
+    ``finite_difference``, the one-sided difference ``(v(x + h v, sigma + h) - v) / h`` along
+    the flow: ONE extra plain forward in the model's own dtype and attention kernel (docs/art.md,
+    "Cheap error signal", for its measured error against the JVP)."""
+    fd_step: float | None = option(None, gt=0, lt=0.5)
+    """h of ``finite_difference`` in flow time (None: the step measured best for the model's
+    compute dtype, ``training.rl.flow_error.FD_STEPS``: 1e-3 float32, 3e-2 bf16)."""
     min_speed: float = option(1e-3, gt=0, lt=1)
     """Floor on the deployed clock's speed (every step moves forward)."""
 
