@@ -1,6 +1,7 @@
-// ComfyUI extension: the schedule plot on the Learned Schedule and Schedule Plot nodes, and the
-// text on Schedule to Text. DOM widgets (they also render under the Vue node renderer, where
-// onDrawForeground does not run), fed by the nodes' `ui` output through onExecuted.
+// ComfyUI extension: the schedule plot on the Learned Schedule, Learned Sampler, Calibrate
+// Schedule and Schedule Plot nodes, and the text on Schedule to Text. DOM widgets (they also
+// render under the Vue node renderer, where onDrawForeground does not run), fed by the nodes'
+// `ui` output through onExecuted.
 //
 // What keeps the plot: the last payload is stored in node.properties, which the workflow
 // serialises, so it comes back after a reload or a tab switch and stays after a cached run
@@ -14,6 +15,7 @@ const PLOT_NODES = {
   LearnedSchedules_LearnedSchedule: "learned_schedule",
   LearnedSchedules_SchedulePlot: "schedule_plot",
   LearnedSchedules_LearnedSampler: "learned_schedule",
+  LearnedSchedules_CalibrateSchedule: "learned_schedule",
 };
 // the Learned Sampler's sigmas are known only after sampling: its sampler function sends them
 // (each image's) with this websocket event, addressed to the node by id

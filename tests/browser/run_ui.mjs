@@ -19,8 +19,8 @@ const [url, specPath] = process.argv.slice(2);
 const spec = JSON.parse(readFileSync(specPath, "utf8"));
 mkdirSync(spec.out_dir, { recursive: true });
 const LS = "LearnedSchedules_LearnedSchedule";
-// the nodes with a schedule plot: Learned Schedule, Learned Sampler
-const PLOT = [LS, "LearnedSchedules_LearnedSampler"];
+// the nodes with a schedule plot: Learned Schedule, Learned Sampler, Calibrate Schedule
+const PLOT = [LS, "LearnedSchedules_LearnedSampler", "LearnedSchedules_CalibrateSchedule"];
 const TEXT = "LearnedSchedules_ScheduleToText";
 const OURS = "/extensions/learned-schedules/"; // where the frontend serves our JS
 const result = { ok: false, examples: {}, cases: {}, screenshots: [] };
