@@ -585,7 +585,13 @@ def _run_ws(server, graph: dict, interrupt_on_progress: str | None = None,
 
     messages = asyncio.run(go())
     pid = messages[0]["data"]["prompt_id"]
-    return _get(f"{url}/history/{pid}").get(pid, {}), messages
+    deadline = time.time() + 30  # the history is written just after the last message
+    while time.time() < deadline:
+        hist = _get(f"{url}/history/{pid}").get(pid, {})
+        if hist.get("status", {}).get("completed") is not None:
+            return hist, messages
+        time.sleep(0.2)
+    pytest.fail("the prompt's history did not appear")
 
 
 def _progress(messages: list[dict], node: str) -> list[tuple[int, int]]:
@@ -644,8 +650,10 @@ def test_calibrate_node_progress_file_cache_and_learned_schedule(digits_server):
 
 def test_calibrate_node_interrupt_and_overwrite(digits_server):
     """POST /interrupt while it calibrates: the prompt ends interrupted and no file (nor a
-    temporary one) is written; a name taken by a file of another origin is refused with one
-    sentence unless overwrite is on."""
+    temporary one) is written; CLIP + the bundled prompts calibrate too; a name taken by a
+    file of another origin is refused with one sentence unless overwrite is on."""
+    from learned_schedules.policies.policy_file import read_metadata
+
     srv = digits_server
     folder = srv["base"] / "models" / "learned_schedules"
     hist, messages = _run_ws(srv, calibrate_graph("digits_stopped", budget=5000, seed=100),
@@ -654,6 +662,15 @@ def test_calibrate_node_interrupt_and_overwrite(digits_server):
     assert "execution_interrupted" in kinds and "execution_success" not in kinds, kinds
     assert _progress(messages, "6")
     assert not list(folder.glob("digits_stopped*"))
+    # CLIP + the bundled calibration prompts instead of a conditioning
+    graph = calibrate_graph("digits_bundled", budget=30, search="dp", contexts=3)
+    del graph["6"]["inputs"]["positive"], graph["6"]["inputs"]["negative"]
+    graph["6"]["inputs"]["clip"] = ["2", 0]
+    result = _run(srv, graph)
+    assert result["status"]["status_str"] == "success", result["status"]
+    assert result["outputs"]["6"]["learned_schedule"][0]["summary"].endswith("on 3 contexts")
+    meta = read_metadata(folder / "digits_bundled.safetensors")
+    assert meta["training"]["calibrate"]["prompts"] == "bundled"
     shutil.copy(folder / "sd3_test.safetensors", folder / "taken.safetensors")
     before = (folder / "taken.safetensors").read_bytes()
     result = _run(srv, calibrate_graph("taken"))
@@ -661,3 +678,6 @@ def test_calibrate_node_interrupt_and_overwrite(digits_server):
     text = json.dumps(result["status"]["messages"])
     assert "taken.safetensors already exists" in text and "overwrite" in text
     assert (folder / "taken.safetensors").read_bytes() == before
+    result = _run(srv, calibrate_graph("taken", budget=30, search="dp", overwrite=True))
+    assert result["status"]["status_str"] == "success", result["status"]
+    assert read_metadata(folder / "taken.safetensors")["method"] == "calibrate-teacher"
