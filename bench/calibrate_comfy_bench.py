@@ -80,7 +80,7 @@ def digits(args, write) -> None:
             costs.append(dict(method="teacher per-image (40 gradient iterations)", steps=4,
                               calls=box["calls"], contexts=len(ctx), seconds=box["seconds"]))
     art = {}
-    for s in STEPS:
+    for s in STEPS if args.art else ():
         art[s], seconds, forwards = art_schedule(parse_calibrate_args(
             [*_digits_flags(out), "--method", "art", "--steps", str(s)]), s, out / "art")
         costs.append(dict(method="ART direct (trainer: 4 iterations x batch 8)", steps=s,
@@ -88,7 +88,8 @@ def digits(args, write) -> None:
     shipped = load_policy(REPO / "models" / "digits" / "digits_policy_L4.safetensors").policy
     policies = {s: {"shipped REINFORCE policy (L4; resampled)": shipped} for s in STEPS}
     policies[4]["teacher per-image"] = per_image[4]
-    fixed = {s: {"teacher dp": flows["dp"][s], "ART direct": art[s]} for s in STEPS}
+    fixed = {s: {"teacher dp": flows["dp"][s], **({"ART direct": art[s]} if s in art else {})}
+             for s in STEPS}
     fixed[4]["reward-trained best global (docs/digits.md)"] = torch.tensor(
         [1, .716, .504, .217, 0], dtype=torch.float64)
     tables = evaluate(b, cargs, flows["dp+gradient"], policies, fixed)

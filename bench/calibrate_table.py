@@ -132,6 +132,8 @@ def main() -> None:
     ap.add_argument("--contexts", type=int, default=256)
     ap.add_argument("--budget", type=float, default=800)
     ap.add_argument("--out", default="/tmp/calibrate_bench")
+    ap.add_argument("--no-art", dest="art", action="store_false",
+                    help="digits: skip ART direct (slow on a CPU: minutes per iteration)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(1)

@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -82,6 +83,10 @@ class CalibrationResult:
     teacher: Teacher | None = None
     calls: float = 0.0
     seconds: float = 0.0
+    key: str = ""
+    """The caller's cache key of this result (the ComfyUI adapter's ``calibration_key``)."""
+    extra: Any = None
+    """What a caller's follow-up in the same model context returned (e.g. a per-image fit)."""
 
 
 def calibrate_global(problem: Problem, grid: Tensor, options: CalibrationOptions,

@@ -210,9 +210,9 @@ def calibrate(model: Any, positive: Any, negative: Any, cfg: float, noise: torch
             problem, grid, options, cache_dir=cache_dir, progress=progress,
             should_stop=should_stop,
             default_flow=lambda steps: default_flow(model, steps, teacher_scheduler))
-        result.key = key  # type: ignore[attr-defined]
+        result.key = key
         if then is not None:
-            result.extra = then(problem, result)  # type: ignore[attr-defined]
+            result.extra = then(problem, result)
         return result
 
     result = run_in_model(model, positive, negative, cfg, noise, run, identity=identity,

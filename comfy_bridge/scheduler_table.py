@@ -24,6 +24,8 @@ OPTIMAL_STEPS_TABLES = {"flux-dev": "FLUX", "flux-schnell": "FLUX", "chroma": "C
 """Our family -> the OptimalSteps node's ``model_type``."""
 GITS_COEFF = 1.20
 """The GITS node's default coefficient."""
+START_TOLERANCE = 0.01
+"""How far below ``sigma_max`` (in flow time) a schedule may start and still be compared."""
 
 
 def _node_sigmas(module: str, node: str, *args: Any) -> torch.Tensor:
@@ -53,8 +55,10 @@ def table_sigmas(model: Any, steps: int) -> dict[str, torch.Tensor]:
 
 def applicable_schedules(model: Any, steps: int) -> dict[str, torch.Tensor]:
     """name -> flow schedule ``[L+1]`` (float64) of every ComfyUI schedule for this model
-    at ``steps`` steps that is a usable schedule (starts at the model's ``sigma_max``, ends at
-    0, strictly decreasing); the others are skipped with a log line."""
+    at ``steps`` steps that is a usable schedule (starts within :data:`START_TOLERANCE` of
+    the model's ``sigma_max``, set to it exactly, e.g. OptimalSteps' Flux table starts at
+    0.9968; ends at 0; strictly decreasing); the others (e.g. ``ddim_uniform`` on a flow
+    model, which starts at 0.90 for 4 steps) are skipped with a log line."""
     import comfy.samplers
 
     sampling = sampling_of(model)
@@ -65,7 +69,7 @@ def applicable_schedules(model: Any, steps: int) -> dict[str, torch.Tensor]:
     for name, sig in sigmas.items():
         flow = model_to_flow(sampling, sig)
         try:
-            validate_schedule(flow, sigma_max=1.0, atol=1e-3)
+            validate_schedule(flow, sigma_max=1.0, atol=START_TOLERANCE)
         except ValueError as exc:
             log.info("scheduler %s skipped at %d steps: %s", name, steps, exc)
             continue
@@ -74,4 +78,5 @@ def applicable_schedules(model: Any, steps: int) -> dict[str, torch.Tensor]:
     return out
 
 
-__all__ = ["AYS_TABLES", "OPTIMAL_STEPS_TABLES", "table_sigmas", "applicable_schedules"]
+__all__ = ["AYS_TABLES", "OPTIMAL_STEPS_TABLES", "START_TOLERANCE", "table_sigmas",
+           "applicable_schedules"]

@@ -34,7 +34,8 @@ def one_thread():
 
 def test_calibrate_testbed_beats_uniform_on_held_out(tmp_path, capsys, one_thread):
     code = main(["calibrate", "--backend", "testbed", "--steps", "5", "--out", str(tmp_path),
-                 "--teacher-cache", str(tmp_path / "teacher"), "--eval-contexts", "64"])
+                 "--teacher-cache", str(tmp_path / "teacher"), "--eval-contexts", "64",
+                 "--per-image", "--per-image-iterations", "5"])
     assert code == 0
     paths = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     loaded = load_policy(paths["policy"])
@@ -51,7 +52,15 @@ def test_calibrate_testbed_beats_uniform_on_held_out(tmp_path, capsys, one_threa
         torch.log(tb.squared_error(held, flow))
     se = float(diff.std()) / math.sqrt(len(diff))
     assert float(diff.mean()) > 3 * se > 0
-    assert "| uniform |" in (tmp_path / "calibration.md").read_text()
+    table = (tmp_path / "calibration.md").read_text()
+    assert "| uniform |" in table and "| **calibrated per-image** |" in table
+    from learned_schedules.nodes.named_schedulers import discover
+
+    named = discover([("calibrated_testbed.safetensors", paths["policy"])])
+    assert torch.allclose(named["learned:calibrated_testbed"], flow)  # the named scheduler
+    per_image = load_policy(paths["per_image"][0])
+    assert per_image.metadata["method"] == "calibrate-teacher-per-image"
+    assert per_image.metadata["global_schedule"] == meta["global_schedule"]
 
 
 def test_teacher_cache_is_hit_the_second_time(tmp_path):

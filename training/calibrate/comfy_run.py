@@ -93,7 +93,7 @@ def run_comfy(args: CalibrateArgs, out: Path) -> dict[str, Any]:
         summary.update(calls_per_context=res.calls, teacher_cached=res.teacher.from_cache,
                        calibration_seconds=res.seconds,
                        losses={s: [r.loss_start, r.loss] for s, r in res.schedules.items()})
-        for steps, (pol, info) in (getattr(res, "extra", None) or {}).items():
+        for steps, (pol, info) in (res.extra or {}).items():
             per_image[steps] = pol
             summary.setdefault("per_image", {})[steps] = info
     summary["seconds"] = time.monotonic() - t0
