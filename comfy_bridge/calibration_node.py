@@ -111,8 +111,8 @@ def summary(model: Any, positive: Any, negative: Any, cfg: float, noise: torch.T
     """Mean latent PSNR (peak 1) to the many-step result on the calibration contexts, of the
     calibrated schedule and of the model's default (``simple``) for ``steps``, and a line
     saying so (``2 steps`` model calls, or none for a calibration seen before)."""
-    key = getattr(result, "key", None)
-    if key is not None and key in _SUMMARIES:
+    key = result.key
+    if key and key in _SUMMARIES:
         return _SUMMARIES[key]
     flows = {"calibrated": result.schedules[steps].flow,
              "default": default_flow(model, steps, "simple")}
@@ -126,7 +126,7 @@ def summary(model: Any, positive: Any, negative: Any, cfg: float, noise: torch.T
            "seconds": result.seconds,
            "line": (f"latent PSNR to {teacher_steps}-step: calibrated {psnr['calibrated']:.2f} "
                     f"dB vs default {psnr['default']:.2f} dB on {n} contexts")}
-    if key is not None:
+    if key:
         if len(_SUMMARIES) >= cc.RESULT_LIMIT:
             _SUMMARIES.pop(next(iter(_SUMMARIES)))
         _SUMMARIES[key] = out
