@@ -400,11 +400,13 @@ def _newest_frontend() -> tuple[str, Path] | None:
 def _run_browser(url: str, spec: dict, tmp_path: Path) -> dict:
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
+    out = Path(spec["out_dir"]) / "result.json"
+    out.unlink(missing_ok=True)
     proc = subprocess.run(["node", str(REPO / "tests" / "browser" / "run_ui.mjs"), url,
                            str(path)], capture_output=True, text=True, timeout=900, cwd=REPO)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
-    result = json.loads(lines[-1])
+    # the file, not stdout: a result over 64 KiB may reach the pipe cut short
+    assert out.is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.read_text())
     assert result["ok"], result.get("error")
     return result
 

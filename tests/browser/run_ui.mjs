@@ -48,6 +48,8 @@ async function openTemplate(page, stem) {
   await dialog.getByText(spec.module, { exact: true }).first().click({ timeout: 30000 });
   const card = dialog.locator(`[data-testid="template-workflow-${stem}"]`).first();
   await card.waitFor({ timeout: 30000 });
+  // a card below the dialog's fold renders its image only once scrolled into view
+  await card.scrollIntoViewIfNeeded({ timeout: 10000 }).catch(() => {});
   // its thumbnail: the .jpg beside the workflow (a missing one shows a 224 px placeholder)
   const img = card.locator("img").first();
   await page.waitForFunction((el) => el.complete && el.naturalWidth > 0,
