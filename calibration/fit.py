@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..policies.dirichlet import DirichletPolicy, to_schedule
 from ..policies.schedule import increments_to_schedule, schedule_to_increments
-from .problem import Meter, Problem, log_mse
+from .problem import Meter, Problem, counted, log_mse
 from .sampler import euler
 from .teacher import Teacher
 
@@ -93,7 +93,8 @@ def fit_per_image(problem: Problem, teacher: Teacher, policy: DirichletPolicy, m
                   *, iterations: int = 200, lr: float = 1e-3, weight_decay: float = 1e-4,
                   checkpointing: bool = True, seed: int = 0) -> tuple[DirichletPolicy, dict]:
     """Train ``policy``'s mean schedule per context; returns the policy at its best
-    held-out-quarter loss and a summary (losses at the start and best, iterations)."""
+    held-out-quarter loss and a summary (losses at the start and best, iterations).
+    ``problem`` is the plain one: its model calls are counted here on ``meter``."""
     if problem.features is None:
         raise ValueError("A per-image calibration needs the contexts' features.")
     n = len(problem)
@@ -104,6 +105,7 @@ def fit_per_image(problem: Problem, teacher: Teacher, policy: DirichletPolicy, m
     val[perm[: max(1, n // 4)]] = True
     device = problem.start.device
     val = val.to(device)
+    problem = counted(problem, meter)
     feats = {k: v.to(device) for k, v in problem.features.items()}
     policy.to(device).train()
     opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
