@@ -11,6 +11,7 @@ from . import (
     art,  # noqa: F401  (registers "art-clock" and "art-global")
     dirichlet,  # noqa: F401  (registers "dirichlet")
     stepwise,  # noqa: F401  (registers "adagen-step")
+    stored,  # noqa: F401  (registers "stored-schedules")
 )
 from .contract import POLICY_KINDS, policy_from_config, register_policy
 

@@ -32,6 +32,7 @@ TRAINABLE = [k for k in KINDS if is_trainable(POLICY_KINDS[k])]
 ROLES = {"dirichlet": {"schedule", "distribution"},
          "art-clock": {"schedule"},  # trained by ART's own actor-critic, deployed one-shot
          "art-global": {"schedule"},  # ART's distilled clock: deployed only
+         "stored-schedules": {"schedule"},  # calibrate: stored schedules per step count
          "adagen-step": {"actor", "steps"}}
 """The roles each kind claims (a new kind adds its row)."""
 

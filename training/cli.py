@@ -1,4 +1,4 @@
-"""Command line: ``python -m learned_schedules.training {train,eval,demo}``.
+"""Command line: ``python -m learned_schedules.training {train,eval,demo,calibrate}``.
 
 Also installed as the ``learned-schedules`` console script. The flags come from dataclasses
 through `tyro <https://github.com/brentyi/tyro>`_: it is maintained, it reads the help of each
@@ -23,11 +23,14 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 import tyro
 
 from ..policies.config import PolicyConfig
+from .calibrate.args import CalibrateArgs
+from .calibrate.args import finish as finish_calibrate_args
 from .comfy.config import ComfyConfig
 from .rl.config import TrainConfig
 from .rl.config_migration import MOVED
@@ -245,6 +248,9 @@ class EvalArgs:
     ceiling_steps: int = 0
     """ComfyUI models: also evaluate the default schedule at this many steps (e.g. 30) as the
     ceiling of the gap-closed shares (0: off)."""
+    fixed_at_mean: Annotated[bool, tyro.conf.FlagCreatePairsOff] = False
+    """Also for a one-shot policy: the row learned_mean, one fixed schedule at the policy's
+    mean schedule (step-wise policies always get it)."""
     reward: str | None = None
     """ComfyUI models: the reward (default: the policy's training reward)."""
     comfy: Annotated[ComfyConfig, tyro.conf.OmitArgPrefixes] = field(
@@ -299,7 +305,8 @@ def cmd_eval(argv: list[str]) -> int:
         options["fixed_schedules"] = dict(parse_schedule_option(v) for v in args.schedule)
     report = evaluate_policy_file(args.policy, overrides=overrides, contexts=args.contexts,
                                   seeds=args.seeds, seed=args.seed, options=options,
-                                  out=args.out, ceiling_steps=args.ceiling_steps)
+                                  out=args.out, ceiling_steps=args.ceiling_steps,
+                                  fixed_at_mean=True if args.fixed_at_mean else None)
     print(report.markdown())
     print(f"\nwritten: {report.out_dir}")
     return 0
@@ -350,10 +357,33 @@ def cmd_demo(argv: list[str]) -> int:
     return 0
 
 
+def parse_calibrate_args(argv: list[str]) -> CalibrateArgs:
+    """``calibrate``'s flags -> checked arguments (``ValueError``, one line, otherwise);
+    ``--config``'s ComfyUI entries are the defaults the flags override."""
+    default = CalibrateArgs()
+    configs = _flag_values(argv, "--config")
+    if configs:
+        if not Path(configs[-1]).is_file():
+            raise ValueError(f"--config: file not found: {configs[-1]}.")
+        default = dataclasses.replace(default, comfy=TrainConfig.load(configs[-1]).comfy)
+    args = _tyro(CalibrateArgs, argv, default, "learned-schedules calibrate",
+                 " ".join((CalibrateArgs.__doc__ or "").split()))
+    return finish_calibrate_args(args)
+
+
+def cmd_calibrate(argv: list[str]) -> int:
+    from .calibrate.command import calibrate_command
+
+    print(json.dumps(calibrate_command(parse_calibrate_args(argv))))
+    return 0
+
+
 COMMANDS = {"train": (cmd_train, "train a policy (REINFORCE, PPO, ART, AdaGen...)"),
             "eval": (cmd_eval, "compare a policy with comparator / default schedules on "
                                "held-out data"),
-            "demo": (cmd_demo, "train JS on the default testbed, then evaluate")}
+            "demo": (cmd_demo, "train JS on the default testbed, then evaluate"),
+            "calibrate": (cmd_calibrate, "a schedule for your model from the model alone "
+                                         "(matching its own many-step result)")}
 
 
 def build_parser() -> argparse.ArgumentParser:
