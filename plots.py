@@ -134,6 +134,15 @@ def aligned_steps(n_points: int, x_axis: str = "fraction") -> np.ndarray:
     return steps / (n_points - 1) if x_axis == "fraction" else steps
 
 
+def legend_label(name: str, steps: int, width: int = 26) -> str:
+    """A legend entry wrapped to ``width`` characters a line, so the legend beside the axes
+    stays inside the picture however long a policy's name is."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(plain_text(f"{name} ({steps} steps)"), width,
+                                    break_long_words=True)) or " "
+
+
 def render_sigma_comparison(curves: dict[str, torch.Tensor], *, x_axis: str = "fraction",
                             normalize: bool = False, title: str = "", width: int = 768,
                             height: int = 448) -> np.ndarray:
@@ -142,8 +151,8 @@ def render_sigma_comparison(curves: dict[str, torch.Tensor], *, x_axis: str = "f
     ``curves``: legend name -> SIGMAS (1-D). ``x_axis``: see :func:`aligned_steps`.
     ``normalize`` divides each schedule by its first sigma (compares shapes across model
     families whose sigma ranges differ). Each curve has its own colour, line style and marker
-    (equal curves stay distinguishable), the legend sits to the right of the axes, and both
-    axes have titles.
+    (equal curves stay distinguishable), the legend sits to the right of the axes (long names
+    wrapped, inside the picture), and both axes have titles.
     """
     if not curves:
         raise ValueError("Nothing to plot: connect at least one SIGMAS input.")
@@ -165,7 +174,7 @@ def render_sigma_comparison(curves: dict[str, torch.Tensor], *, x_axis: str = "f
         ax.plot(x, s, linestyle=COMPARE_STYLES[i % len(COMPARE_STYLES)],
                 color=COMPARE_COLORS[i % len(COMPARE_COLORS)], marker=markers[i % len(markers)],
                 ms=max(2.0, 5.0 - 0.1 * s.size), lw=1.8 if i == 0 else 1.4,
-                label=plain_text(f"{name} ({s.size - 1} steps)"), zorder=3 + len(curves) - i)
+                label=legend_label(name, s.size - 1), zorder=3 + len(curves) - i)
     ax.set_xlabel("fraction of sampling (step / steps)" if x_axis == "fraction" else "step")
     ax.set_ylabel("sigma / first sigma" if normalize else "sigma")
     ax.grid(alpha=0.3)

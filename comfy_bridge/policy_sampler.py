@@ -32,7 +32,7 @@ from ..policies.contract import is_stepwise
 from ..policies.device import module_device
 from ..policies.schedule import resample_schedule
 from .sampler import RULES, ActorSampler, unit_sample
-from .service import check_feature_dims, policy_flow
+from .service import check_family, check_feature_dims, policy_flow
 from .sigmas import flow_to_model, model_to_flow
 
 log = logging.getLogger("learned_schedules")
@@ -98,7 +98,9 @@ class PolicySampler:
                  extra_args: dict | None = None, callback: Any = None,
                  disable: bool | None = None) -> torch.Tensor:
         extra_args = {} if extra_args is None else extra_args
-        sampling = model.inner_model.inner_model.model_sampling
+        base_model = model.inner_model.inner_model
+        check_family(self.loaded.metadata, base_model, self.name)
+        sampling = base_model.model_sampling
         seed = extra_args.get("seed")
         inner = ActorSampler(self.actor(sampling, x, sigmas, seed), self.rule)
         out = inner(model, x, sigmas, extra_args, callback, disable)
@@ -112,7 +114,7 @@ class PolicySampler:
                      "family": self.loaded.metadata.get("model_family", ""),
                      "method": self.loaded.metadata.get("method", ""),
                      "trained_steps": int(self.loaded.metadata.get("steps", 0)),
-                     "resampling": f"{used.shape[0]} image(s), each its own sigmas"}
+                     "resampling": ""}  # the plot counts the images and their spread
         _send(self.node_id, self.last)
         return out
 

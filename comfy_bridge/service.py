@@ -92,6 +92,15 @@ def check_feature_dims(meta: dict, feats: dict[str, torch.Tensor], name: str) ->
                              f"; the conditioning has width {pooled.shape[-1]}.")
 
 
+def check_family(meta: dict, model: Any, name: str) -> None:
+    """``ValueError`` (a plain sentence) unless the policy was trained for this model's family
+    (the Learned Schedule node and the Learned Sampler give the same one)."""
+    family = model_family(model)
+    if meta.get("model_family") != family:
+        raise ValueError(f"{name} was trained for {meta.get('model_family')}, but the model "
+                         f"is {family}; choose a policy trained for this model family.")
+
+
 def node_sigmas(model: Any, positive: Any, noise: Any, latent_image: dict, loaded: Any,
                 name: str, steps: int = 0, mode: str = "mean", denoise: float = 1.0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,10 +114,7 @@ def node_sigmas(model: Any, positive: Any, noise: Any, latent_image: dict, loade
     if mode not in ("mean", "sample"):
         raise ValueError(f"mode must be 'mean' or 'sample', got {mode!r}.")
     meta = loaded.metadata
-    family = model_family(model)
-    if meta["model_family"] != family:
-        raise ValueError(f"{name} was trained for {meta['model_family']}, but the model "
-                         f"is {family}; choose a policy trained for this model family.")
+    check_family(meta, model, name)
     x_t = initial_noise(model, noise, latent_image)
     if x_t.shape[0] > 1:
         log.info("Learned Schedule: batch of %d; using the schedule of the first item",

@@ -83,12 +83,24 @@ def make_handler(flow: torch.Tensor) -> Callable[[object, int], torch.Tensor]:
     return handler
 
 
+def _stepwise(meta: dict) -> bool:
+    from ..policies import kinds  # noqa: F401 - fills the registry of kinds
+    from ..policies.contract import POLICY_KINDS, is_stepwise
+
+    kind = (meta.get("architecture") or {}).get("policy")
+    return isinstance(kind, str) and is_stepwise(POLICY_KINDS.get(kind))
+
+
 def discover(folder_files: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
     """``learned:<stem>`` -> flow schedule for every (name, path) whose metadata has one."""
     found: dict[str, torch.Tensor] = {}
     for name, path in folder_files:
         try:
-            flow = global_schedule(read_metadata(path))
+            meta = read_metadata(path)
+            if _stepwise(meta):  # chooses its steps while sampling: the Learned Sampler's
+                log.info("Learned Schedules: %s is step-wise; not a named scheduler", name)
+                continue
+            flow = global_schedule(meta)
         except ValueError as exc:
             log.warning("Learned Schedules: %s skipped as a named scheduler: %s", name, exc)
             continue

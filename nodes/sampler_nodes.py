@@ -17,9 +17,10 @@ from comfy_api.latest import io
 from ..comfy_bridge.features import text_features
 from ..comfy_bridge.policy_sampler import policy_ksampler
 from ..comfy_bridge.sampler import RULES
+from .input_checks import number_in_range
 from .policy_cache import get_policy
-from .policy_choice import missing_policy_message, policy_options, policy_tooltip
-from .schedule_nodes import FOLDER, _check_policy_file, _policy_path, policy_files
+from .policy_choice import policy_options, policy_tooltip
+from .schedule_nodes import FOLDER, _policy_path, check_policy, policy_files
 
 CATEGORY = "sampling/custom_sampling/samplers"
 
@@ -37,8 +38,9 @@ class LearnedSampler(io.ComfyNode):
                         "policies decide every step while sampling, one-shot policies give "
                         "every image of the batch its own schedule.",
             inputs=[
-                io.Combo.Input("policy", options=policy_options(files := policy_files()),
-                               tooltip=policy_tooltip(files)),
+                io.Combo.Input("policy",
+                               options=policy_options(files := policy_files("sampler")),
+                               tooltip=policy_tooltip(files, "sampler")),
                 io.Conditioning.Input("positive", tooltip="The positive prompt's conditioning "
                                       "(the same as the guider's); its text features feed the "
                                       "policy."),
@@ -61,9 +63,10 @@ class LearnedSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, policy: str) -> bool | str:
+        # the type only: execute reports a missing or unusable policy (see LearnedSchedule)
         if not isinstance(policy, str):
             return f"policy must be the name of a policy file, got {policy!r}."
-        return missing_policy_message(policy, policy_files()) or _check_policy_file(policy)
+        return True
 
     @classmethod
     def fingerprint_inputs(cls, policy: str, **kwargs):
@@ -78,6 +81,8 @@ class LearnedSampler(io.ComfyNode):
                              f"{sampler_name!r}.")
         if mode not in ("mean", "sample"):
             raise ValueError(f"mode must be 'mean' or 'sample', got {mode!r}.")
+        scale = number_in_range("scale", scale, 0.0, 4.0)
+        check_policy(policy, "sampler")
         loaded = get_policy(_policy_path(policy))
         node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)
         sampler = policy_ksampler(loaded, text_features(positive), rule=sampler_name,

@@ -19,8 +19,16 @@ from ..comfy_bridge.service import node_sigmas
 from ..comfy_bridge.sigmas import step_counts
 from ..policies.policy_file import read_metadata
 from ..policies.schedule import validate_schedule
+from .input_checks import number_in_range
 from .policy_cache import get_policy
-from .policy_choice import missing_policy_message, policy_options, policy_tooltip
+from .policy_choice import (
+    STARTER,
+    filter_files,
+    missing_file_message,
+    missing_policy_message,
+    policy_options,
+    policy_tooltip,
+)
 
 log = logging.getLogger("learned_schedules")
 
@@ -29,15 +37,19 @@ CATEGORY = "sampling/custom_sampling/schedulers"
 MAX_STEPS = 1000
 
 
-def policy_files() -> list[str]:
-    return folder_paths.get_filename_list(FOLDER)
+def policy_files(role: str | None = None) -> list[str]:
+    """The policy files in ``models/learned_schedules``; with a ``role`` (``schedule`` or
+    ``sampler``), only those a node of that role can use (:mod:`.policy_choice`)."""
+    names = folder_paths.get_filename_list(FOLDER)
+    if role is None:
+        return names
+    return filter_files([(n, folder_paths.get_full_path(FOLDER, n)) for n in names], role)
 
 
 def _policy_path(name: str) -> str:
     path = folder_paths.get_full_path(FOLDER, name)
     if path is None:
-        raise ValueError(f"Policy file not found: {name} (put policies in "
-                         f"models/{FOLDER}/).")
+        raise ValueError(missing_file_message(name, policy_files()))
     return path
 
 
@@ -60,6 +72,26 @@ def _is_stepwise_file(name: str) -> bool:
     return is_stepwise(POLICY_KINDS.get(kind))
 
 
+def check_policy(policy, role: str) -> None:
+    """``ValueError`` with the sentence a user should see when ``policy`` cannot be used by a
+    node of ``role`` (not a name, not installed, unreadable, trained on the testbed, or a
+    step-wise policy in the one-shot node). Called from ``execute``, so the message reaches
+    the frontend's error dialog even when another branch of the graph runs."""
+    if not isinstance(policy, str):
+        raise ValueError(f"policy must be the name of a policy file, got {policy!r}.")
+    message = missing_policy_message(policy, policy_files(), role)
+    if message is None:
+        found = _check_policy_file(policy)
+        message = None if found is True else found
+    if message is None and role == "schedule" and _is_stepwise_file(policy):
+        message = (f"{policy} is an AdaGen step-wise policy: it chooses each step while "
+                   "sampling, so it has no schedule before sampling; use it in the Learned "
+                   "Sampler node (SamplerCustomAdvanced's sampler input), or choose a one-shot "
+                   f"policy here (the pack's starter: {STARTER['schedule']}).")
+    if message is not None:
+        raise ValueError(message)
+
+
 def learned_sigmas(model, positive, noise, latent_image, policy_name: str, steps: int,
                    mode: str, denoise: float) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Learned sigmas (model's sigma space), the default sigmas, and the policy metadata
@@ -71,6 +103,16 @@ def learned_sigmas(model, positive, noise, latent_image, policy_name: str, steps
     sigmas, default = node_sigmas(model, positive, noise, latent_image, loaded, policy_name,
                                   steps, mode, denoise)
     return sigmas, default, loaded.metadata
+
+
+def batch_notice(latent_image) -> str:
+    """The line the node shows for a batch: one SIGMAS serves every image (empty for one)."""
+    samples = latent_image.get("samples") if isinstance(latent_image, dict) else None
+    n = int(samples.shape[0]) if torch.is_tensor(samples) and samples.ndim > 0 else 1
+    if n <= 1:
+        return ""
+    return (f"Batch of {n}: every image uses the schedule of the first (a sampler takes one "
+            "SIGMAS); the Learned Sampler gives each image its own.")
 
 
 class LearnedSchedule(io.ComfyNode):
@@ -86,7 +128,9 @@ class LearnedSchedule(io.ComfyNode):
                         "with a learned policy (one policy call before sampling).",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model the sigmas are for "
-                               "(Flux dev, Flux schnell or SD3)."),
+                               "(any supported family: Flux, SD3, SDXL, SD1.x, Qwen-Image, Wan, "
+                               "HunyuanVideo 1.5, LTX-Video...; the policy must be trained "
+                               "for it)."),
                 io.Conditioning.Input("positive", tooltip="The positive prompt's conditioning; "
                                       "its text tokens and pooled embedding feed the policy."),
                 io.Noise.Input("noise", tooltip="The same NOISE that goes to "
@@ -94,8 +138,9 @@ class LearnedSchedule(io.ComfyNode):
                                "the exact initial noise from it."),
                 io.Latent.Input("latent_image", tooltip="The same latent that goes to the "
                                 "sampler (its size and batch define the noise)."),
-                io.Combo.Input("policy", options=policy_options(files := policy_files()),
-                               tooltip=policy_tooltip(files)),
+                io.Combo.Input("policy",
+                               options=policy_options(files := policy_files("schedule")),
+                               tooltip=policy_tooltip(files, "schedule")),
                 io.Int.Input("steps", default=0, min=0, max=MAX_STEPS,
                              tooltip="Sampler steps; 0 uses the policy's own step count, "
                                      "another count resamples the learned schedule."),
@@ -113,15 +158,13 @@ class LearnedSchedule(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, policy: str) -> bool | str:
-        # only `policy`: ComfyUI's own min/max/combo checks stay on for the other inputs
+        # only `policy` (ComfyUI's own min/max/combo checks stay on for the other inputs), and
+        # only its type: a missing or unusable policy is reported by execute, whose error
+        # the frontend shows in a dialog (a validation error only outlines the node when
+        # another branch of the graph can run)
         if not isinstance(policy, str):
             return f"policy must be the name of a policy file, got {policy!r}."
-        found = missing_policy_message(policy, policy_files()) or _check_policy_file(policy)
-        if found is True and _is_stepwise_file(policy):
-            return (f"{policy} is an AdaGen step-wise policy: it chooses each step while "
-                    "sampling, so it has no schedule before sampling; use it in the Learned "
-                    "Sampler node (SamplerCustomAdvanced's sampler input).")
-        return found
+        return True
 
     @classmethod
     def fingerprint_inputs(cls, policy: str, **kwargs):
@@ -131,6 +174,8 @@ class LearnedSchedule(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, noise, latent_image, policy: str, steps: int = 0,
                 mode: str = "mean", denoise: float = 1.0) -> io.NodeOutput:
+        denoise = number_in_range("denoise", denoise, 0.0, 1.0)
+        check_policy(policy, "schedule")
         sigmas, default, meta = learned_sigmas(model, positive, noise, latent_image, policy,
                                                steps, mode, denoise)
         used = int(sigmas.numel() - 1)
@@ -143,7 +188,8 @@ class LearnedSchedule(io.ComfyNode):
                    "policy": policy, "method": meta.get("method", ""),
                    "trained_steps": trained,
                    "resampling": (f"resampled from {trained} to {total} steps"
-                                  if total != trained else "")}
+                                  if total != trained else ""),
+                   "notice": batch_notice(latent_image)}
         return io.NodeOutput(sigmas, ui={"learned_schedule": [payload]})
 
 

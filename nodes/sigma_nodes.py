@@ -2,18 +2,21 @@
 several schedules, a pass-through preview that sits between a scheduler and a sampler, and
 the split of a schedule for a two-expert model (Wan 2.2 A14B's high-noise / low-noise experts).
 
-The two plots are output nodes returning their picture as a preview image, so the frontend
-shows it again after a reload and after a cached run, as it does for core's Preview Image.
+The two plots are output nodes. The plot on the node is drawn by the frontend
+(web/schedule_plot.js) from the curves sent as the node's ``ui`` output, in the colours of the
+active palette, and is saved with the workflow (it comes back after a reload); the IMAGE output
+is the same plot rendered here, to save or to pass on.
 """
 
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..plots import X_AXES, render_sigma_comparison
 from ..policies.experts import split_at_boundary
 from ..policies.families import I2V_EXPERT_BOUNDARY, get_family
+from .input_checks import no_unknown_inputs, number_in_range
 
 CATEGORY = "sampling/custom_sampling/sigmas"
 COMPARE_SLOTS = 6
@@ -32,6 +35,14 @@ def _check_sigmas(sigmas, name: str) -> torch.Tensor:
     if not torch.isfinite(sigmas).all():
         raise ValueError(f"{name} holds NaN or infinite values.")
     return sigmas
+
+
+def plot_payload(curves: dict[str, torch.Tensor], x_axis: str = "fraction",
+                 normalize: bool = False, title: str = "") -> dict:
+    """What the node's plot in the frontend draws (``ui["compare_schedules"]``)."""
+    return {"curves": [{"label": f"{name} ({c.numel() - 1} steps)", "sigmas": c.tolist()}
+                       for name, c in curves.items()],
+            "x_axis": x_axis, "normalize": bool(normalize), "title": title}
 
 
 def comparison_curves(schedules: list[torch.Tensor | None], labels: str
@@ -86,12 +97,16 @@ class CompareSchedules(io.ComfyNode):
     @classmethod
     def execute(cls, sigmas_1, sigmas_2=None, sigmas_3=None, sigmas_4=None, sigmas_5=None,
                 sigmas_6=None, labels: str = DEFAULT_LABELS, x_axis: str = "fraction",
-                normalize: bool = False, title: str = "") -> io.NodeOutput:
+                normalize: bool = False, title: str = "", **unknown) -> io.NodeOutput:
+        no_unknown_inputs("Compare Schedules", unknown,
+                          [f"sigmas_{i}" for i in range(1, 7)]
+                          + ["labels", "x_axis", "normalize", "title"])
         curves = comparison_curves([sigmas_1, sigmas_2, sigmas_3, sigmas_4, sigmas_5,
                                     sigmas_6], labels)
         image = _image(render_sigma_comparison(curves, x_axis=x_axis, normalize=normalize,
                                                title=title))
-        return io.NodeOutput(image, ui=ui.PreviewImage(image, cls=cls))
+        payload = plot_payload(curves, x_axis, normalize, title)
+        return io.NodeOutput(image, ui={"compare_schedules": [payload]})
 
 
 class PreviewSigmas(io.ComfyNode):
@@ -118,7 +133,8 @@ class PreviewSigmas(io.ComfyNode):
         name = label.strip() or "sigmas"
         curve = _check_sigmas(sigmas, name).detach().cpu().float()
         image = _image(render_sigma_comparison({name: curve}, x_axis="step"))
-        return io.NodeOutput(sigmas, image, ui=ui.PreviewImage(image, cls=cls))
+        return io.NodeOutput(sigmas, image,
+                             ui={"compare_schedules": [plot_payload({name: curve}, "step")]})
 
 
 class SplitAtExpertBoundary(io.ComfyNode):
@@ -152,6 +168,7 @@ class SplitAtExpertBoundary(io.ComfyNode):
 
     @classmethod
     def execute(cls, sigmas, boundary: float) -> io.NodeOutput:
+        boundary = number_in_range("boundary", boundary, 0.001, 0.999)
         high, low = split_at_boundary(_check_sigmas(sigmas, "sigmas").detach().cpu(), boundary)
         return io.NodeOutput(high, low)
 

@@ -187,11 +187,12 @@ class StepPolicy(nn.Module):
     @classmethod
     def for_training(cls, encoder: nn.Module, steps: int, *, hidden: int,
                      init_segments: Tensor | None = None, **options: Any) -> StepPolicy:
-        """A fresh policy whose base schedule is ``init_segments`` (the model's default
-        schedule as segments) when given, else uniform; other options are ignored unless they
-        are this class's (``ema``, ``init_std``)."""
-        default = None
-        if init_segments is not None:
+        """A fresh policy whose base schedule is ``default_schedule`` (flow times) when given,
+        else ``init_segments`` (the model's default schedule as segments) when given, else
+        uniform; other options are ignored unless they are this class's (``ema``,
+        ``init_std``)."""
+        default = options.get("default_schedule")
+        if default is None and init_segments is not None:
             seg = torch.as_tensor(init_segments, dtype=torch.float64).flatten()
             default = [float(v) for v in increments_to_schedule(seg / seg.sum())]
         own = {k: v for k, v in options.items() if k in ("ema", "init_std") and v is not None}

@@ -162,12 +162,71 @@ def test_adagen_refuses_a_reward_free_config(tmp_path):
         _config(tmp_path, adagen={"adversarial": 0.0, "task": 0.0}).validate()
 
 
-def test_eval_reports_a_stepwise_policy(tmp_path, backend):
+def test_eval_reads_a_stepwise_policy_against_its_ceilings(tmp_path, backend):
+    """``eval`` of a step-wise policy: beside the best global schedule, the row
+    ``learned_mean`` (one fixed schedule at the mean of the policy's own schedules over the
+    held-out contexts), the spread of those schedules and the policy's paired differences from
+    its mean, and the testbed's set measures (fd, tv) with paired bootstrap SEs. Every number
+    is recomputed here from the policy's schedules (computed, not copied)."""
     from learned_schedules.training.eval import evaluate_policy_file
 
-    result = train(_config(tmp_path, iterations=2), backend=backend)
-    report = evaluate_policy_file(result.run_dir, contexts=32, backend=backend,
+    result = train(_config(tmp_path, iterations=2, adagen={"init_std": 0.6}), backend=backend)
+    torch.nn.init.normal_(result.policy.mu.weight, std=2.0)  # per-context schedules that differ
+    save_policy(tmp_path / "spread.safetensors", result.policy, method="adagen",
+                model_family="testbed", reward="likelihood")
+    report = evaluate_policy_file(tmp_path / "spread.safetensors", contexts=64, backend=backend,
                                   options={"oracle": False, "train_contexts": 32,
-                                           "fit_iters": 5})
-    names = [row["name"] for row in report.rows]
-    assert "learned" in names and len(names) > 1
+                                           "fit_iters": 5}, out=tmp_path / "eval")
+    rows = {row["name"]: row for row in report.rows}
+    assert {"best_global", "uniform", "learned", "learned_mean"} <= set(rows)
+    ctx = backend.held_out_contexts(64, 10_000)
+    sched = policy_schedules(result.policy.eval(), backend, ctx).double()
+    mean = sched.mean(0)
+    assert torch.allclose(torch.tensor(report.spread["mean"], dtype=torch.float64), mean)
+    dev = (sched - mean).abs()
+    assert report.spread["max_dev"] == pytest.approx(float(dev.max()))
+    assert report.spread["max_dev"] > 0.01  # the policy's schedules do differ per context
+    fixed = backend.rewards(ctx, mean.float().expand(64, -1)[:, None])[:, 0].double()
+    assert rows["learned_mean"]["reward_mean"] == pytest.approx(float(fixed.mean()), rel=1e-5)
+    own = backend.rewards(ctx, sched.float()[:, None])[:, 0].double()
+    assert report.spread["reward_minus_mean"] == pytest.approx(float((own - fixed).mean()),
+                                                               rel=1e-4, abs=1e-6)
+    assert set(report.set_metrics) == {"fd", "tv"}
+    for name in ("learned", "learned_mean", "best_global"):
+        assert rows[name]["fd_se"] > 0 and rows[name]["fd_minus_best_global_se"] >= 0
+    assert report.spread["fd_minus_mean_se"] > 0
+    table = (tmp_path / "eval" / "eval.md").read_text()
+    assert "| learned_mean |" in table and "Per-image choice" in table
+    assert "learned − learned_mean" in table
+
+
+def test_testbed_fd_ranks_a_fine_schedule_above_a_coarse_one(backend):
+    """The testbed's set measure: Euler with 24 steps is closer to the data than with 1 step
+    by many paired bootstrap SEs (the same resamples for both)."""
+    ctx = backend.held_out_contexts(300, 5)
+    sets = backend.set_metrics(ctx, {"one": uniform_schedule(1, torch.float64),
+                                     "fine": uniform_schedule(24, torch.float64)})
+    one, fine = sets["one"]["fd"], sets["fine"]["fd"]
+    assert one.value - fine.value > 5 * one.diff_se(fine) > 0
+
+
+def test_adagen_base_schedule_and_critic_warmup(tmp_path, backend):
+    """``adagen.base`` sets the policy's base schedule (the initial mean rollout follows it);
+    during ``critic_warmup`` only the value head learns (the actor's mean and spread stay)."""
+    base = "1,0.6,0.35,0.15,0"
+    result = train(_config(tmp_path, iterations=2, adagen={"base": base, "critic_warmup": 2}),
+                   backend=backend)
+    pol = result.policy
+    want = torch.tensor([1, 0.6, 0.35, 0.15, 0], dtype=torch.float64)
+    assert torch.allclose(pol.default.double(), want)
+    assert not pol.mu.weight.detach().any() and not pol.mu.bias.detach().any()
+    assert float(pol.std.detach()) == pytest.approx(0.6)
+    assert pol.value.weight.detach().any()  # the critic moved
+    sched = policy_schedules(pol.eval(), backend, backend.held_out_contexts(4, 1)).double()
+    assert torch.allclose(sched, want.expand(4, -1), atol=1e-6)
+    moved = train(_config(tmp_path, run_name="moved", iterations=2,
+                          adagen={"base": base, "critic_warmup": 1}), backend=backend).policy
+    assert moved.mu.weight.detach().any()  # after the warm-up the actor learns
+    for bad in ("1,0.5,0", "1,0.6,0.6,0.1,0", "1,0.6,x,0.1,0", "1,0.6,0.3,0.1,0.05"):
+        with pytest.raises(ValueError, match="adagen.base"):
+            _config(tmp_path, adagen={"base": bad}).validate()

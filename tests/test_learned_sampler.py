@@ -170,8 +170,19 @@ def test_node_rejects_bad_inputs_with_sentences(env):
         _learned(env, "sd3", "adagen", sampler_name="lms")
     with pytest.raises(ValueError, match="mode must be"):
         _learned(env, "sd3", "adagen", mode="best")
-    msg = env["nodes"].LearnedSampler.validate_inputs("nope.safetensors")
-    assert isinstance(msg, str)
+    for bad in (float("nan"), float("inf"), -0.5, "big"):  # NaN passes ComfyUI's min / max
+        with pytest.raises(ValueError, match="scale must be a number from 0 to 4"):
+            _learned(env, "sd3", "adagen", scale=bad)
+    with pytest.raises(ValueError, match="nope.safetensors is not in"):
+        env["nodes"].LearnedSampler.execute("nope.safetensors", env["digits"][1])
+
+
+def test_a_policy_for_another_family_gets_the_one_shot_nodes_sentence(env):
+    """A Flux policy in the Learned Sampler on an SD3 model: refused with the sentence the
+    Learned Schedule node gives, before any step."""
+    sampler = _learned(env, "flux", "oneshot")
+    with pytest.raises(ValueError, match="trained for flux.*but the model is sd3"):
+        _sample(env, "sd3", sampler, 1)
 
 
 def test_each_images_sigmas_reach_the_node_plot(env, monkeypatch):
@@ -222,7 +233,9 @@ def test_partial_schedules_start_and_end_where_the_incoming_sigmas_do(env, kind)
 def test_learned_schedule_node_points_adagen_policies_to_the_sampler(env):
     from learned_schedules.nodes import schedule_nodes
 
-    msg = schedule_nodes.LearnedSchedule.validate_inputs("sd3_adagen.safetensors")
-    assert isinstance(msg, str) and "Learned Sampler" in msg
-    assert schedule_nodes.LearnedSchedule.validate_inputs("sd3_oneshot.safetensors") is True
-    assert env["nodes"].LearnedSampler.validate_inputs("sd3_adagen.safetensors") is True
+    with pytest.raises(ValueError, match="step-wise policy.*Learned Sampler"):
+        schedule_nodes.check_policy("sd3_adagen.safetensors", "schedule")
+    schedule_nodes.check_policy("sd3_oneshot.safetensors", "schedule")
+    schedule_nodes.check_policy("sd3_adagen.safetensors", "sampler")
+    assert "sd3_adagen.safetensors" not in schedule_nodes.policy_files("schedule")
+    assert "sd3_adagen.safetensors" in schedule_nodes.policy_files("sampler")

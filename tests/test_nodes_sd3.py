@@ -131,18 +131,24 @@ def test_steps_resample_and_denoise(env, caplog):
     ({"cond": []}, "conditioning is empty"),
     ({"latent": {"samples": torch.ones(1, 4, 16, 16)}}, "4 channels"),
     ({"mode": "max"}, "mode must be"),
-    ({"policy": "missing.safetensors"}, "not found"),
+    ({"policy": "missing.safetensors"}, "missing.safetensors is not in"),
 ])
 def test_bad_inputs_raise_plain_errors(env, kwargs, message):
     with pytest.raises(ValueError, match=message):
         _run(env, **kwargs)
 
 
-def test_validate_inputs_messages(env):
+def test_policy_messages(env):
+    """Validation checks the type only; execute gives the sentence (so the frontend's error
+    dialog shows it, also when another branch of the graph runs)."""
     node = env["nodes"].LearnedSchedule
     assert node.validate_inputs(policy="sd3_test.safetensors") is True
-    assert "not found" in node.validate_inputs(policy="nope.safetensors")
-    assert "safetensors" in node.validate_inputs(policy="corrupt.safetensors")
+    assert node.validate_inputs(policy="nope.safetensors") is True
+    env["nodes"].check_policy("sd3_test.safetensors", "schedule")
+    with pytest.raises(ValueError, match="nope.safetensors is not in"):
+        _run(env, policy="nope.safetensors")
+    with pytest.raises(ValueError, match="safetensors"):
+        env["nodes"].check_policy("corrupt.safetensors", "schedule")
     for bad in (["sd3_test.safetensors"], 3, None, {"name": "x"}):  # hand-edited API graphs
         assert "name of a policy file" in node.validate_inputs(policy=bad)
 

@@ -40,6 +40,7 @@ RUN_ORDER = sorted(SD3_EXAMPLES, key=lambda p: "LearnedSchedules_LearnedSchedule
 BROWSER_RUN = [p for p in RUN_ORDER if CALIBRATE not in p.read_text()]
 # one sampler, one output: a bad Learned Schedule leaves nothing to run (HTTP 400)
 SD3_SINGLE = next(p for p in SD3_EXAMPLES if "text to image" in p.name)
+ADAGEN = "Digits - Learned Sampler (AdaGen)"
 
 
 def _free_port() -> int:
@@ -63,6 +64,19 @@ def _post(url: str, payload: dict) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
+STEPWISE = "sd3_step_test.safetensors"
+
+
+def _stepwise_policy():
+    from learned_schedules.policies.latent_encoder import LatentTextEncoder
+    from learned_schedules.policies.stepwise import StepPolicy
+
+    torch.manual_seed(3)
+    enc = LatentTextEncoder(latent_channels=16, token_dim=4096, pooled_dim=2048, width=32,
+                            levels=2, heads=2, grid=2)
+    return StepPolicy(enc, 3, hidden=16)
+
+
 def prepare_base(base: Path, policies: bool = True) -> Path:
     """A ComfyUI base directory: tiny models, the pack under custom_nodes/, and (optionally)
     test policies, one of them with a global schedule for the named scheduler."""
@@ -83,6 +97,10 @@ def prepare_base(base: Path, policies: bool = True) -> Path:
                     model_family="sd3", extra={"global_schedule": [1.0, 0.8, 0.55, 0.3, 0.0]})
         save_policy(pol / "flux_test.safetensors", _sd3_policy(1),
                     method="dirichlet-reinforce", model_family="flux-dev")
+        # a step-wise (AdaGen) policy: listed by the Learned Sampler only, never a named
+        # scheduler even with a global schedule
+        save_policy(pol / STEPWISE, _stepwise_policy(), method="adagen", model_family="sd3",
+                    extra={"global_schedule": [1.0, 0.7, 0.3, 0.0]})
     (base / "custom_nodes").mkdir(exist_ok=True)
     link = base / "custom_nodes" / PACK
     if not link.exists():
@@ -169,6 +187,10 @@ def test_object_info_lists_our_nodes(server):
     assert set(required) == {"model", "positive", "noise", "latent_image", "policy", "steps",
                              "mode", "denoise"}
     assert "sd3_test.safetensors" in json.dumps(required["policy"])
+    # each node lists the policies it can use: no step-wise one in the one-shot node
+    assert STEPWISE not in json.dumps(required["policy"])
+    sampler = info["LearnedSchedules_LearnedSampler"]["input"]["required"]["policy"]
+    assert STEPWISE in json.dumps(sampler) and "sd3_test.safetensors" in json.dumps(sampler)
     for nid in ("LearnedSchedules_SchedulePlot", "LearnedSchedules_ScheduleToText",
                 "LearnedSchedules_TextToSchedule"):
         assert nid in info
@@ -188,8 +210,14 @@ def test_every_node_has_a_help_page_and_tooltips(server):
         declared |= set(re.findall(r'node_id="(LearnedSchedules_\w+)"', path.read_text()))
     assert set(ours) == declared and len(ours) >= 7
     for nid, spec in ours.items():
-        page = REPO / "web" / "docs" / f"{nid}.md"
+        page = REPO / "web" / "docs" / nid / "en.md"
         assert page.is_file() and spec["display_name"] in page.read_text(), nid
+        # served where the frontend asks first (<node>/<locale>.md: no 404) and as the
+        # fallback for other locales (<node>.md)
+        for path in (f"{nid}/en.md", f"{nid}.md"):
+            with urllib.request.urlopen(f"{server['url']}/extensions/{PACK}/docs/{path}",
+                                        timeout=10) as r:
+                assert r.status == 200 and spec["display_name"] in r.read().decode(), path
         assert spec["description"]
         for section in ("required", "optional"):
             for name, entry in (spec["input"].get(section) or {}).items():
@@ -212,6 +240,17 @@ def test_templates_are_listed_with_thumbnails(server):
 def test_examples_are_human_made_ui_graphs(server):
     for path in examples():
         ui = json.loads(path.read_text())
+        # readable when opened: above the frontend's default level-of-detail zoom (its
+        # MinFontSizeForLOD 8 px over a 14 px node font), grouped, with a one-sentence
+        # description that is not the title
+        assert ui["extra"]["ds"]["scale"] >= 8 / 14 + 0.05, path.name
+        assert len(ui["groups"]) >= 3 and all(g["title"] for g in ui["groups"]), path.name
+        text = ui["extra"]["learned_schedules"]["description"]
+        assert text.count(". ") == 0 and text.endswith(".") and len(text) > 60, path.name
+        if "Digits" not in path.name:  # says plainly what the user must bring
+            notes = " ".join(n["widgets_values"][0] for n in ui["nodes"]
+                             if n["type"] == "MarkdownNote")
+            assert "Needs your own" in notes and "needs your own" in text, path.name
         types = [n["type"] for n in ui["nodes"]]
         assert {"LearnedSchedules_LearnedSchedule", "LearnedSchedules_LearnedSampler",
                 CALIBRATE} & set(types), path.name
@@ -245,6 +284,10 @@ def test_example_workflow_runs(server, path):
         steps = graph[sched_id]["inputs"]["steps"]
         if steps not in (0, 4):
             assert payload["resampling"] == f"resampled from 4 to {steps} steps"
+        batch = next(v["inputs"]["batch_size"] for v in graph.values()
+                     if v["class_type"] == "EmptySD3LatentImage")
+        assert payload["notice"].startswith(f"Batch of {batch}: ") if batch > 1 \
+            else payload["notice"] == ""
     elif (cal_id := next((k for k, v in graph.items() if v["class_type"] == CALIBRATE),
                          None)) is not None:
         payload = outputs[cal_id]["learned_schedule"][0]
@@ -259,30 +302,45 @@ def test_example_workflow_runs(server, path):
     for k, v in graph.items():
         if v["class_type"] in ("LearnedSchedules_CompareSchedules",
                                "LearnedSchedules_PreviewSigmas"):
-            assert outputs[k]["images"], v["class_type"]
+            curves = outputs[k]["compare_schedules"][0]["curves"]
+            assert curves and all(len(c["sigmas"]) >= 2 for c in curves), v["class_type"]
+        if v["class_type"] == "LearnedSchedules_DistanceToReference":
+            # each row's PSNR to the 30-step reference (a tiny random model: no ranking)
+            text = outputs[k]["text"][0]
+            assert "PSNR to the 30-step reference" in text and " of " in text, text
         if v["class_type"] == "LearnedSchedules_ScheduleToText":
             assert outputs[k]["text"][0].startswith("1")
 
 
+def _error_of(server, graph) -> str:
+    """The message of a run that fails in execution (what the frontend's dialog shows)."""
+    result = _run(server, graph)
+    assert result["status"]["status_str"] == "error", result["status"]
+    (err,) = [m[1] for m in result["status"]["messages"] if m[0] == "execution_error"]
+    assert "Traceback" not in err["exception_message"]
+    return err["exception_message"]
+
+
 def test_broken_workflows_report_errors(server):
+    """A policy that cannot be used stops the run with one plain sentence from execute (the
+    frontend shows execution errors in a dialog, also when another branch could run; a
+    validation error would only outline the node), naming the file to install."""
     sd3 = SD3_SINGLE
-    graph = tiny_graph(server, sd3, policy="missing.safetensors")
-    status, body = _post(server["url"] + "/prompt", {"prompt": graph})
-    assert status == 400 and body.get("node_errors"), body
-    errors = json.dumps(body["node_errors"])
-    assert "not found" in errors and "Traceback" not in errors
-    # only the policy input is flagged, not every input of the node
-    (node_err,) = [v for v in body["node_errors"].values()
-                   if v["class_type"] == "LearnedSchedules_LearnedSchedule"]
-    assert len(node_err["errors"]) == 1
+    message = _error_of(server, tiny_graph(server, sd3, policy="missing.safetensors"))
+    assert "missing.safetensors is not in ComfyUI/models/learned_schedules/" in message
+    assert "sd3_test.safetensors" in message  # what is installed
+    # a starter the pack ships: which file to copy from where
+    message = _error_of(server, tiny_graph(server, sd3, policy="digits_policy_L4.safetensors"))
+    assert "copy models/digits/digits_policy_L4.safetensors" in message
+    # a step-wise policy in the one-shot node: where it belongs
+    message = _error_of(server, tiny_graph(server, sd3, policy=STEPWISE))
+    assert "step-wise" in message and "Learned Sampler" in message
     # ComfyUI's own range check still runs on the other inputs
     graph = tiny_graph(server, sd3, steps=5000)
     status, body = _post(server["url"] + "/prompt", {"prompt": graph})
     assert status == 400 and "steps" in json.dumps(body.get("node_errors")), body
-    wrong = tiny_graph(server, sd3, policy="flux_test.safetensors")
-    result = _run(server, wrong)
-    assert result["status"]["status_str"] == "error"
-    assert "trained for flux-dev" in json.dumps(result["status"]["messages"])
+    assert "trained for flux-dev" in _error_of(server, tiny_graph(
+        server, sd3, policy="flux_test.safetensors"))
     # the server keeps running
     assert _get(server["url"] + "/object_info/RandomNoise")
     assert server["proc"].poll() is None
@@ -296,6 +354,7 @@ def test_named_scheduler_in_core_nodes(server):
     basic = json.dumps(info["BasicScheduler"]["input"]["required"]["scheduler"])
     assert "learned:sd3_test" in names and "learned:sd3_test" in basic
     assert "learned:flux_test" not in names  # no global schedule in that file
+    assert "learned:sd3_step_test" not in names  # step-wise: the Learned Sampler's
     assert names.index("learned:sd3_test") > names.index("simple")
     graph = {
         "1": {"class_type": "UNETLoader",
@@ -336,36 +395,32 @@ def test_empty_policy_folder_gives_a_friendly_message(tmp_path_factory):
         assert "models/learned_schedules" in policy[1]["tooltip"]
         srv["object_info"] = _get(srv["url"] + "/object_info")
         for policy in (NO_POLICY, "as_named_in_a_shared_workflow.safetensors"):
-            graph = tiny_graph(srv, SD3_SINGLE, policy=policy)
-            status, body = _post(srv["url"] + "/prompt", {"prompt": graph})
-            assert status == 400, body
-            (node_err,) = [v for v in body["node_errors"].values()
-                           if v["class_type"] == "LearnedSchedules_LearnedSchedule"]
-            assert len(node_err["errors"]) == 1
-            message = json.dumps(node_err["errors"][0])
+            message = _error_of(srv, tiny_graph(srv, SD3_SINGLE, policy=policy))
             assert "models/learned_schedules" in message and "training train" in message
-            assert "Traceback" not in json.dumps(body) and "missing 1 required" not in message
-        if _browser_ready():  # the same in the real frontend: the dialog after pressing Run
+            assert "digits_policy_L4.safetensors" in message  # the one-shot node's starter
+            assert "missing 1 required" not in message
+        if _browser_ready():  # the same in the real frontend: the sentence after pressing Run
             spec = base / "spec.json"
             spec.write_text(json.dumps({"module": PACK, "stand_ins": TINY_SD3, "examples": [],
-                                        "run": [], "no_policy": SD3_SINGLE.stem,
+                                        "run": [], "no_policy": [SD3_SINGLE.stem, ADAGEN],
                                         "out_dir": str(REPO / "test-output")}))
             proc = subprocess.run(["node", str(REPO / "tests" / "browser" / "run_ui.mjs"),
                                    srv["url"], str(spec)],
                                   capture_output=True, text=True, timeout=600, cwd=REPO)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
-            result = json.loads(lines[-1])
-            assert result["ok"], result.get("error")
+            result = _browser_result(proc)
             assert result["new_node_policy"] == NO_POLICY  # not "undefined"
-            assert "models/learned_schedules" in result["dialog_text"]
-            assert "training train" in result["dialog_text"]
-            assert "Traceback" not in result["dialog_text"]
+            shown = result["dialog_text"]  # on screen, with the frontend's default settings
+            assert "models/learned_schedules" in shown[SD3_SINGLE.stem]
+            assert "training train" in shown[SD3_SINGLE.stem]
+            # the AdaGen example names the file IT needs
+            assert "copy models/digits/digits_adagen_L3.safetensors" in shown[ADAGEN]
+            assert all("Traceback" not in t for t in shown.values())
     finally:
         stop_server(srv)
-    # no traceback from the pack (core logs its own, e.g. API nodes without pydantic)
+    # no traceback from the pack (core logs its own, e.g. API nodes without pydantic, and the
+    # stack of every ValueError a node raises for the user: those are the sentences above)
     ours = [tb for tb in _tracebacks((base / "server.log").read_text())
-            if "learned" in tb.lower()]
+            if "learned" in tb.lower() and not tb.splitlines()[-1].startswith("ValueError: ")]
     assert not ours, ours[0]
 
 
@@ -404,15 +459,18 @@ def _newest_frontend() -> tuple[str, Path] | None:
 def _run_browser(url: str, spec: dict, tmp_path: Path) -> dict:
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
-    out = Path(spec["out_dir"]) / "result.json"
-    out.unlink(missing_ok=True)
     proc = subprocess.run(["node", str(REPO / "tests" / "browser" / "run_ui.mjs"), url,
                            str(path)], capture_output=True, text=True, timeout=900, cwd=REPO)
-    # the file, not stdout: a result over 64 KiB may reach the pipe cut short
-    assert out.is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
-    result = json.loads(out.read_text())
-    assert result["ok"], result.get("error")
-    return result
+    return _browser_result(proc)
+
+
+def _browser_result(proc: subprocess.CompletedProcess) -> dict:
+    """run_ui.mjs's result: its last stdout line names the file that holds it."""
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
+    head = json.loads(lines[-1])
+    assert head["ok"], head.get("error")
+    return json.loads(Path(head["result_file"]).read_text())
 
 
 @pytest.mark.parametrize("frontend", ["pinned", "newest"])
@@ -431,7 +489,8 @@ def test_browser_every_example_in_each_frontend_and_renderer(server, tmp_path, f
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = [{**c, "full": frontend == "pinned" and not c["vue"]} for c in CASES]
     spec = {"module": PACK, "stand_ins": TINY_SD3, "examples": [p.stem for p in examples()],
-            "run": [p.stem for p in BROWSER_RUN], "out_dir": str(out_dir), "cases": cases}
+            "run": [p.stem for p in BROWSER_RUN], "out_dir": str(out_dir), "cases": cases,
+            "stepwise": STEPWISE}
     if frontend == "pinned":
         result = _run_browser(server["url"], spec, tmp_path)
     else:
@@ -460,8 +519,17 @@ def _check_case(server, got: dict, case: dict) -> None:
         ex = got["examples"][path.stem]
         with Image.open(path.with_suffix(".jpg")) as jpg:  # the .jpg shown in the panel
             assert ex["thumbnail_width"] == jpg.width, (where, path.stem)
-        assert ex["loaded_nodes"] == len(json.loads(path.read_text())["nodes"]), path.stem
+        ui = json.loads(path.read_text())
+        assert ex["loaded_nodes"] == len(ui["nodes"]), path.stem
         assert not ex["alerts"], (where, ex["alerts"])
+        # opened readable under the frontend's default settings: node text is drawn
+        opened = ex["opened"]
+        assert not opened["low_quality"], (where, path.stem, opened)
+        if opened["threshold"] is not None:
+            assert opened["scale"] >= opened["threshold"], (where, path.stem, opened)
+        # the card says what the user will learn, not the file name again
+        assert ex["description"] == ui["extra"]["learned_schedules"]["description"], \
+            (where, path.stem, ex["description"])
         # the frontend's own conversion equals ours (so the server tests run what users run)
         mine = ui_to_api(json.loads(path.read_text()), server["object_info"])
         theirs = {k: {"class_type": v["class_type"], "inputs": v["inputs"]}
@@ -482,7 +550,21 @@ def _check_case(server, got: dict, case: dict) -> None:
                 assert seen["text_seen"].startswith("1, ") and seen["text_seen"] == ex["text"], \
                     (where, path.stem, state, seen.get("text_seen"))
         if "default vs" in path.stem:
-            assert ex["preview_images"] >= 1 and ex["text"].startswith("1"), (where, ex)
+            assert ex["text"].startswith("1"), (where, ex)
+            # Compare Schedules on the node: every legend entry inside the plot
+            compare = ex["compare"]
+            assert len(compare["legend"]) == 3, (where, compare)
+            assert all(0 <= e["x"] and e["right"] <= compare["width"] + 1
+                       for e in compare["legend"]), (where, compare)
+        if "Digits" in path.stem:  # each row's distance to the reference, on the canvas
+            assert "PSNR to the 30-step reference" in ex["distance"], (where, ex)
+        if "AdaGen" in path.stem:  # per-image schedules: counted and told apart
+            plot = ex["sampler_plot"]
+            batch = TINY_SD3["set"]["EmptySD3LatentImage"]["batch_size"]  # as run
+            assert plot["items"] == batch, (where, plot)
+            assert f"{batch} images, each its own schedule" in plot["texts"], (where, plot)
+            assert any(t.startswith("per-image schedules differ by at most")
+                       for t in plot["texts"]), (where, plot)
     if not case["full"]:
         return
     first = got["examples"][RUN_ORDER[0].stem]  # the first one run
@@ -497,6 +579,16 @@ def _check_case(server, got: dict, case: dict) -> None:
     palette = first["palette"]
     assert sum(palette["light"]) > sum(palette["before"]) + 200, palette  # light background
     assert palette["after"] == palette["before"], palette
+    # Compare Schedules follows the palette too
+    assert sum(palette["compare_light"]) > sum(palette["compare_dark"]) + 200, palette
+    # a step-wise policy in Learned Schedule: the sentence on screen, the message on the node
+    # in place of the old plot, the earlier run's images downstream cleared
+    err = first["error_on_screen"]
+    assert err["status"] == "error", err
+    assert "step-wise" in err["shown"] and "Learned Sampler" in err["shown"], err
+    assert err["plot"]["error"] and "step-wise" in err["plot"]["error"], err
+    assert any("Not run this time" in t for t in err["plot"]["texts"]), err
+    assert sum(err["images_before"]) > 0 and sum(err["images_after"]) == 0, err
     tab = first["after_tab_switch"]
     assert tab["blank_nodes"] == 0 and tab["payload"] and tab["curve"] > 30, tab
 

@@ -51,7 +51,11 @@ def test_compare_schedules_plots_every_connected_input(env):
     out = node.execute(a, b, None, a * 0.5, labels="learned, simple", x_axis="fraction")
     image = out.result[0]
     assert image.shape == (1, 448, 768, 3) and float(image.std()) > 0
-    assert out.ui is not None
+    # the plot on the node is drawn by the frontend from the curves (palette-aware)
+    curves = out.ui["compare_schedules"][0]["curves"]
+    assert [c["label"] for c in curves] == ["learned (4 steps)", "simple (7 steps)",
+                                            "sigmas_4 (4 steps)"]
+    assert curves[1]["sigmas"] == pytest.approx(b.tolist())
     names = list(env["sigma_nodes"].comparison_curves([a, b, None, a * 0.5], "learned, simple"))
     assert names == ["learned", "simple", "sigmas_4"]
     # one more curve changes the picture
@@ -90,11 +94,77 @@ def test_no_policy_installed_is_a_friendly_state(env):
         assert "models/learned_schedules" in message and "learned_schedules.training train" \
             in message
     assert missing_policy_message("a.safetensors", ["a.safetensors"]) is None
-    node = env["schedule_nodes"].LearnedSchedule
+    # the sentence comes from execute (the frontend's error dialog shows it); validation only
+    # checks the type, so ComfyUI's combo check does not hide it
+    nodes = env["schedule_nodes"]
     _policy_with_global(env["policies"] / "present.safetensors", None)
-    assert "training train" in node.validate_inputs(policy=NO_POLICY)
-    assert "not found" in node.validate_inputs(policy="missing.safetensors")
-    assert node.validate_inputs(policy="present.safetensors") is True
+    assert nodes.LearnedSchedule.validate_inputs(policy="missing.safetensors") is True
+    assert "must be the name" in nodes.LearnedSchedule.validate_inputs(policy=3)
+    with pytest.raises(ValueError, match="training train"):
+        nodes.check_policy(NO_POLICY, "schedule")
+    with pytest.raises(ValueError, match="missing.safetensors is not in .*present"):
+        nodes.check_policy("missing.safetensors", "schedule")
+    with pytest.raises(ValueError, match="copy models/digits/digits_adagen_L3.safetensors"):
+        nodes.check_policy("digits_adagen_L3.safetensors", "sampler")
+    nodes.check_policy("present.safetensors", "schedule")
+    # the message for an empty folder names the starter of the node that asks
+    assert "digits_adagen_L3" in missing_policy_message(None, [], "sampler")
+    assert "digits_policy_L4" in missing_policy_message(None, [], "schedule")
+
+
+def test_each_node_lists_the_policies_it_can_use(env):
+    """Learned Schedule lists one-shot policies only, the Learned Sampler step-wise ones too,
+    and the pack's starter AdaGen policy is never a named scheduler."""
+    import shutil
+
+    from learned_schedules.nodes.policy_choice import STARTERS_DIR
+
+    nodes = env["schedule_nodes"]
+    for name in ("digits_adagen_L3.safetensors", "digits_policy_L4.safetensors"):
+        shutil.copy(STARTERS_DIR / name, env["policies"] / name)
+    try:
+        assert "digits_policy_L4.safetensors" in nodes.policy_files("schedule")
+        assert "digits_adagen_L3.safetensors" not in nodes.policy_files("schedule")
+        assert {"digits_policy_L4.safetensors", "digits_adagen_L3.safetensors"} <= set(
+            nodes.policy_files("sampler"))
+        with pytest.raises(ValueError, match="step-wise policy.*Learned Sampler"):
+            nodes.check_policy("digits_adagen_L3.safetensors", "schedule")
+        found = env["named"].discover([(n, str(env["policies"] / n)) for n in (
+            "digits_adagen_L3.safetensors", "digits_policy_L4.safetensors")])
+        assert list(found) == ["learned:digits_policy_L4"]
+    finally:
+        for name in ("digits_adagen_L3.safetensors", "digits_policy_L4.safetensors"):
+            (env["policies"] / name).unlink()
+
+
+def test_distance_to_reference_scores_each_image(env):
+    from learned_schedules.nodes.image_nodes import DistanceToReference, psnr
+
+    ref = torch.rand(3, 8, 8, 3)
+    close = (ref + 0.01).clamp(0, 1)
+    far = (ref + 0.2 * torch.randn_like(ref)).clamp(0, 1)
+    scores = psnr(close, ref)
+    assert scores.shape == (3,) and bool((scores > psnr(far, ref)).all())
+    assert float(psnr(ref, ref[:1])[0]) == pytest.approx(100.0)  # one reference serves all
+    out = DistanceToReference.execute(ref, close, far, labels="learned, default")
+    text = out.result[0]
+    assert out.ui["text"] == [text]
+    assert text.startswith("learned ") and " vs default " in text
+    assert "learned is closer than default on 3 of 3 images" in text
+    assert "default per image: " in text
+    with pytest.raises(ValueError, match="same size"):
+        psnr(close, torch.rand(3, 16, 16, 3))
+
+
+def test_comparison_legend_stays_inside_the_picture():
+    """A long policy name is wrapped: the picture's right edge stays background."""
+    from learned_schedules.plots import render_sigma_comparison
+
+    s = torch.tensor([1.0, 0.7, 0.4, 0.1, 0.0])
+    rgb = render_sigma_comparison({"learned:digits_policy_L4_with_a_long_name": s,
+                                   "simple": s * 0.9}, title="t")
+    edge = rgb[:, -6:, :]
+    assert (edge > 240).all(), "legend text reaches the right edge"
 
 
 def test_named_schedulers_are_opt_in(env, monkeypatch, tmp_path):
@@ -209,3 +279,18 @@ def test_named_scheduler_sigmas_are_the_nodes_for_the_same_schedule(env):
         mapped = schedule_to_model(edm, flow, steps)
         assert torch.equal(handler(edm, steps), mapped)
         assert torch.equal(mapped, flow_to_sigmas(resampled, "loglinear", lo, hi).float())
+
+
+def test_inputs_comfyui_lets_through_get_a_sentence(env):
+    """NaN passes a FLOAT's range check and an API prompt may name undeclared inputs: each
+    gets a plain sentence, not a run or a TypeError."""
+    sig = torch.linspace(1.0, 0.0, 5)
+    nodes = env["sigma_nodes"]
+    with pytest.raises(ValueError, match="Compare Schedules has no input sigmas_7; its inputs "
+                                         "are sigmas_1"):
+        nodes.CompareSchedules.execute(sig, sigmas_7=sig)
+    with pytest.raises(ValueError, match="boundary must be a number from 0.001 to 0.999"):
+        nodes.SplitAtExpertBoundary.execute(sig, float("nan"))
+    with pytest.raises(ValueError, match="denoise must be a number from 0 to 1"):
+        env["schedule_nodes"].LearnedSchedule.execute(
+            env["model"], env["cond"], None, None, "x.safetensors", denoise=float("nan"))

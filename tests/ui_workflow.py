@@ -17,7 +17,8 @@ TINY_SD3 = {
     "set": {
         "UNETLoader": {"unet_name": "sd3_tiny.safetensors", "weight_dtype": "default"},
         "VAELoader": {"vae_name": "tiny_vae.safetensors"},
-        "EmptySD3LatentImage": {"width": 128, "height": 128},
+        # small and few images: the examples run in seconds on a CPU in every test
+        "EmptySD3LatentImage": {"width": 64, "height": 64, "batch_size": 2},
         "LearnedSchedules_LearnedSchedule": {"policy": "sd3_test.safetensors"},
         "LearnedSchedules_LearnedSampler": {"policy": "sd3_test.safetensors"},
         "CLIPLoader": {"clip_name": "clip_l.safetensors", "type": "sd3"},

@@ -248,6 +248,9 @@ class EvalArgs:
     ceiling_steps: int = 0
     """ComfyUI models: also evaluate the default schedule at this many steps (e.g. 30) as the
     ceiling of the gap-closed shares (0: off)."""
+    fixed_at_mean: Annotated[bool, tyro.conf.FlagCreatePairsOff] = False
+    """Also for a one-shot policy: the row learned_mean, one fixed schedule at the policy's
+    mean schedule (step-wise policies always get it)."""
     reward: str | None = None
     """ComfyUI models: the reward (default: the policy's training reward)."""
     comfy: Annotated[ComfyConfig, tyro.conf.OmitArgPrefixes] = field(
@@ -302,7 +305,8 @@ def cmd_eval(argv: list[str]) -> int:
         options["fixed_schedules"] = dict(parse_schedule_option(v) for v in args.schedule)
     report = evaluate_policy_file(args.policy, overrides=overrides, contexts=args.contexts,
                                   seeds=args.seeds, seed=args.seed, options=options,
-                                  out=args.out, ceiling_steps=args.ceiling_steps)
+                                  out=args.out, ceiling_steps=args.ceiling_steps,
+                                  fixed_at_mean=True if args.fixed_at_mean else None)
     print(report.markdown())
     print(f"\nwritten: {report.out_dir}")
     return 0

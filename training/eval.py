@@ -10,6 +10,12 @@ where the row beats it; with both ``best_global`` and ``oracle`` present, also t
 the best-global -> oracle gap the row closes (how much of the possible per-instance gain was
 taken).
 
+A policy's per-image choices are read against its own mean: the report gives the spread of the
+learned schedules over the held-out contexts (largest and mean absolute deviation from their
+mean) and, for a step-wise policy (or with ``fixed_at_mean``), the row ``learned_mean``: ONE
+fixed schedule equal to the policy's mean schedule, with the policy's paired differences from
+it (what the per-image choices buy over their own average).
+
 Outputs (``<run>/eval`` or ``--out``): ``eval.md``, ``eval.csv``, ``eval.json``, and where the
 back-end describes its contexts ``per_prompt.csv`` (one row per context, one reward column per
 schedule), plus the back-end's artefacts.
@@ -27,6 +33,7 @@ from typing import Any
 
 import torch
 
+from ..policies.contract import is_stepwise
 from ..policies.policy_file import LoadedPolicy, load_policy
 from .rl.backend import Backend, SetMetric, make_backend
 from .rl.config import TrainConfig
@@ -36,6 +43,8 @@ from .rl.stepwise import policy_schedules as deployed_schedules
 log = logging.getLogger("learned_schedules.training")
 
 LEARNED = "learned"
+LEARNED_MEAN = "learned_mean"
+"""The row of the fixed schedule at the policy's mean schedule over the held-out contexts."""
 
 
 @dataclass
@@ -54,6 +63,11 @@ class EvalReport:
     """The default schedule at many steps (the ceiling of the gap shares), if evaluated."""
     set_metrics: list[str] = field(default_factory=list)
     """Names of the set-level measures in the rows (e.g. ``fd``, ``coverage``)."""
+    spread: dict[str, Any] = field(default_factory=dict)
+    """The learned schedules' mean ``mean``, largest and mean absolute deviation from it
+    (``max_dev``, ``mean_dev``; flow time) and, with a ``learned_mean`` row, the policy's
+    paired differences from that row (``reward_minus_mean`` / ``_se``, ``<m>_minus_mean`` /
+    ``_se`` for each set measure)."""
 
     def markdown(self) -> str:
         """The table in Markdown (what ``eval`` prints and writes to ``eval.md``)."""
@@ -74,7 +88,26 @@ class EvalReport:
                 cells.append("" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f}%")
             cells += [f"{r[m + '_geomean']:.4g}" for m in metrics]
             lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines + self._default_lines() + self._set_lines())
+        return "\n".join(lines + self._default_lines() + self._set_lines()
+                         + self._spread_lines())
+
+    def _spread_lines(self) -> list[str]:
+        """How much the learned schedules differ per context, and what that buys over one
+        fixed schedule at their mean (the ``learned_mean`` row)."""
+        sp = self.spread
+        if not sp:
+            return []
+        mean = ", ".join(f"{v:.3f}" for v in sp["mean"])
+        lines = ["", f"Per-image choice: the learned schedules over the {self.contexts} "
+                 f"contexts have mean ({mean}) and deviate from it by at most "
+                 f"{sp['max_dev']:.2g} (mean absolute deviation {sp['mean_dev']:.2g}, flow "
+                 "time)."]
+        if "reward_minus_mean" in sp:
+            parts = [f"{m} {_value_se(sp[m + '_minus_mean'], sp[m + '_minus_mean_se'], '+')}"
+                     for m in ["reward", *self.set_metrics] if m + "_minus_mean" in sp]
+            lines.append(f"learned − {LEARNED_MEAN} (one fixed schedule at that mean; paired): "
+                         + ", ".join(parts) + ".")
+        return lines
 
     def _default_lines(self) -> list[str]:
         """Gains over the model's default (separate from those over the reference row) and
@@ -214,6 +247,16 @@ def _share(value: float, lo: float, hi: float) -> float:
     return (value - lo) / (hi - lo) if hi != lo else float("nan")
 
 
+def schedule_spread(schedules: torch.Tensor) -> dict[str, Any]:
+    """Mean schedule of ``schedules [N, L+1]`` and their largest and mean absolute deviation
+    from it."""
+    s = schedules.double()
+    mean = s.mean(0)
+    dev = (s - mean).abs()
+    return {"mean": [float(v) for v in mean], "max_dev": float(dev.max()),
+            "mean_dev": float(dev.mean())}
+
+
 def policy_schedules(loaded: LoadedPolicy, backend: Backend, contexts: Any) -> torch.Tensor:
     """The policy's deterministic (mean-mode) flow-time schedules ``[N, L+1]`` (a step-wise
     policy's: the flow times its rollout used)."""
@@ -258,7 +301,8 @@ def policy_file_of(path: str | Path) -> Path:
 def evaluate_policy_file(policy_path: str | Path, *, overrides: dict[str, Any] | None = None,
                          contexts: int = 512, seeds: int = 4, seed: int = 10_000,
                          options: dict[str, Any] | None = None, out: str | Path | None = None,
-                         backend: Backend | None = None, ceiling_steps: int = 0) -> EvalReport:
+                         backend: Backend | None = None, ceiling_steps: int = 0,
+                         fixed_at_mean: bool | None = None) -> EvalReport:
     """Evaluate a policy file (or run folder) against its back-end's comparators; write the
     report. ``contexts``: held-out contexts where they are unlimited (testbed); ``seeds``:
     seeds per held-out prompt where prompts are held out (ComfyUI models). ``options`` go to
@@ -266,7 +310,8 @@ def evaluate_policy_file(policy_path: str | Path, *, overrides: dict[str, Any] |
     ComfyUI: ``schedulers``) and to the back-end's artefacts (``grid_columns``).
     ``ceiling_steps`` > 0 adds the model's default schedule at that many steps (ComfyUI
     models: e.g. 30) as the ceiling row; the back-end's set measures (:meth:`Backend.
-    set_metrics`, e.g. the digits model's Fréchet distance) are reported for every row."""
+    set_metrics`, e.g. the digits model's Fréchet distance) are reported for every row.
+    ``fixed_at_mean``: add the ``learned_mean`` row (None: for step-wise policies only)."""
     if contexts < 1 or seeds < 1:
         raise ValueError("eval needs at least one held-out context (--contexts) and one seed "
                          "(--seeds).")
@@ -289,6 +334,9 @@ def evaluate_policy_file(policy_path: str | Path, *, overrides: dict[str, Any] |
     schedules = {name: (s if s.ndim == 2 else s.expand(n, -1)).float()
                  for name, s in comparators.items()}
     schedules[LEARNED] = policy_schedules(loaded, backend, ctx).float()
+    spread = schedule_spread(schedules[LEARNED])
+    if fixed_at_mean if fixed_at_mean is not None else is_stepwise(loaded.policy):
+        schedules[LEARNED_MEAN] = torch.tensor(spread["mean"]).float().expand(n, -1)
     rewards: dict[str, torch.Tensor] = {}
     metrics: dict[str, dict[str, torch.Tensor]] = {}
     for name, sched in schedules.items():
@@ -310,11 +358,19 @@ def evaluate_policy_file(policy_path: str | Path, *, overrides: dict[str, Any] |
     all_schedules = dict(schedules)
     if ceiling is not None:
         all_schedules[ceiling] = flow.expand(n, -1)
-    set_names = add_set_metrics(rows, backend.set_metrics(ctx, all_schedules),
-                                [x for x in (default, reference) if x is not None], ceiling)
+    sets = backend.set_metrics(ctx, all_schedules)
+    set_names = add_set_metrics(rows, sets, [x for x in (default, reference) if x is not None],
+                                ceiling)
+    if LEARNED_MEAN in rewards:
+        spread["reward_minus_mean"], spread["reward_minus_mean_se"] = _mean_se(
+            rewards[LEARNED].double() - rewards[LEARNED_MEAN].double())
+        for m in set_names:
+            own, fixed = sets[LEARNED][m], sets[LEARNED_MEAN][m]
+            spread[f"{m}_minus_mean"] = own.value - fixed.value
+            spread[f"{m}_minus_mean_se"] = own.diff_se(fixed)
     report = EvalReport(steps=steps, reward=backend.reward_name, contexts=n,
                         reference=reference, rows=rows, default=default, ceiling=ceiling,
-                        set_metrics=set_names)
+                        set_metrics=set_names, spread=spread)
     out_dir = Path(out) if out else (path.parent.parent if path.parent.name == "checkpoints"
                                      else path.parent) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -327,7 +383,7 @@ def evaluate_policy_file(policy_path: str | Path, *, overrides: dict[str, Any] |
     (out_dir / "eval.json").write_text(json.dumps(
         {"policy": str(path), "model_family": backend.model_family, "steps": steps,
          "reward": backend.reward_name, "contexts": n, "seed": seed, "reference": reference,
-         "rows": report.rows, "default": default, "ceiling": ceiling,
+         "rows": report.rows, "default": default, "ceiling": ceiling, "spread": spread,
          "schedules": {k: v.tolist() for k, v in comparators.items() if v.ndim == 1},
          "learned_schedules_first": schedules[LEARNED][:8].tolist()}, indent=2))
     described = backend.describe_contexts(ctx)
@@ -343,4 +399,5 @@ def evaluate_policy_file(policy_path: str | Path, *, overrides: dict[str, Any] |
 
 
 __all__ = ["EvalReport", "evaluate_policy_file", "summarize", "backend_for_policy",
-           "policy_schedules", "reference_name", "add_default_columns", "add_set_metrics"]
+           "policy_schedules", "reference_name", "add_default_columns", "add_set_metrics",
+           "schedule_spread", "LEARNED_MEAN"]

@@ -9,9 +9,15 @@
 // Usage: node tests/browser/run_ui.mjs <server-url> <spec.json>
 //   spec: { module, examples: [stem], run: [stem], stand_ins: {set, replace}, out_dir,
 //           cases?: [{ name, vue, full }] (default: one classic case with every check),
-//           thumbnails_dir? (write <stem>.jpg thumbnails there),
-//           no_policy? (a stem: open it on a server without policies, press Run) }
-//   result: { ok, examples (the first case's), cases: { name: { examples, ours } }, ... }
+//           thumbnails_dir? (write <stem>.jpg thumbnails there), keep_seed? (run the
+//             workflows' own seeds: scripts/render_thumbnails.py),
+//           no_policy? ([stem]: open each on a server without policies and run it; the
+//             sentence on screen is collected), stepwise? (a step-wise policy file: the full
+//             case also runs the first example with it in Learned Schedule) }
+// The frontend runs with its default settings (its default level-of-detail zoom included),
+// as a user meets it; only the first-visit tutorial and the minimap are switched off.
+//   result (in <out_dir>/result.json; stdout gets { ok, error, result_file }):
+//     { ok, examples (the first case's), cases: { name: { examples, ours } }, ... }
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
@@ -42,6 +48,7 @@ async function openApp(page) {
   await page.keyboard.press("Escape"); // a first visit may open a dialog
 }
 
+let lastDescription = "";
 async function openTemplate(page, stem) {
   await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
   const dialog = page.locator('[role="dialog"]');
@@ -55,12 +62,64 @@ async function openTemplate(page, stem) {
   await page.waitForFunction((el) => el.complete && el.naturalWidth > 0,
     await img.elementHandle(), { timeout: 30000 }).catch(() => {});
   const thumb = await img.evaluate((el) => el.naturalWidth).catch(() => 0);
+  // the one-sentence description our JS writes on the card (the frontend shows the name)
+  lastDescription = await card.locator("[data-ls-description]").first()
+    .textContent({ timeout: 5000 }).catch(() => "");
   await card.locator("h3").first().click();
   await page.waitForFunction(
     (ls) => window.app.graph._nodes.some((n) => ls.includes(n.type)) &&
       !document.querySelector('[role="dialog"]'), PLOT, { timeout: 60000 });
   await page.waitForTimeout(800);
   return thumb;
+}
+
+// what the user reads: the frontend's dialogs and toasts
+async function messagesOnScreen(page) {
+  return page.evaluate(() => [...document.querySelectorAll(
+    '[role="dialog"], [role="alertdialog"], .p-toast-message')].map((e) => e.innerText).join("\n"));
+}
+
+// whether node text is drawn at the zoom a workflow opened with (the frontend switches to
+// low-quality boxes without text below its level-of-detail zoom)
+async function readable(page) {
+  return page.evaluate(() => {
+    const c = window.app.canvas;
+    return { scale: c.ds.scale, low_quality: !!c.low_quality,
+             threshold: c._lowQualityZoomThreshold ?? null };
+  });
+}
+
+// what our plot on a node draws, recorded: its text (legends, info lines, messages) and the
+// legend entries' positions, by drawing the node's payload again with a recording context
+async function drawnPlot(page, type) {
+  return page.evaluate(async ({ type, ours }) => {
+    const node = window.app.graph._nodes.find((n) => n.type === type);
+    const canvas = node?.__lsCanvas;
+    if (!canvas) return null;
+    const plot = await import(`${ours}schedule_plot.js`);
+    const w = parseFloat(canvas.style.width) || canvas.width;
+    const h = parseFloat(canvas.style.height) || canvas.height;
+    const texts = [];
+    const measure = canvas.getContext("2d");
+    measure.font = "11px sans-serif";
+    const ctx = new Proxy({}, {
+      get(target, prop) {
+        if (prop in target) return target[prop];
+        if (prop === "measureText") return (t) => { measure.font = target.font || measure.font; return measure.measureText(t); };
+        if (prop === "fillText") return (t, x, y) => texts.push([t, x, y]);
+        return () => {};
+      },
+      set(target, prop, value) { target[prop] = value; return true; },
+    });
+    const payload = node.properties?.learned_schedule_plot || null;
+    const draw = payload?.curves ? plot.drawComparison : plot.drawSchedule;
+    const box = draw(ctx, w, h, payload, true);
+    const legend = (box?.legend || []).map((e) => ({ label: e.label, x: e.x,
+      right: e.x + 22 + measure.measureText(e.label).width }));
+    return { width: w, height: h, texts: texts.map(([t]) => t), legend,
+             inset: !!box?.inset, error: payload?.error ?? null,
+             items: payload?.items?.length ?? 0 };
+  }, { type, ours: OURS });
 }
 
 // a seed of this browser run: the API tests may have run the same graphs on this server, and a
@@ -75,7 +134,9 @@ function standIns(prompt, stand) {
   const out = JSON.parse(JSON.stringify(prompt));
   const sampler = Object.values(out).some((n) => n.class_type === PLOT[1]);
   for (const node of Object.values(out)) {
-    if (node.class_type === "RandomNoise") node.inputs.noise_seed = SEED + (sampler ? caseIndex : 0);
+    if (node.class_type === "RandomNoise" && !spec.keep_seed) {
+      node.inputs.noise_seed = SEED + (sampler ? caseIndex : 0);
+    }
     const rep = stand.replace[node.class_type];
     if (rep) {
       node.class_type = rep.class_type;
@@ -253,9 +314,67 @@ async function paletteSwitch(page) {
   const shot = `${spec.out_dir}/light_palette.png`;
   await page.screenshot({ path: shot });
   result.screenshots.push(shot);
+  const compareLight = await comparePixel(page);
   await setPalette("dark");
   await page.waitForTimeout(1200);
-  return { before, light, after: await pixel() };
+  return { before, light, after: await pixel(), compare_light: compareLight,
+           compare_dark: await comparePixel(page) };
+}
+
+// the background of the Compare Schedules plot (drawn by our JS in the palette's colours)
+async function comparePixel(page) {
+  return page.evaluate(() => {
+    const c = window.app.graph._nodes.find((n) => n.type === "LearnedSchedules_CompareSchedules")
+      ?.__lsCanvas;
+    return c ? [...c.getContext("2d").getImageData(1, 1, 1, 1).data.slice(0, 3)] : null;
+  });
+}
+
+// a step-wise policy picked in Learned Schedule: the sentence on screen, the message on the
+// node instead of its old plot, and the images downstream that this run did not make cleared
+async function errorOnScreen(page, ex) {
+  // first a good run with a new seed, so every image on screen is from this page's last run
+  const fresh = standIns(ex.prompt, spec.stand_ins);
+  for (const node of Object.values(fresh)) {
+    if (node.class_type === "RandomNoise") node.inputs.noise_seed += 7;
+  }
+  await runPrompt(page, fresh);
+  const prompt = JSON.parse(JSON.stringify(fresh));
+  for (const node of Object.values(prompt)) {
+    if (node.class_type === LS) node.inputs.policy = spec.stepwise;
+  }
+  const downstream = await page.evaluate((ls) => {
+    const graph = window.app.graph;
+    const start = graph._nodes.find((n) => n.type === ls);
+    const seen = new Set();
+    const todo = [start];
+    while (todo.length) {
+      for (const out of todo.pop().outputs || []) {
+        for (const id of out.links || []) {
+          const link = graph.links?.get?.(id) ?? graph.links?.[id];
+          const next = link && graph.getNodeById(link.target_id);
+          if (next && !seen.has(next.id)) { seen.add(next.id); todo.push(next); }
+        }
+      }
+    }
+    return graph._nodes.filter((n) => seen.has(n.id) && n.type === "PreviewImage")
+      .map((n) => String(n.id));
+  }, LS);
+  const imagesBefore = await page.evaluate((ids) => ids.map((id) =>
+    window.app.nodeOutputs?.[id]?.images?.length ?? 0), downstream);
+  const run = await runPrompt(page, prompt);
+  await page.waitForTimeout(1500);
+  const out = { status: run.status, shown: await messagesOnScreen(page), images_before: imagesBefore,
+    images_after: await page.evaluate((ids) => ids.map((id) =>
+      window.app.nodeOutputs?.[id]?.images?.length ?? 0), downstream),
+    plot: await drawnPlot(page, LS) };
+  await focusNodes(page, [LS, "PreviewImage"]);
+  const shot = `${spec.out_dir}/error_on_screen.png`;
+  await page.screenshot({ path: shot });
+  result.screenshots.push(shot);
+  await page.keyboard.press("Escape");
+  await page.waitForTimeout(400);
+  return out;
 }
 
 // open a new blank workflow tab, then come back (as clicking the tabs does)
@@ -273,11 +392,10 @@ async function tabSwitch(page) {
 }
 
 const THUMB = { x: 240, y: 135, width: 760, height: 760 }; // below the tab bar and workflow name
-const THUMB_NODES = [...PLOT, "SamplerCustomAdvanced", "SaveImage", "PreviewImage",
-  "LearnedSchedules_CompareSchedules",
-  "LearnedSchedules_ScheduleToText"];
-async function thumbnail(page, stem) {
-  await focusNodes(page, THUMB_NODES, THUMB);
+const THUMB_NODES = ["SaveImage", "PreviewImage", "LearnedSchedules_DistanceToReference"];
+async function thumbnail(page, stem, ran) {
+  // a run example: its results; one that needs the user's model: its note and our node
+  await focusNodes(page, ran ? THUMB_NODES : ["MarkdownNote", ...PLOT], THUMB);
   await page.screenshot({ path: `${spec.thumbnails_dir}/${stem}.jpg`, type: "jpeg", quality: 82,
                           clip: THUMB });
 }
@@ -286,7 +404,6 @@ async function thumbnail(page, stem) {
 // before the page loads
 async function runCase(c) {
   const settings = [["Comfy.TutorialCompleted", true], ["Comfy.Minimap.Visible", false],
-    ["LiteGraph.Canvas.LowQualityRenderingZoomThreshold", 0.2],
     ["Comfy.VueNodes.Enabled", !!c.vue]];
   for (const [key, value] of settings) {
     await fetch(`${url}/settings/${key}`, {
@@ -333,20 +450,31 @@ async function runCase(c) {
   await openApp(page);
 
   if (spec.no_policy) {
-    // a fresh server with an empty policy folder: open an example, press Run
-    await openTemplate(page, spec.no_policy);
-    result.new_node_policy = await page.evaluate((ls) => {
-      const node = window.LiteGraph.createNode(ls);
-      return node.widgets.find((w) => w.name === "policy").value;
-    }, LS);
-    await page.evaluate(() => window.app.queuePrompt(0, 1));
-    await page.waitForSelector('[role="dialog"]', { timeout: 30000 }).catch(() => {});
-    await page.waitForTimeout(1500);
-    result.dialog_text = await page.evaluate(() => [...document.querySelectorAll(
-      '[role="dialog"], .p-toast-message')].map((e) => e.innerText).join("\n"));
-    const shot = `${spec.out_dir}/no_policy.png`;
-    await page.screenshot({ path: shot });
-    result.screenshots.push(shot);
+    // a fresh server with an empty policy folder: open each example, run it (tiny models
+    // swapped in, the policy as the example names it), read what the screen says
+    result.dialog_text = {};
+    for (const stem of spec.no_policy) {
+      await openTemplate(page, stem);
+      result.new_node_policy ??= await page.evaluate((ls) => {
+        const node = window.LiteGraph.createNode(ls);
+        return node.widgets.find((w) => w.name === "policy").value;
+      }, LS);
+      const original = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
+      const prompt = standIns(original, spec.stand_ins);
+      for (const [id, node] of Object.entries(prompt)) {
+        if (PLOT.includes(node.class_type)) node.inputs.policy = original[id].inputs.policy;
+      }
+      await runPrompt(page, prompt);
+      await page.waitForFunction(() => document.querySelector(
+        '[role="dialog"], .p-toast-message'), null, { timeout: 30000 }).catch(() => {});
+      await page.waitForTimeout(1200);
+      result.dialog_text[stem] = await messagesOnScreen(page);
+      const shot = `${spec.out_dir}/no_policy_${stem.replace(/[^A-Za-z0-9]+/g, "_")}.png`;
+      await page.screenshot({ path: shot });
+      result.screenshots.push(shot);
+      await page.keyboard.press("Escape");
+      await page.waitForTimeout(400);
+    }
   }
 
   for (const stem of spec.no_policy ? [] : spec.examples) {
@@ -355,6 +483,8 @@ async function runCase(c) {
     const ex = { thumbnail_width: await openTemplate(page, stem) };
     const ms = (key) => { ex.ms = { ...ex.ms, [key]: Date.now() - t0 }; };
     ms("open");
+    ex.opened = await readable(page);
+    ex.description = lastDescription;
     ex.loaded_nodes = await page.evaluate(() => window.app.graph._nodes.length);
     ex.prompt = (await page.evaluate(async () => (await window.app.graphToPrompt()).output));
     ex.alerts = await page.evaluate(() => [...document.querySelectorAll(
@@ -367,17 +497,14 @@ async function runCase(c) {
         .find((n) => ls.includes(n.type))?.properties?.learned_schedule_plot, PLOT, { timeout: 30000 }).catch(() => {});
       await page.waitForTimeout(400);
       Object.assign(ex, await plotState(page));
-      ex.preview_images = await page.evaluate(() => {
-        const node = window.app.graph._nodes.find(
-          (n) => n.type === "LearnedSchedules_CompareSchedules");
-        if (!node) return 0;
-        const out = window.app.nodeOutputs?.[String(node.id)];
-        return out?.images?.length ?? node.imgs?.length ?? 0;
-      });
+      ex.compare = await drawnPlot(page, "LearnedSchedules_CompareSchedules");
+      ex.distance = await page.evaluate(() => window.app.graph._nodes.find(
+        (n) => n.type === "LearnedSchedules_DistanceToReference")?.__lsText?.value ?? "");
+      ex.sampler_plot = await drawnPlot(page, PLOT[1]);
       ex.text = await page.evaluate((t) => window.app.graph._nodes.find(
         (n) => n.type === t)?.__lsText?.value ?? "", TEXT);
       if (spec.thumbnails_dir) {
-        await thumbnail(page, stem);
+        await thumbnail(page, stem, true);
       }
       ex.screen = await screenState(page, c.vue);
       ms("screen");
@@ -385,6 +512,7 @@ async function runCase(c) {
       if (c.full && stem === spec.run[0]) {
         await reloadAndRerun(page, ex);
         ex.screen_after_reload = await screenState(page, c.vue);
+        if (spec.stepwise) ex.error_on_screen = await errorOnScreen(page, ex);
       } else { // the workflow comes back from the browser's storage
         await page.waitForTimeout(1000);
         await page.reload({ waitUntil: "domcontentloaded" });
@@ -399,7 +527,7 @@ async function runCase(c) {
       await page.screenshot({ path: shot });
       result.screenshots.push(shot);
     } else if (spec.thumbnails_dir) {
-      await thumbnail(page, stem);
+      await thumbnail(page, stem, false);
     }
     out.examples[stem] = ex;
   }
@@ -420,4 +548,6 @@ try {
   await browser.close();
 }
 writeFileSync(`${spec.out_dir}/result.json`, JSON.stringify(result, null, 1));
-writeFileSync(1, JSON.stringify(result) + "\n");
+// the whole result is in the file (a pipe takes only 64 KiB in one write): one short line here
+writeFileSync(1, JSON.stringify({ ok: result.ok, error: result.error,
+  result_file: `${spec.out_dir}/result.json` }) + "\n");

@@ -50,9 +50,11 @@ def progress_callback(args: CalibrateArgs) -> tuple[Progress, Any]:
 
 def art_schedule(args: CalibrateArgs, steps: int, out: Path
                  ) -> tuple[torch.Tensor, float, float]:
-    """ART's direct solver through the trainer (``--algo art --art.solver direct``): its
-    deployed global schedule, the wall time and its per-sample model calls (forwards plus
-    forward-mode JVPs, from the run's metrics)."""
+    """ART's direct solver through the trainer (``--algo art --art.solver direct``; on a
+    ComfyUI model with the cheap error signal, one extra forward per Q in the model's own
+    dtype: ``--art.error-signal finite_difference``, docs/art.md): its deployed global
+    schedule, the wall time and its per-sample model calls (forwards plus forward-mode JVPs,
+    from the run's metrics)."""
     from ..rl.config import TrainConfig
     from ..rl.engine import train
 
@@ -62,7 +64,8 @@ def art_schedule(args: CalibrateArgs, steps: int, out: Path
         iterations=4 if small else 16, batch=8 if small else 16, seed=args.seed,
         reward="reference" if small else None, eval_every=0, checkpoint_every=0,
         out=str(out), run_name=f"art_L{steps}__{time.strftime('%Y%m%d-%H%M%S')}",
-        art={"solver": "direct"}))
+        art={"solver": "direct",
+             "error_signal": "finite_difference" if small else "jvp"}))
     if small:
         cfg.comfy = dataclasses.replace(args.comfy, sample_every=0)
     t0 = time.monotonic()

@@ -11,8 +11,9 @@ from torch import nn
 
 from ...policies.actors import Actor, StepState, Trajectory, TrajectoryRecorder, check_decision
 from ...policies.encoders import VectorEncoder
-from ..rl.backend import Backend, grouped_indices
+from ..rl.backend import Backend, SetMetric, grouped_indices
 from ..rl.flow_error import FlowField
+from .diversity import mixture_set_measures
 from .eval import squared_errors, testbed_comparators, write_schedule_plot
 from .mixture import DTYPE, Contexts, Testbed
 
@@ -137,6 +138,18 @@ class TestbedBackend(Backend):
     def eval_metrics(self, contexts: Contexts, schedules: torch.Tensor
                      ) -> dict[str, torch.Tensor]:
         return {"sq_error": squared_errors(self.testbed, contexts, schedules)}
+
+    def set_metrics(self, contexts: Contexts, schedules: dict[str, torch.Tensor]
+                    ) -> dict[str, dict[str, SetMetric]]:
+        """The Fréchet distance of each schedule's final samples to true samples of the same
+        classes (``fd``, the testbed's FID) and the component frequencies' total variation
+        (``tv``), with paired bootstrap replicates (:func:`.diversity.mixture_set_measures`)."""
+        finals = {name: self.testbed.euler(contexts.noise, contexts.classes,
+                                           s.to(DTYPE).cpu())
+                  for name, s in schedules.items()}
+        found = mixture_set_measures(self.testbed, contexts, finals)
+        return {name: {m: SetMetric(v, reps) for m, (v, reps) in ms.items()}
+                for name, ms in found.items()}
 
     def write_eval_artifacts(self, out_dir: Path, contexts: Contexts,
                              schedules: dict[str, torch.Tensor],

@@ -36,6 +36,21 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((mu_a - mu_b).pow(2).sum() + torch.trace(ca + cb - 2 * cross))
 
 
+def _tv_fd(testbed: Testbed, x: torch.Tensor, truth: torch.Tensor, classes: torch.Tensor,
+           comp: torch.Tensor) -> tuple[float, float]:
+    """``tv`` and ``fd`` of samples ``x`` (components ``comp``) against ``truth``, averaged
+    over the classes with at least two samples."""
+    tvs, fds = [], []
+    for c in range(testbed.num_classes):
+        mask = classes == c
+        if int(mask.sum()) < 2:
+            continue
+        freq = torch.bincount(comp[mask], minlength=testbed.means.shape[1]).to(DTYPE)
+        tvs.append(0.5 * (freq / freq.sum() - testbed.log_weights[c].exp()).abs().sum())
+        fds.append(frechet_distance(x[mask], truth[mask]))
+    return float(torch.stack(tvs).mean()), float(sum(fds) / len(fds))
+
+
 @torch.no_grad()
 def mixture_measures(testbed: Testbed, contexts: Contexts, x: torch.Tensor,
                      seed: int = 1) -> dict[str, float]:
@@ -45,20 +60,35 @@ def mixture_measures(testbed: Testbed, contexts: Contexts, x: torch.Tensor,
     classes = contexts.classes
     comp = testbed.components(x, classes)
     truth, _ = testbed.sample_data(classes, torch.Generator().manual_seed(seed))
-    tvs, fds = [], []
-    for c in range(testbed.num_classes):
-        mask = classes == c
-        if int(mask.sum()) < 2:
-            continue
-        freq = torch.bincount(comp[mask], minlength=testbed.means.shape[1]).to(DTYPE)
-        tvs.append(0.5 * (freq / freq.sum() - testbed.log_weights[c].exp()).abs().sum())
-        fds.append(frechet_distance(x[mask], truth[mask]))
+    tv, fd = _tv_fd(testbed, x, truth, classes, comp)
     resid = x - testbed.means[classes, comp]
-    return {"tv": float(torch.stack(tvs).mean()),
-            "spread": float(resid.pow(2).mean().sqrt() / testbed.std),
-            "fd": float(sum(fds) / len(fds)),
+    return {"tv": tv, "spread": float(resid.pow(2).mean().sqrt() / testbed.std), "fd": fd,
             "loglik": float(testbed.log_density(x, classes)
                             .clamp_min(testbed.likelihood_floor).mean())}
 
 
-__all__ = ["mixture_measures", "frechet_distance"]
+@torch.no_grad()
+def mixture_set_measures(testbed: Testbed, contexts: Contexts, finals: dict[str, torch.Tensor],
+                         resamples: int = 100, seed: int = 0, truth_seed: int = 1
+                         ) -> dict[str, dict[str, tuple[float, torch.Tensor]]]:
+    """``fd`` and ``tv`` of each sampler's final samples (name -> ``[N, d]`` for the same
+    ``contexts``) with ``resamples`` bootstrap replicates over the contexts, the same index
+    draws for every sampler (so differences get paired errors): name -> metric -> (value,
+    replicates). The true samples (one per context, ``truth_seed``) are resampled with them."""
+    classes = contexts.classes
+    truth, _ = testbed.sample_data(classes, torch.Generator().manual_seed(truth_seed))
+    g = torch.Generator().manual_seed(seed)
+    n = len(classes)
+    boots = [torch.randint(n, (n,), generator=g) for _ in range(resamples)]
+    out = {}
+    for name, x in finals.items():
+        x = x.to(DTYPE)
+        comp = testbed.components(x, classes)
+        tv, fd = _tv_fd(testbed, x, truth, classes, comp)
+        reps = torch.tensor([_tv_fd(testbed, x[i], truth[i], classes[i], comp[i])
+                             for i in boots], dtype=DTYPE).reshape(-1, 2)
+        out[name] = {"fd": (fd, reps[:, 1]), "tv": (tv, reps[:, 0])}
+    return out
+
+
+__all__ = ["mixture_measures", "mixture_set_measures", "frechet_distance"]

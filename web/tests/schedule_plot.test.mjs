@@ -90,17 +90,110 @@ test("learned schedule solid, default dashed", () => {
   assert.ok(!calls.some(([n, t]) => n === "fillText" && t === PLACEHOLDER));
 });
 
-test("every image of a batch gets its own curve (Learned Sampler)", () => {
+test("every image of a batch gets its own colour and the legend counts them", () => {
   const c = themeColors(false);
-  const count = (payload) => {
-    const { ctx, calls } = recordingContext();
-    drawSchedule(ctx, 300, 200, payload, false);
-    return calls.filter(([n, color]) => n === "stroke" && color === c.learned).length;
-  };
   const one = { sigmas: [1, 0.7, 0.3, 0], default_sigmas: [1, 0.75, 0.5, 0] };
   const items = [[1, 0.7, 0.3, 0], [1, 0.6, 0.2, 0], [1, 0.8, 0.4, 0]];
-  assert.equal(count({ ...one, items }), count(one) + 2);
-  assert.equal(count({ ...one, items: [[1, 0.7, 0.3, 0], [null, "x"]] }), count(one));
+  const { ctx, calls } = recordingContext();
+  drawSchedule(ctx, 400, 260, { ...one, items }, false);
+  const curveColors = new Set(calls.filter(([n, color, dash]) => n === "stroke" && !dash.length &&
+    color !== c.grid && color !== c.axis).map(([, color]) => color));
+  assert.ok(curveColors.size >= 3, [...curveColors].join(" "));
+  const texts = calls.filter(([n]) => n === "fillText").map(([, t]) => t);
+  assert.ok(texts.some((t) => t.startsWith("3 images, each its own schedule")), texts.join("|"));
+  // an invalid item is skipped: one valid image is a plain learned curve
+  assert.deepEqual(legendItems({ ...one, items: [[1, 0.7, 0.3, 0], [null, "x"]] })
+    .map((i) => i.kind), ["learned", "default"]);
+});
+
+test("close per-image curves: the legend says by how much, an inset zooms on them", () => {
+  const base = [14.6, 9.1, 3.2, 0];
+  const items = [0, 1, 2, 3].map((k) => base.map((v, i) => (i && i < 3 ? v + 0.004 * k : v)));
+  const s = spread(items);
+  assert.equal(s.count, 4);
+  assert.ok(Math.abs(s.maxDiff - 0.012) < 1e-9 && s.close);
+  assert.equal(imageLegend(s), "4 images, each its own schedule");
+  assert.equal(spreadLine(s), "per-image schedules differ by at most 0.012 (sigma)");
+  const dev = deviations(items);
+  assert.ok(Math.abs(dev[3][1] - 0.006) < 1e-9 && dev[0][0] === 0);
+  const { ctx, calls } = recordingContext();
+  const box = drawSchedule(ctx, 420, 300, { sigmas: items[0], items }, true);
+  assert.ok(box.inset && box.inset.left >= box.left && box.inset.right <= box.right);
+  const texts = calls.filter(([n]) => n === "fillText").map(([, t]) => t);
+  assert.ok(texts.some((t) => t.startsWith("zoom: each image minus")));
+  assert.ok(texts.includes("per-image schedules differ by at most 0.012 (sigma)"), texts.join("|"));
+  // far apart curves: no inset
+  const far = [[1, 0.7, 0.3, 0], [1, 0.4, 0.1, 0]];
+  assert.equal(spread(far).close, false);
+  assert.equal(drawSchedule(recordingContext().ctx, 420, 300, { sigmas: far[0], items: far }, true)
+    .inset, undefined);
+  assert.equal(spread([[1, 0]]).maxDiff, null);
+  assert.equal(new Set(seriesColors(12, themeColors(true))).size, 12);
+  for (const dark of [true, false]) { // an image never takes the default curve's colour
+    const c = themeColors(dark);
+    assert.ok(!seriesColors(8, c).includes(c.default));
+  }
+});
+
+test("an error replaces the old plot with the message", () => {
+  const { ctx, calls } = recordingContext();
+  const box = drawSchedule(ctx, 300, 200, { error: "x.safetensors is an AdaGen step-wise policy: use it in the Learned Sampler node." }, true);
+  assert.equal(box, null);
+  const texts = calls.filter(([n]) => n === "fillText").map(([, t]) => t).join(" ");
+  assert.match(texts, /Not run this time/);
+  assert.match(texts, /AdaGen step-wise/);
+  assert.ok(!calls.some(([n]) => n === "stroke"));
+});
+
+test("the batch notice is written on the node", () => {
+  const { ctx, calls } = recordingContext();
+  const notice = "Batch of 8: every image uses the schedule of the first (a sampler takes one SIGMAS).";
+  drawSchedule(ctx, 320, 260, { ...FULL_NOTICE, notice }, true);
+  const texts = calls.filter(([n]) => n === "fillText").map(([, t]) => t).join(" ");
+  assert.match(texts, /Batch of 8: every image uses/);
+  assert.match(texts, /one SIGMAS/);
+});
+
+test("wrapped text fits its width and keeps every word", () => {
+  const measure = (t) => t.length * 6;
+  const text = "the quick brown fox jumps over the lazy dog again and again";
+  const lines = wrapText(text, 60, measure);
+  assert.ok(lines.every((l) => measure(l) <= 60));
+  assert.equal(lines.join(" "), text);
+  assert.equal(wrapText(text, 60, measure, 2).length, 2);
+});
+
+test("Compare Schedules: every curve drawn, the legend wrapped inside the canvas", () => {
+  const labels = ["learned:digits_policy_L4 (6 steps)", "simple", "beta", "karras", "AYS", "other"];
+  const curves = labels.map((label, k) => ({ label, sigmas: [1, 0.8 - 0.05 * k, 0.3, 0] }));
+  for (const [w, h] of [[300, 260], [520, 400]]) {
+    const { ctx, calls } = recordingContext();
+    const box = drawComparison(ctx, w, h, { curves, x_axis: "fraction", title: "t" }, false);
+    assert.equal(box.legend.length, 6);
+    for (const e of box.legend) {
+      assert.ok(e.x >= 0 && e.x + 22 + e.label.length * 6 <= w, `${e.label} at ${e.x} in ${w}`);
+    }
+    const texts = calls.filter(([n]) => n === "fillText");
+    for (const [, t, tx, ty] of texts.filter(([, t]) => t !== "sigma")) { // (rotated title)
+      assert.ok(tx >= 0 && ty <= h, `${t} ${tx},${ty}`);
+    }
+    assert.ok(texts.some(([, t]) => t === "simple"));
+    const pts = calls.filter(([n]) => n === "moveTo" || n === "lineTo");
+    for (const [, px, py] of pts) assert.ok(px >= 0 && px <= w && py >= 0 && py <= h);
+  }
+  const wide = legendRows(labels, 2000, (t) => t.length * 6);
+  assert.ok(wide.every((e) => e.row === 0));
+  assert.deepEqual(alignedSteps(3), [0, 0.5, 1]);
+  assert.deepEqual(alignedSteps(3, "step"), [0, 1, 2]);
+  const placeholder = recordingContext();
+  assert.equal(drawComparison(placeholder.ctx, 300, 200, null, true), null);
+});
+
+test("Compare Schedules follows the palette", () => {
+  const light = paletteColors({ "--comfy-input-bg": "#fafafa" });
+  const { ctx, calls } = recordingContext();
+  drawComparison(ctx, 300, 200, { curves: [{ label: "a", sigmas: [1, 0] }] }, light);
+  assert.ok(calls.some(([n]) => n === "fillRect") && light.background === "#fafafa");
 });
 
 test("a payload without a default still draws the learned curve", () => {
@@ -112,9 +205,11 @@ test("a payload without a default still draws the learned curve", () => {
 });
 
 import {
-  backingSize, fitText, infoLines, legendItems, paletteColors, parseColor,
+  alignedSteps, backingSize, deviations, drawComparison, fitText, imageLegend, infoLines,
+  legendItems, legendRows, paletteColors, parseColor, seriesColors, spread, spreadLine, wrapText,
 } from "../schedule_plot.js";
 
+const FULL_NOTICE = { sigmas: [1, 0.7, 0.3, 0], default_sigmas: [1, 0.9, 0.6, 0], policy: "p" };
 const FULL = {
   sigmas: [1, 0.7, 0.3, 0], default_sigmas: [1, 0.9, 0.6, 0], label: "my_policy",
   default_label: "simple", policy: "my_policy.safetensors", family: "sd3", trained_steps: 4,

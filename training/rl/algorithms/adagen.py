@@ -75,6 +75,15 @@ class AdaGenConfig:
     """Discriminator updates per policy update (the two alternate)."""
     disc_hidden: int = option(128, ge=1, le=100_000)
     """Discriminator width."""
+    base: str = option("")
+    """The policy's base schedule (its residual starts there): empty for
+    ``policy.init_schedule``'s (the model's default, or uniform), else ``L+1`` comma-separated
+    flow times from 1 down to 0 (for SD3 / Flux these are the model's sigmas), e.g. a fitted
+    best global schedule. In ComfyUI the Learned Sampler's base is its incoming SIGMAS: give
+    it the same schedule."""
+    critic_warmup: int = option(0, ge=0, le=100_000)
+    """Iterations at the start in which only the value head (and the discriminator) learns;
+    the actor's mean and spread stay where they start."""
 
     def check(self, prefix: str) -> None:
         """Types, ranges and choices of the section's own fields."""
@@ -85,6 +94,23 @@ class AdaGenConfig:
         if self.adversarial == 0 and self.task == 0:
             raise ValueError("adagen needs a reward: adagen.adversarial or adagen.task must be "
                              "> 0.")
+        self.base_schedule(config.steps)
+
+    def base_schedule(self, steps: int) -> list[float] | None:
+        """:attr:`base` as ``steps + 1`` flow times (None when empty); ``ValueError`` unless
+        they fall strictly from at most 1 to 0."""
+        if not self.base.strip():
+            return None
+        try:
+            values = [float(v) for v in self.base.split(",")]
+        except ValueError:
+            raise ValueError(f"adagen.base must be comma-separated numbers, got "
+                             f"{self.base!r}.") from None
+        if len(values) != steps + 1 or values[-1] != 0 or not 0 < values[0] <= 1 \
+                or any(a <= b for a, b in zip(values[:-1], values[1:], strict=True)):
+            raise ValueError(f"adagen.base must be {steps + 1} flow times falling strictly "
+                             f"from at most 1 to 0 (steps = {steps}), got {self.base!r}.")
+        return values
 
 
 def condition_vector(features: Features) -> Tensor:
@@ -160,8 +186,9 @@ class AdaGen(Algorithm):
         self.disc_opt: torch.optim.Optimizer | None = None
 
     def policy_options(self, config: TrainConfig) -> dict[str, Any]:
-        """The step policy's residual smoothing and initial spread."""
-        return {"ema": self.options.ema, "init_std": self.options.init_std}
+        """The step policy's residual smoothing, initial spread and base schedule."""
+        return {"ema": self.options.ema, "init_std": self.options.init_std,
+                "default_schedule": self.options.base_schedule(config.steps)}
 
     def setup(self, policy: nn.Module, backend: Backend) -> None:
         """Build the discriminator from a probe of the back-end's features (its own seeded
@@ -227,6 +254,7 @@ class AdaGen(Algorithm):
         adv = (adv - mean) / (std + 1e-8) * active
         old_logp = info["logp"]
         grad_norm, logged = 0.0, {}
+        critic_only = self.iteration is not None and self.iteration <= opts.critic_warmup
         for _ in range(opts.epochs):
             optimizer.zero_grad(set_to_none=True)
             logp, entropy, value = policy.evaluate_steps(batch.features, info)
@@ -235,7 +263,8 @@ class AdaGen(Algorithm):
             pg = surrogate.loss
             value_loss = (value - returns[:, None]).pow(2).mean()
             ent = (entropy * active).sum() / count
-            loss = pg + opts.value_coef * value_loss - opts.entropy_coef * ent
+            loss = opts.value_coef * value_loss if critic_only \
+                else pg + opts.value_coef * value_loss - opts.entropy_coef * ent
             grad_norm = self.gradient_step(policy, optimizer, loss, 1.0, dist)
             with torch.no_grad():
                 logged = {"policy_loss": float(pg), "value_loss": float(value_loss),
