@@ -34,8 +34,8 @@ __all__ = ["REWARD_KINDS", "Reward", "WeightedSum", "find_reward_path", "load_re
            "parse_reward_spec", "reward_target_text"]
 
 REWARD_KINDS: tuple[str, ...] = ("clip", "pickscore", "aesthetic", "hpsv2", "imagereward", "ocr",
-                                 "digit", "realism")
-SHIPPED = ("digit", "realism")
+                                 "digit", "realism", "shapes", "glyph")
+SHIPPED = ("digit", "realism", "shapes", "glyph")
 """Kinds whose weights ship with the repository (a path is optional)."""
 ALIASES = {"clipscore": "clip", "clip_score": "clip", "pick": "pickscore", "hps": "hpsv2",
            "hpsv21": "hpsv2", "image_reward": "imagereward", "text": "ocr"}
@@ -50,6 +50,8 @@ WHAT_GOES_THERE = {
     "ocr": "a transformers TrOCR folder (e.g. microsoft/trocr-base-printed)",
     "digit": "the digits classifier (models/digits/digits_classifier.safetensors)",
     "realism": "the digits classifier (models/digits/digits_classifier.safetensors)",
+    "shapes": "the glyph classifier (models/shapes/shapes_glyph_classifier.safetensors)",
+    "glyph": "the glyph classifier (models/shapes/shapes_glyph_classifier.safetensors)",
 }
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
@@ -135,6 +137,10 @@ def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
 
 
 def _load_one(kind: str, source: Path | None, **kw) -> Reward:
+    if kind in ("shapes", "glyph"):
+        from .shapes import load_shapes_reward
+
+        return load_shapes_reward(kind, source, device=str(kw.get("device", "cpu")))
     if kind in SHIPPED:
         from .digits import load_digits_reward
 

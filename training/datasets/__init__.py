@@ -1,0 +1,1 @@
+"""Data sets generated in code (no download) for the models trained here; pure numpy / PIL."""
