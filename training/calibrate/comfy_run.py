@@ -3,7 +3,10 @@
 loaded), the calibration through the bridge's adapter (:mod:`comfy_bridge.calibration`) and
 the evaluation table: PSNR of the decoded few-step images to the decoded many-step image of
 the same held-out (prompt, seed), for the calibrated schedule(s) and every ComfyUI schedule
-that applies to the model (:mod:`comfy_bridge.scheduler_table`)."""
+that applies to the model (:mod:`comfy_bridge.scheduler_table`). On a video model
+(``--frames``, latents ``[N, C, T, h, w]``) the table compares latents, with no decode, as
+the trainer's ``reference`` reward does there (``--reference-space``, ``auto``: latents for
+video): decoding every row through a video VAE would cost more than the calibration."""
 
 from __future__ import annotations
 
@@ -67,7 +70,9 @@ def run_comfy(args: CalibrateArgs, out: Path) -> dict[str, Any]:
     features = b.features(ctx)
     summary: dict[str, Any] = {"method": args.method, "contexts": len(ctx),
                                "threads": torch.get_num_threads(),
-                               "teacher_steps": args.teacher_steps, "cfg": b.cfg}
+                               "teacher_steps": args.teacher_steps, "cfg": b.cfg,
+                               "psnr_space": "latents" if b.reference_space == "latent"
+                               else "decoded images"}
     t0 = time.monotonic()
     per_image: dict[int, torch.nn.Module] = {}
     if args.method == "art":
@@ -100,9 +105,10 @@ def run_comfy(args: CalibrateArgs, out: Path) -> dict[str, Any]:
     paths = save_outputs(args, b.model_family, flows, per_image, summary, out)
     tables = evaluate(b, args, flows, {s: {PER_IMAGE: p} for s, p in per_image.items()}) \
         if args.eval_contexts else {}
+    space = summary["psnr_space"]
     header = (f"# calibrate {b.model_family} ({args.method}, {len(ctx)} contexts, "
-              f"{summary['seconds']:.0f} s on {summary['threads']} threads; PSNR to the "
-              f"{args.teacher_steps}-step result)")
+              f"{summary['seconds']:.0f} s on {summary['threads']} threads; PSNR of the "
+              f"{space} to the {args.teacher_steps}-step result)")
     if tables:
         paths["report"] = str(write_report(out, tables, args.eval_contexts, header, summary))
     return {**paths, "tables": tables, "summary": summary}
@@ -136,9 +142,10 @@ def evaluate(b: Any, args: CalibrateArgs, flows: dict[int, torch.Tensor],
                 with torch.no_grad():
                     scheds[f"{name}@{steps}"] = pol.schedule(feats, steps=steps).double()
         latents = cc.sample_few_step(b.model, pos, neg, b.cfg, noise, scheds)
-        ref = b.decode(latents.pop(TEACHER))
+        view = (lambda lat: lat) if b.reference_space == "latent" else b.decode
+        ref = view(latents.pop(TEACHER))
         for key, lat in latents.items():
-            scores.setdefault(key, []).append(image_psnr(b.decode(lat), ref))
+            scores.setdefault(key, []).append(image_psnr(view(lat), ref))
     tables = {}
     for steps in args.steps:
         tag = f"@{steps}"

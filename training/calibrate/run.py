@@ -52,8 +52,9 @@ def art_schedule(args: CalibrateArgs, steps: int, out: Path
                  ) -> tuple[torch.Tensor, float, float]:
     """ART's direct solver through the trainer (``--algo art --art.solver direct``; on a
     ComfyUI model with the cheap error signal, one extra forward per Q in the model's own
-    dtype: ``--art.error-signal finite_difference``, docs/art.md): its deployed global schedule, the wall time and its per-sample model calls (forwards plus
-    forward-mode JVPs, from the run's metrics)."""
+    dtype: ``--art.error-signal finite_difference``, docs/art.md): its deployed global
+    schedule, the wall time and its per-sample model calls (forwards plus forward-mode JVPs,
+    from the run's metrics)."""
     from ..rl.config import TrainConfig
     from ..rl.engine import train
 
