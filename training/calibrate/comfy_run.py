@@ -72,10 +72,14 @@ def run_comfy(args: CalibrateArgs, out: Path) -> dict[str, Any]:
                                "threads": torch.get_num_threads(),
                                "teacher_steps": args.teacher_steps, "cfg": b.cfg,
                                "psnr_space": "latents" if b.reference_space == "latent"
-                               else "decoded images"}
+                               else "decoded images",
+                               "expert_boundary": b.expert_boundary}
     t0 = time.monotonic()
     per_image: dict[int, torch.nn.Module] = {}
     if args.method == "art":
+        if b.low_model is not None:
+            raise ValueError("--method art runs on one model; calibrate two experts "
+                             "(--low-noise-model) with --method teacher.")
         flows = {s: art_schedule(args, s, out / "art")[0] for s in args.steps}
     else:
         def then(problem: Any, result: Any) -> dict[int, Any]:
@@ -92,7 +96,8 @@ def run_comfy(args: CalibrateArgs, out: Path) -> dict[str, Any]:
         res = cc.calibrate(b.model, pos, neg, b.cfg, noise, options_of(args),
                            teacher_steps=args.teacher_steps, cache_dir=teacher_cache(args),
                            progress=update, features=features,
-                           then=then if args.per_image else None, use_memory=False)
+                           then=then if args.per_image else None, use_memory=False,
+                           low_model=b.low_model, boundary=b.expert_boundary)
         prog.close()
         flows = {s: r.flow for s, r in res.schedules.items()}
         summary.update(calls_per_context=res.calls, teacher_cached=res.teacher.from_cache,
@@ -141,7 +146,8 @@ def evaluate(b: Any, args: CalibrateArgs, flows: dict[int, torch.Tensor],
             for name, pol in policies.get(steps, {}).items():
                 with torch.no_grad():
                     scheds[f"{name}@{steps}"] = pol.schedule(feats, steps=steps).double()
-        latents = cc.sample_few_step(b.model, pos, neg, b.cfg, noise, scheds)
+        latents = cc.sample_few_step(b.model, pos, neg, b.cfg, noise, scheds,
+                                     low_model=b.low_model, boundary=b.expert_boundary)
         view = (lambda lat: lat) if b.reference_space == "latent" else b.decode
         ref = view(latents.pop(TEACHER))
         for key, lat in latents.items():
