@@ -17,6 +17,7 @@ from comfy_api.latest import io
 from ..comfy_bridge.features import text_features
 from ..comfy_bridge.policy_sampler import policy_ksampler
 from ..comfy_bridge.sampler import RULES
+from .input_checks import number_in_range
 from .policy_cache import get_policy
 from .policy_choice import policy_options, policy_tooltip
 from .schedule_nodes import FOLDER, _policy_path, check_policy, policy_files
@@ -80,6 +81,7 @@ class LearnedSampler(io.ComfyNode):
                              f"{sampler_name!r}.")
         if mode not in ("mean", "sample"):
             raise ValueError(f"mode must be 'mean' or 'sample', got {mode!r}.")
+        scale = number_in_range("scale", scale, 0.0, 4.0)
         check_policy(policy, "sampler")
         loaded = get_policy(_policy_path(policy))
         node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)

@@ -19,6 +19,7 @@ from ..comfy_bridge.service import node_sigmas
 from ..comfy_bridge.sigmas import step_counts
 from ..policies.policy_file import read_metadata
 from ..policies.schedule import validate_schedule
+from .input_checks import number_in_range
 from .policy_cache import get_policy
 from .policy_choice import (
     STARTER,
@@ -127,7 +128,9 @@ class LearnedSchedule(io.ComfyNode):
                         "with a learned policy (one policy call before sampling).",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model the sigmas are for "
-                               "(Flux dev, Flux schnell or SD3)."),
+                               "(any supported family: Flux, SD3, SDXL, SD1.x, Qwen-Image, Wan, "
+                               "HunyuanVideo 1.5, LTX-Video...; the policy must be trained "
+                               "for it)."),
                 io.Conditioning.Input("positive", tooltip="The positive prompt's conditioning; "
                                       "its text tokens and pooled embedding feed the policy."),
                 io.Noise.Input("noise", tooltip="The same NOISE that goes to "
@@ -171,6 +174,7 @@ class LearnedSchedule(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, noise, latent_image, policy: str, steps: int = 0,
                 mode: str = "mean", denoise: float = 1.0) -> io.NodeOutput:
+        denoise = number_in_range("denoise", denoise, 0.0, 1.0)
         check_policy(policy, "schedule")
         sigmas, default, meta = learned_sigmas(model, positive, noise, latent_image, policy,
                                                steps, mode, denoise)

@@ -16,6 +16,7 @@ from comfy_api.latest import io
 from ..plots import X_AXES, render_sigma_comparison
 from ..policies.experts import split_at_boundary
 from ..policies.families import I2V_EXPERT_BOUNDARY, get_family
+from .input_checks import no_unknown_inputs, number_in_range
 
 CATEGORY = "sampling/custom_sampling/sigmas"
 COMPARE_SLOTS = 6
@@ -96,7 +97,10 @@ class CompareSchedules(io.ComfyNode):
     @classmethod
     def execute(cls, sigmas_1, sigmas_2=None, sigmas_3=None, sigmas_4=None, sigmas_5=None,
                 sigmas_6=None, labels: str = DEFAULT_LABELS, x_axis: str = "fraction",
-                normalize: bool = False, title: str = "") -> io.NodeOutput:
+                normalize: bool = False, title: str = "", **unknown) -> io.NodeOutput:
+        no_unknown_inputs("Compare Schedules", unknown,
+                          [f"sigmas_{i}" for i in range(1, 7)]
+                          + ["labels", "x_axis", "normalize", "title"])
         curves = comparison_curves([sigmas_1, sigmas_2, sigmas_3, sigmas_4, sigmas_5,
                                     sigmas_6], labels)
         image = _image(render_sigma_comparison(curves, x_axis=x_axis, normalize=normalize,
@@ -164,6 +168,7 @@ class SplitAtExpertBoundary(io.ComfyNode):
 
     @classmethod
     def execute(cls, sigmas, boundary: float) -> io.NodeOutput:
+        boundary = number_in_range("boundary", boundary, 0.001, 0.999)
         high, low = split_at_boundary(_check_sigmas(sigmas, "sigmas").detach().cpu(), boundary)
         return io.NodeOutput(high, low)
 

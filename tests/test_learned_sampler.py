@@ -170,6 +170,9 @@ def test_node_rejects_bad_inputs_with_sentences(env):
         _learned(env, "sd3", "adagen", sampler_name="lms")
     with pytest.raises(ValueError, match="mode must be"):
         _learned(env, "sd3", "adagen", mode="best")
+    for bad in (float("nan"), float("inf"), -0.5, "big"):  # NaN passes ComfyUI's min / max
+        with pytest.raises(ValueError, match="scale must be a number from 0 to 4"):
+            _learned(env, "sd3", "adagen", scale=bad)
     with pytest.raises(ValueError, match="nope.safetensors is not in"):
         env["nodes"].LearnedSampler.execute("nope.safetensors", env["digits"][1])
 

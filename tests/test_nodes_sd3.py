@@ -131,7 +131,7 @@ def test_steps_resample_and_denoise(env, caplog):
     ({"cond": []}, "conditioning is empty"),
     ({"latent": {"samples": torch.ones(1, 4, 16, 16)}}, "4 channels"),
     ({"mode": "max"}, "mode must be"),
-    ({"policy": "missing.safetensors"}, "not found"),
+    ({"policy": "missing.safetensors"}, "missing.safetensors is not in"),
 ])
 def test_bad_inputs_raise_plain_errors(env, kwargs, message):
     with pytest.raises(ValueError, match=message):

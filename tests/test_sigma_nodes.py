@@ -279,3 +279,18 @@ def test_named_scheduler_sigmas_are_the_nodes_for_the_same_schedule(env):
         mapped = schedule_to_model(edm, flow, steps)
         assert torch.equal(handler(edm, steps), mapped)
         assert torch.equal(mapped, flow_to_sigmas(resampled, "loglinear", lo, hi).float())
+
+
+def test_inputs_comfyui_lets_through_get_a_sentence(env):
+    """NaN passes a FLOAT's range check and an API prompt may name undeclared inputs: each
+    gets a plain sentence, not a run or a TypeError."""
+    sig = torch.linspace(1.0, 0.0, 5)
+    nodes = env["sigma_nodes"]
+    with pytest.raises(ValueError, match="Compare Schedules has no input sigmas_7; its inputs "
+                                         "are sigmas_1"):
+        nodes.CompareSchedules.execute(sig, sigmas_7=sig)
+    with pytest.raises(ValueError, match="boundary must be a number from 0.001 to 0.999"):
+        nodes.SplitAtExpertBoundary.execute(sig, float("nan"))
+    with pytest.raises(ValueError, match="denoise must be a number from 0 to 1"):
+        env["schedule_nodes"].LearnedSchedule.execute(
+            env["model"], env["cond"], None, None, "x.safetensors", denoise=float("nan"))
