@@ -283,12 +283,16 @@ def sample_few_step(model: Any, positive: Any, negative: Any, cfg: float, noise:
                     schedules: dict[str, torch.Tensor], low_model: Any = None,
                     boundary: float | None = None) -> dict[str, torch.Tensor]:
     """The Euler results ``[N, ...]`` (CPU) of named flow schedules (``[L+1]`` shared or
-    ``[N, L+1]`` per context), no gradient: what the evaluation table compares (two experts:
-    every schedule with its boundary step)."""
+    ``[N, L+1]`` per context), no gradient, as a sampler node outputs them (the latent
+    format's ``process_out`` applied: what the VAE decodes and the trainer's rollouts give):
+    what the evaluation table compares (two experts: every schedule with its boundary
+    step)."""
+    out_of_sampler = model.model.process_latent_out
+
     def run(problem: Problem) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            return {name: euler(problem, problem.sigmas(flow).to(problem.start.device))
-                    .float().cpu() for name, flow in schedules.items()}
+            return {name: out_of_sampler(euler(problem, problem.sigmas(flow).to(
+                problem.start.device))).float().cpu() for name, flow in schedules.items()}
 
     return run_in_model(model, positive, negative, cfg, noise, run, low_model=low_model,
                         boundary=boundary)
