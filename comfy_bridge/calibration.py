@@ -125,6 +125,27 @@ def _clone_cond(conditioning: Any) -> list | None:
     return out
 
 
+def normal_weights(module: torch.nn.Module) -> int:
+    """Replace the parameters and buffers of ``module`` that are inference tensors (a model
+    loaded, or patched for sampling, inside ComfyUI's ``torch.inference_mode``, as in a
+    node) by normal copies of the same values, one tensor at a time, so that autograd may
+    save them for the backward; returns how many were replaced (0 outside ComfyUI's
+    executor)."""
+    n = 0
+    with torch.inference_mode(False):
+        for mod in module.modules():
+            for name, p in list(mod._parameters.items()):
+                if p is not None and p.is_inference():
+                    mod._parameters[name] = torch.nn.Parameter(p.clone(),
+                                                               requires_grad=p.requires_grad)
+                    n += 1
+            for name, b in list(mod._buffers.items()):
+                if b is not None and b.is_inference():
+                    mod._buffers[name] = b.clone()
+                    n += 1
+    return n
+
+
 def _in_guider(model: Any, positive: Any, negative: Any, cfg: float, noise: torch.Tensor,
                fn: Callable[[Any, torch.Tensor], Any], seed: int) -> Any:
     """``fn(denoise, x)`` inside one ``CFGGuider.sample`` call of ``model`` (``denoise``: its
@@ -142,6 +163,7 @@ def _in_guider(model: Any, positive: Any, negative: Any, cfg: float, noise: torc
                          extra_args: dict | None = None, callback: Any = None,
                          disable: bool | None = None) -> torch.Tensor:
         extra = dict(extra_args or {})
+        normal_weights(model.model)  # loaded / patched under inference mode in a node
 
         def denoise(xx: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             return k_model(xx, sigma.to(device=xx.device, dtype=xx.dtype), **extra)
@@ -299,5 +321,5 @@ def sample_few_step(model: Any, positive: Any, negative: Any, cfg: float, noise:
 
 
 __all__ = ["model_identity", "conditioning_identity", "problem_identity", "calibration_key",
-           "snapped_to_sigma", "snap_flow", "run_in_model", "teacher_grid", "calibrate",
-           "sample_few_step"]
+           "normal_weights", "snapped_to_sigma", "snap_flow", "run_in_model", "teacher_grid",
+           "calibrate", "sample_few_step"]

@@ -9,7 +9,7 @@ import os
 import folder_paths
 from comfy_api.latest import ComfyExtension, io
 
-from . import image_nodes, named_schedulers, sampler_nodes, sigma_nodes
+from . import calibrate_nodes, image_nodes, named_schedulers, sampler_nodes, sigma_nodes
 from .schedule_nodes import FOLDER, NODES
 
 log = logging.getLogger("learned_schedules")
@@ -29,7 +29,8 @@ def register_policy_folder() -> None:
 
 class LearnedSchedulesExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*NODES, *sigma_nodes.NODES, *sampler_nodes.NODES, *image_nodes.NODES]
+        return [*NODES, *calibrate_nodes.NODES, *sigma_nodes.NODES, *sampler_nodes.NODES,
+                *image_nodes.NODES]
 
 
 def register_named_schedulers() -> list[str]:

@@ -28,11 +28,16 @@ from comfy_env import REPO, build_clip_l, build_tiny_sd3, build_tiny_vae, import
 from ui_workflow import TINY_SD3, apply_stand_ins, examples, ui_to_api
 
 PACK = "learned-schedules"  # the folder name under custom_nodes/ (the templates' module)
+CALIBRATE = "LearnedSchedules_CalibrateSchedule"
 # Flux and Wan 2.2 (two 14B experts) have no tiny stand-ins here; the browser test opens them
 SD3_EXAMPLES = [p for p in examples() if not any(k in p.name for k in ("Flux", "Wan"))]
 # the browser test reloads and re-runs the first one run: one with a Learned Schedule
 RUN_ORDER = sorted(SD3_EXAMPLES, key=lambda p: "LearnedSchedules_LearnedSchedule\"" not in
                    p.read_text())
+# the browser runs these; the calibrate example is only opened there (template, thumbnail,
+# conversion): its run costs ~30 s a case and its plot is the Learned Schedule's (checked once
+# in both renderers when it was added; its run is tested by test_example_workflow_runs)
+BROWSER_RUN = [p for p in RUN_ORDER if CALIBRATE not in p.read_text()]
 # one sampler, one output: a bad Learned Schedule leaves nothing to run (HTTP 400)
 SD3_SINGLE = next(p for p in SD3_EXAMPLES if "text to image" in p.name)
 ADAGEN = "Digits - Learned Sampler (AdaGen)"
@@ -247,8 +252,8 @@ def test_examples_are_human_made_ui_graphs(server):
                              if n["type"] == "MarkdownNote")
             assert "Needs your own" in notes and "needs your own" in text, path.name
         types = [n["type"] for n in ui["nodes"]]
-        assert {"LearnedSchedules_LearnedSchedule",
-                "LearnedSchedules_LearnedSampler"} & set(types), path.name
+        assert {"LearnedSchedules_LearnedSchedule", "LearnedSchedules_LearnedSampler",
+                CALIBRATE} & set(types), path.name
         assert any(t in ("Note", "MarkdownNote") for t in types), path.name  # explains setup
         ids = {n["id"] for n in ui["nodes"]}
         for link in ui["links"]:
@@ -283,6 +288,13 @@ def test_example_workflow_runs(server, path):
                      if v["class_type"] == "EmptySD3LatentImage")
         assert payload["notice"].startswith(f"Batch of {batch}: ") if batch > 1 \
             else payload["notice"] == ""
+    elif (cal_id := next((k for k, v in graph.items() if v["class_type"] == CALIBRATE),
+                         None)) is not None:
+        payload = outputs[cal_id]["learned_schedule"][0]
+        sig = torch.tensor(payload["sigmas"])
+        assert len(sig) == graph[cal_id]["inputs"]["steps"] + 1 and float(sig[-1]) == 0.0
+        assert torch.all(sig[:-1] > sig[1:]) and "calibrated" in payload["summary"]
+        assert (server["base"] / "models" / "learned_schedules" / payload["policy"]).is_file()
     else:  # a Learned Sampler example (its plot is checked by the browser test)
         assert any(v["class_type"] == "LearnedSchedules_LearnedSampler" for v in graph.values())
     saved = [k for k, v in graph.items() if v["class_type"] in ("SaveImage", "PreviewImage")]
@@ -477,7 +489,7 @@ def test_browser_every_example_in_each_frontend_and_renderer(server, tmp_path, f
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = [{**c, "full": frontend == "pinned" and not c["vue"]} for c in CASES]
     spec = {"module": PACK, "stand_ins": TINY_SD3, "examples": [p.stem for p in examples()],
-            "run": [p.stem for p in RUN_ORDER], "out_dir": str(out_dir), "cases": cases,
+            "run": [p.stem for p in BROWSER_RUN], "out_dir": str(out_dir), "cases": cases,
             "stepwise": STEPWISE}
     if frontend == "pinned":
         result = _run_browser(server["url"], spec, tmp_path)
@@ -524,7 +536,7 @@ def _check_case(server, got: dict, case: dict) -> None:
                   for k, v in ex["prompt"].items()}
         assert theirs == {k: {"class_type": v["class_type"], "inputs": v["inputs"]}
                           for k, v in mine.items()}, (where, path.stem)
-    for path in SD3_EXAMPLES:
+    for path in BROWSER_RUN:
         ex = got["examples"][path.stem]
         assert ex["status"] == "success", (where, ex)
         has_text = "LearnedSchedules_ScheduleToText" in path.read_text()
@@ -579,3 +591,191 @@ def _check_case(server, got: dict, case: dict) -> None:
     assert sum(err["images_before"]) > 0 and sum(err["images_after"]) == 0, err
     tab = first["after_tab_switch"]
     assert tab["blank_nodes"] == 0 and tab["payload"] and tab["curve"] > 30, tab
+
+
+# -- Calibrate Schedule on the digits model (the session server, digits files linked in) -------
+
+DIGITS = REPO / "models" / "digits"
+
+
+@pytest.fixture(scope="module")
+def digits_server(server):
+    """The session server with the digits model's files linked into its model folders (the
+    CLIP file is git-ignored: rebuilt bit-identically from its seed when missing)."""
+    clip = DIGITS / "digits_clip_l.safetensors"
+    if not clip.is_file():
+        sys.path.insert(0, str(REPO / "scripts" / "digits"))
+        import digits_lib
+
+        digits_lib.build_text_encoder(clip)
+    models = server["base"] / "models"
+    for sub, name in (("diffusion_models", "digits_mmdit.safetensors"),
+                      ("text_encoders", "digits_clip_l.safetensors"),
+                      ("vae", "digits_vae.safetensors")):
+        link = models / sub / name
+        if not link.exists():
+            os.symlink(DIGITS / name, link)
+    return server
+
+
+def calibrate_graph(name: str, budget: int = 48, seed: int = 0, **inputs) -> dict:
+    """Digits model -> Calibrate Schedule (3 steps, 4 contexts, a 10-step teacher, cfg 2)."""
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "digits_mmdit.safetensors",
+                                                     "weight_dtype": "default"}},
+        "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": "digits_clip_l.safetensors",
+                                                     "type": "sd3"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a handwritten digit 3",
+                                                         "clip": ["2", 0]}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 0]}},
+        "5": {"class_type": "EmptySD3LatentImage",
+              "inputs": {"width": 32, "height": 32, "batch_size": 1}},
+        "6": {"class_type": CALIBRATE, "inputs": {
+            "model": ["1", 0], "latent_image": ["5", 0], "positive": ["3", 0],
+            "negative": ["4", 0], "steps": 3, "cfg": 2.0, "budget": budget, "contexts": 4,
+            "first_seed": seed, "search": "dp+gradient", "teacher_steps": 10, "name": name,
+            "overwrite": False, **inputs}},
+    }
+
+
+def _run_ws(server, graph: dict, interrupt_on_progress: str | None = None,
+            timeout: float = 240) -> tuple[dict, list[dict]]:
+    """Run a prompt while listening on the websocket as the frontend does: (its history entry,
+    the messages of that prompt). ``interrupt_on_progress``: POST /interrupt at the first
+    progress event of that node."""
+    import asyncio
+    import uuid
+
+    import aiohttp
+
+    client = uuid.uuid4().hex
+    url = server["url"]
+
+    async def go() -> list[dict]:
+        got: list[dict] = []
+        async with aiohttp.ClientSession() as s, \
+                s.ws_connect(f"{url}/ws?clientId={client}") as ws:
+            async with s.post(f"{url}/prompt", json={"prompt": graph, "client_id": client}) as r:
+                body = await r.json()
+                assert r.status == 200, body
+            pid = body["prompt_id"]
+            deadline = time.time() + timeout
+            interrupted = False
+            while time.time() < deadline:
+                msg = await ws.receive(timeout=max(1.0, deadline - time.time()))
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                m = json.loads(msg.data)
+                data = m.get("data") or {}
+                if data.get("prompt_id") != pid:
+                    continue
+                got.append(m)
+                if (interrupt_on_progress and not interrupted and m["type"] == "progress"
+                        and data.get("node") == interrupt_on_progress):
+                    interrupted = True
+                    async with s.post(f"{url}/interrupt", json={}) as r:
+                        assert r.status == 200
+                if m["type"] in ("execution_success", "execution_error",
+                                 "execution_interrupted"):
+                    return got
+            pytest.fail("the prompt did not finish in time")
+        return got
+
+    messages = asyncio.run(go())
+    pid = messages[0]["data"]["prompt_id"]
+    deadline = time.time() + 30  # the history is written just after the last message
+    while time.time() < deadline:
+        hist = _get(f"{url}/history/{pid}").get(pid, {})
+        if hist.get("status", {}).get("completed") is not None:
+            return hist, messages
+        time.sleep(0.2)
+    pytest.fail("the prompt's history did not appear")
+
+
+def _progress(messages: list[dict], node: str) -> list[tuple[int, int]]:
+    return [(m["data"]["value"], m["data"]["max"]) for m in messages
+            if m["type"] == "progress" and m["data"].get("node") == node]
+
+
+def test_calibrate_node_progress_file_cache_and_learned_schedule(digits_server):
+    """The node reports progress over the websocket, writes a node-loadable policy file and
+    shows the schedule and its summary; the same prompt again is ComfyUI's cache hit (the
+    node does not run), another name is the adapter's (no model call: one (1, 1) progress);
+    the Learned Schedule node gives the same sigmas from the file."""
+    from learned_schedules.policies.policy_file import read_metadata
+
+    srv = digits_server
+    folder = srv["base"] / "models" / "learned_schedules"
+    graph = calibrate_graph("digits_cal")
+    hist, messages = _run_ws(srv, graph)
+    assert hist["status"]["status_str"] == "success", hist["status"]
+    steps = _progress(messages, "6")
+    assert len(steps) >= 3 and all(t == 48 for _, t in steps), steps
+    assert [v for v, _ in steps] == sorted(v for v, _ in steps)
+    payload = hist["outputs"]["6"]["learned_schedule"][0]
+    sig = torch.tensor(payload["sigmas"])
+    assert len(sig) == 4 and float(sig[0]) == pytest.approx(1.0) and float(sig[-1]) == 0.0
+    assert torch.all(sig[:-1] > sig[1:]) and payload["default_sigmas"] != payload["sigmas"]
+    assert payload["summary"].startswith("latent PSNR to 10-step: calibrated")
+    assert payload["summary"].endswith("on 4 contexts")
+    meta = read_metadata(folder / "digits_cal.safetensors")
+    assert meta["method"] == "calibrate-teacher" and meta["model_family"] == "sd3"
+    assert meta["calibration"]["origin"] == "Calibrate Schedule node"
+    assert meta["calibration"]["calls_per_context"] <= 48
+    assert not list(folder.glob("*.tmp"))
+    # ComfyUI's own cache: the node does not run again
+    hist2, messages2 = _run_ws(srv, graph)
+    assert hist2["status"]["status_str"] == "success"
+    cached = [m for m in messages2 if m["type"] == "execution_cached"]
+    assert cached and "6" in cached[0]["data"]["nodes"] and not _progress(messages2, "6")
+    # another name: the node runs, the calibration is remembered (no model call)
+    hist3, messages3 = _run_ws(srv, calibrate_graph("digits_cal_copy"))
+    assert _progress(messages3, "6") == [(1, 1)]
+    assert hist3["outputs"]["6"]["learned_schedule"][0]["sigmas"] == payload["sigmas"]
+    assert (folder / "digits_cal_copy.safetensors").is_file()
+    # the file in the Learned Schedule node: the same sigmas
+    graph = {k: v for k, v in graph.items() if k != "6"}
+    graph["7"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 1}}
+    graph["8"] = {"class_type": "LearnedSchedules_LearnedSchedule", "inputs": {
+        "model": ["1", 0], "positive": ["3", 0], "noise": ["7", 0], "latent_image": ["5", 0],
+        "policy": "digits_cal.safetensors", "steps": 0, "mode": "mean", "denoise": 1.0}}
+    graph["9"] = {"class_type": "LearnedSchedules_ScheduleToText",
+                  "inputs": {"sigmas": ["8", 0], "decimals": 6}}
+    hist4 = _run(srv, graph)
+    assert hist4["status"]["status_str"] == "success", hist4["status"]
+    assert hist4["outputs"]["8"]["learned_schedule"][0]["sigmas"] == payload["sigmas"]
+
+
+def test_calibrate_node_interrupt_and_overwrite(digits_server):
+    """POST /interrupt while it calibrates: the prompt ends interrupted and no file (nor a
+    temporary one) is written; CLIP + the bundled prompts calibrate too; a name taken by a
+    file of another origin is refused with one sentence unless overwrite is on."""
+    from learned_schedules.policies.policy_file import read_metadata
+
+    srv = digits_server
+    folder = srv["base"] / "models" / "learned_schedules"
+    hist, messages = _run_ws(srv, calibrate_graph("digits_stopped", budget=5000, seed=100),
+                             interrupt_on_progress="6")
+    kinds = [m["type"] for m in messages]
+    assert "execution_interrupted" in kinds and "execution_success" not in kinds, kinds
+    assert _progress(messages, "6")
+    assert not list(folder.glob("digits_stopped*"))
+    # CLIP + the bundled calibration prompts instead of a conditioning
+    graph = calibrate_graph("digits_bundled", budget=30, search="dp", contexts=3)
+    del graph["6"]["inputs"]["positive"], graph["6"]["inputs"]["negative"]
+    graph["6"]["inputs"]["clip"] = ["2", 0]
+    result = _run(srv, graph)
+    assert result["status"]["status_str"] == "success", result["status"]
+    assert result["outputs"]["6"]["learned_schedule"][0]["summary"].endswith("on 3 contexts")
+    meta = read_metadata(folder / "digits_bundled.safetensors")
+    assert meta["training"]["calibrate"]["prompts"] == "bundled"
+    shutil.copy(folder / "sd3_test.safetensors", folder / "taken.safetensors")
+    before = (folder / "taken.safetensors").read_bytes()
+    result = _run(srv, calibrate_graph("taken"))
+    assert result["status"]["status_str"] == "error"
+    text = json.dumps(result["status"]["messages"])
+    assert "taken.safetensors already exists" in text and "overwrite" in text
+    assert (folder / "taken.safetensors").read_bytes() == before
+    result = _run(srv, calibrate_graph("taken", budget=30, search="dp", overwrite=True))
+    assert result["status"]["status_str"] == "success", result["status"]
+    assert read_metadata(folder / "taken.safetensors")["method"] == "calibrate-teacher"

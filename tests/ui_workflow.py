@@ -22,6 +22,9 @@ TINY_SD3 = {
         "LearnedSchedules_LearnedSchedule": {"policy": "sd3_test.safetensors"},
         "LearnedSchedules_LearnedSampler": {"policy": "sd3_test.safetensors"},
         "CLIPLoader": {"clip_name": "clip_l.safetensors", "type": "sd3"},
+        # a small calibration (the example's own runs in under a minute on the digits model)
+        "LearnedSchedules_CalibrateSchedule": {"budget": 30, "contexts": 2, "teacher_steps": 6,
+                                               "search": "dp"},
     },
     "replace": {
         "TripleCLIPLoader": {"class_type": "CLIPLoader",

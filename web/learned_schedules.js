@@ -1,7 +1,7 @@
 // ComfyUI extension: the schedule plot on the Learned Schedule, Schedule Plot, Learned Sampler,
-// Compare Schedules and Preview Sigmas nodes, and the text on Schedule to Text and Distance to
-// Reference. DOM widgets (they also render under the Vue node renderer, where
-// onDrawForeground does not run), fed by the nodes' `ui` output through onExecuted.
+// Calibrate Schedule, Compare Schedules and Preview Sigmas nodes, and the text on Schedule to
+// Text and Distance to Reference. DOM widgets (they also render under the Vue node renderer,
+// where onDrawForeground does not run), fed by the nodes' `ui` output through onExecuted.
 //
 // Errors on screen: when one of our nodes fails, its sentence is shown where the user looks: a
 // toast, and on the node itself in place of the last run's plot; the plots, texts and images
@@ -23,6 +23,7 @@ const PLOT_NODES = {
   LearnedSchedules_LearnedSchedule: ["learned_schedule", drawSchedule],
   LearnedSchedules_SchedulePlot: ["schedule_plot", drawSchedule],
   LearnedSchedules_LearnedSampler: ["learned_schedule", drawSchedule],
+  LearnedSchedules_CalibrateSchedule: ["learned_schedule", drawSchedule],
   LearnedSchedules_CompareSchedules: ["compare_schedules", drawComparison],
   LearnedSchedules_PreviewSigmas: ["compare_schedules", drawComparison],
 };

@@ -136,7 +136,8 @@ export function paletteColors(vars = {}) {
 
 export const PLACEHOLDER = "run the graph to see the schedule";
 
-/** The lines shown above the plot: policy name, family, trained step count, resampling. */
+/** The lines shown above the plot: policy name, family, trained step count, resampling, a
+ * calibration's summary. */
 export function infoLines(payload) {
   if (!payload) return [];
   const head = [];
@@ -145,6 +146,7 @@ export function infoLines(payload) {
   if (Number.isFinite(payload.trained_steps)) head.push(`trained for ${payload.trained_steps} steps`);
   const lines = head.length ? [head.join(" · ")] : [];
   if (payload.resampling) lines.push(payload.resampling);
+  if (payload.summary) lines.push(payload.summary);
   return lines;
 }
 

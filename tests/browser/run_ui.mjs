@@ -25,8 +25,8 @@ const [url, specPath] = process.argv.slice(2);
 const spec = JSON.parse(readFileSync(specPath, "utf8"));
 mkdirSync(spec.out_dir, { recursive: true });
 const LS = "LearnedSchedules_LearnedSchedule";
-// the nodes with a schedule plot: Learned Schedule, Learned Sampler
-const PLOT = [LS, "LearnedSchedules_LearnedSampler"];
+// the nodes with a schedule plot: Learned Schedule, Learned Sampler, Calibrate Schedule
+const PLOT = [LS, "LearnedSchedules_LearnedSampler", "LearnedSchedules_CalibrateSchedule"];
 const TEXT = "LearnedSchedules_ScheduleToText";
 const OURS = "/extensions/learned-schedules/"; // where the frontend serves our JS
 const result = { ok: false, examples: {}, cases: {}, screenshots: [] };
@@ -55,6 +55,8 @@ async function openTemplate(page, stem) {
   await dialog.getByText(spec.module, { exact: true }).first().click({ timeout: 30000 });
   const card = dialog.locator(`[data-testid="template-workflow-${stem}"]`).first();
   await card.waitFor({ timeout: 30000 });
+  // a card below the dialog's fold renders its image only once scrolled into view
+  await card.scrollIntoViewIfNeeded({ timeout: 10000 }).catch(() => {});
   // its thumbnail: the .jpg beside the workflow (a missing one shows a 224 px placeholder)
   const img = card.locator("img").first();
   await page.waitForFunction((el) => el.complete && el.naturalWidth > 0,

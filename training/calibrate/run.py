@@ -16,8 +16,8 @@ import torch
 from ...calibration.fit import fit_per_image, per_image_policy
 from ...calibration.problem import Meter
 from ...calibration.run import CalibrationOptions, calibrate_global
+from ...calibration.saving import save_calibrated
 from ...policies.policy_file import load_policy, save_policy
-from ...policies.stored import StoredSchedules
 from ..rl.progress import Progress
 from .args import CalibrateArgs
 from .report import CALIBRATED, PER_IMAGE, table_rows, write_report
@@ -86,12 +86,9 @@ def save_outputs(args: CalibrateArgs, family: str, flows: dict[int, torch.Tensor
     """The global policy file (every step count) and one per-image file per step count."""
     name = args.name or f"calibrated_{family}"
     training = {"calibrate": json.loads(json.dumps(dataclasses.asdict(args), default=str))}
-    counts = list(args.steps)
-    policy = StoredSchedules(counts, {c: flows[c].float() for c in counts})
-    path = out / f"{name}.safetensors"
-    save_policy(path, policy, method=f"calibrate-{args.method}", model_family=family,
-                training=training, reward="reference", global_schedule=flows[counts[0]],
-                extra={"calibration": summary})
+    path = save_calibrated(out / f"{name}.safetensors", {c: flows[c] for c in args.steps},
+                           method=f"calibrate-{args.method}", family=family,
+                           training=training, summary=summary)
     paths = {"policy": str(path), "per_image": []}
     for steps, pol in per_image.items():
         p = out / f"{name}_per_image_L{steps}.safetensors"

@@ -245,6 +245,9 @@ test("info lines name the policy, family, trained steps and resampling", () => {
   assert.match(lines[0], /trained for 4 steps/);
   assert.equal(lines[1], FULL.resampling);
   assert.deepEqual(infoLines({ ...FULL, resampling: "" }).length, 1);
+  const calibrated = infoLines({ ...FULL, summary: "latent PSNR to 30-step: calibrated 30 dB" });
+  assert.equal(calibrated.length, 3);
+  assert.equal(calibrated[2], "latent PSNR to 30-step: calibrated 30 dB");
   const { ctx, calls } = recordingContext();
   drawSchedule(ctx, 600, 300, FULL, true);
   const texts = calls.filter(([n]) => n === "fillText").map(([, t]) => t);
