@@ -11,6 +11,15 @@ when the caller runs under ComfyUI's inference mode) and the start ``x`` after
 ``noise_scaling``. Flow time <-> the model's sigmas is the bridge's map
 (:func:`.sigmas.flow_to_model`).
 
+Two experts (Wan 2.2 A14B: ``low_model`` and ``boundary``, a model sigma): the low-noise
+expert's guided denoiser is opened the same way inside the high-noise one's sampler call, and
+the problem's denoiser takes each context's step to the high-noise expert while its sigma lies
+above the boundary and to the low-noise one from it on, what the two-sampler graph does
+(:mod:`training.comfy.experts`; ComfyUI's latent round trip between the two samplers aside).
+The problem's sigmas get one step exactly on the boundary
+(:func:`policies.experts.snap_to_boundary`, the node's rule), so the search and the gradients
+score what the graph runs, and the calibrated flow schedules are returned snapped.
+
 For a node: :func:`calibrate` takes ``progress(done, total)`` (model calls: drive
 ``comfy.utils.ProgressBar``) and ``should_stop()`` (e.g. ``comfy.model_management.
 processing_interrupted``; a stop raises :class:`calibration.problem.Stopped`), returns a
@@ -32,8 +41,9 @@ import torch
 from ..calibration.problem import Problem
 from ..calibration.run import CalibrationOptions, CalibrationResult, calibrate_global
 from ..calibration.sampler import euler
+from ..policies.experts import snap_to_boundary
 from .sampling_space import sampling_space
-from .sigmas import default_flow, flow_to_model, sampling_of
+from .sigmas import default_flow, flow_to_model, model_to_flow, sampling_of
 
 _RESULTS: dict[str, CalibrationResult] = {}
 """Results of :func:`calibrate` by :func:`calibration_key` (this process)."""
@@ -136,44 +146,103 @@ def normal_weights(module: torch.nn.Module) -> int:
     return n
 
 
-def run_in_model(model: Any, positive: Any, negative: Any, cfg: float, noise: torch.Tensor,
-                 fn: Callable[[Problem], Any], identity: str = "",
-                 features: dict[str, torch.Tensor] | None = None, seed: int = 0) -> Any:
-    """Run ``fn(problem)`` on the model's guided denoiser for a batch (see the module
-    docstring) and return what it returns."""
+def _in_guider(model: Any, positive: Any, negative: Any, cfg: float, noise: torch.Tensor,
+               fn: Callable[[Any, torch.Tensor], Any], seed: int) -> Any:
+    """``fn(denoise, x)`` inside one ``CFGGuider.sample`` call of ``model`` (``denoise``: its
+    guided ``x0`` prediction, ``x``: the start after noise scaling); what ``fn`` returns."""
     import comfy.samplers
 
     sampling = sampling_of(model)
+    guider = comfy.samplers.CFGGuider(model)
+    neg = _clone_cond(negative) if negative is not None and cfg != 1.0 else []
+    guider.set_conds(_clone_cond(positive), neg)
+    guider.set_cfg(float(cfg))
+    box: dict[str, Any] = {}
+
+    def sampler_function(k_model: Any, x: torch.Tensor, sigmas: torch.Tensor,
+                         extra_args: dict | None = None, callback: Any = None,
+                         disable: bool | None = None) -> torch.Tensor:
+        extra = dict(extra_args or {})
+        normal_weights(model.model)  # loaded / patched under inference mode in a node
+
+        def denoise(xx: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            return k_model(xx, sigma.to(device=xx.device, dtype=xx.dtype), **extra)
+
+        box["out"] = fn(denoise, x.detach().clone())
+        return x
+
+    sigma_max = float(flow_to_model(sampling, torch.ones(1, dtype=torch.float64)))
+    guider.sample(noise, torch.zeros_like(noise), comfy.samplers.KSAMPLER(sampler_function),
+                  torch.tensor([sigma_max, 0.0]), disable_pbar=True, seed=int(seed))
+    return box["out"]
+
+
+def _experts(high: Any, low: Any, boundary: float) -> Any:
+    """One denoiser of two experts: each context's call to ``high`` while its sigma lies
+    above ``boundary``, to ``low`` from it on."""
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        upper = sigma > boundary
+        if bool(upper.all()):
+            return high(x, sigma)
+        if not bool(upper.any()):
+            return low(x, sigma)
+        out = torch.empty_like(x)
+        out[upper] = high(x[upper], sigma[upper])
+        out[~upper] = low(x[~upper], sigma[~upper])
+        return out
+
+    return denoise
+
+
+def snapped_to_sigma(sampling: Any, boundary: float | None) -> Callable[[torch.Tensor],
+                                                                          torch.Tensor]:
+    """Flow schedules ``[..., L+1]`` -> model sigmas, with one step on the experts'
+    ``boundary`` where there is one (schedules of 2 or more steps)."""
+    def to_sigma(t: torch.Tensor) -> torch.Tensor:
+        sig = flow_to_model(sampling, t.double())
+        if boundary is None or sig.shape[-1] < 3:
+            return sig
+        return snap_to_boundary(sig, boundary)[0]
+
+    return to_sigma
+
+
+def snap_flow(model: Any, flow: torch.Tensor, boundary: float | None) -> torch.Tensor:
+    """A flow schedule with the experts' boundary step in it (as the graph runs it)."""
+    sampling = sampling_of(model)
+    if boundary is None:
+        return flow
+    return model_to_flow(sampling, snapped_to_sigma(sampling, boundary)(flow)).to(flow.dtype)
+
+
+def run_in_model(model: Any, positive: Any, negative: Any, cfg: float, noise: torch.Tensor,
+                 fn: Callable[[Problem], Any], identity: str = "",
+                 features: dict[str, torch.Tensor] | None = None, seed: int = 0,
+                 low_model: Any = None, boundary: float | None = None) -> Any:
+    """Run ``fn(problem)`` on the model's guided denoiser for a batch (see the module
+    docstring; ``low_model`` and ``boundary``: two experts) and return what it returns."""
+    sampling = sampling_of(model)
+    to_sigma = snapped_to_sigma(sampling, boundary if low_model is not None else None)
+
+    def run(denoise: Any, x: torch.Tensor) -> Any:
+        problem = Problem(start=x, denoise=denoise, to_sigma=to_sigma, features=features,
+                          identity=identity)
+        with torch.enable_grad():
+            return fn(problem)
+
     with torch.inference_mode(False):
         noise = noise.clone()
-        guider = comfy.samplers.CFGGuider(model)
-        neg = _clone_cond(negative) if negative is not None and cfg != 1.0 else []
-        guider.set_conds(_clone_cond(positive), neg)
-        guider.set_cfg(float(cfg))
-        box: dict[str, Any] = {}
+        if low_model is None:
+            return _in_guider(model, positive, negative, cfg, noise, run, seed)
+        if boundary is None:
+            raise ValueError("Two experts need their boundary sigma.")
 
-        def sampler_function(k_model: Any, x: torch.Tensor, sigmas: torch.Tensor,
-                             extra_args: dict | None = None, callback: Any = None,
-                             disable: bool | None = None) -> torch.Tensor:
-            extra = dict(extra_args or {})
-            normal_weights(model.model)  # loaded / patched under inference mode in a node
+        def high_then_low(high: Any, x: torch.Tensor) -> Any:
+            return _in_guider(low_model, positive, negative, cfg, noise,
+                              lambda low, _x: run(_experts(high, low, float(boundary)), x),
+                              seed)
 
-            def denoise(xx: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-                return k_model(xx, sigma.to(device=xx.device, dtype=xx.dtype), **extra)
-
-            def to_sigma(t: torch.Tensor) -> torch.Tensor:
-                return flow_to_model(sampling, t.double())
-
-            problem = Problem(start=x.detach().clone(), denoise=denoise, to_sigma=to_sigma,
-                              features=features, identity=identity)
-            with torch.enable_grad():
-                box["out"] = fn(problem)
-            return x
-
-        sigma_max = float(flow_to_model(sampling, torch.ones(1, dtype=torch.float64)))
-        guider.sample(noise, torch.zeros_like(noise), comfy.samplers.KSAMPLER(sampler_function),
-                      torch.tensor([sigma_max, 0.0]), disable_pbar=True, seed=int(seed))
-    return box["out"]
+        return _in_guider(model, positive, negative, cfg, noise, high_then_low, seed)
 
 
 def teacher_grid(model: Any, teacher_steps: int, scheduler: str = "simple") -> torch.Tensor:
@@ -190,20 +259,25 @@ def calibrate(model: Any, positive: Any, negative: Any, cfg: float, noise: torch
               should_stop: Callable[[], bool] | None = None,
               features: dict[str, torch.Tensor] | None = None,
               then: Callable[[Problem, CalibrationResult], Any] | None = None,
-              use_memory: bool = True) -> CalibrationResult:
+              use_memory: bool = True, low_model: Any = None,
+              boundary: float | None = None) -> CalibrationResult:
     """Calibrate global schedules (flow time, by step count) for this model, conditioning
     and noise; ``then(problem, result)`` runs afterwards in the same model context (e.g. a
     per-image fit), its value kept in ``result.extra``. Results are remembered by
-    :func:`calibration_key` (``use_memory``)."""
+    :func:`calibration_key` (``use_memory``). ``low_model`` and ``boundary``: two experts
+    (see the module docstring); the schedules come back with their boundary step."""
     options.check()
-    key = calibration_key(model, positive, negative, cfg, noise, options, teacher_steps)
+    experts = "" if low_model is None else \
+        f"|low={model_identity(low_model)}|boundary={float(boundary or 0)!r}"
+    key = calibration_key(model, positive, negative, cfg, noise, options, teacher_steps) + \
+        (hashlib.sha256(experts.encode()).hexdigest()[:8] if experts else "")
     if use_memory and then is None and key in _RESULTS:
         if progress is not None:
             progress(1, 1)
         return _RESULTS[key]
     grid = teacher_grid(model, teacher_steps, teacher_scheduler)
     identity = problem_identity(model, positive, negative, cfg, noise) + \
-        f"|teacher={teacher_scheduler}"
+        f"|teacher={teacher_scheduler}" + experts
 
     def run(problem: Problem) -> CalibrationResult:
         result = calibrate_global(
@@ -211,12 +285,15 @@ def calibrate(model: Any, positive: Any, negative: Any, cfg: float, noise: torch
             should_stop=should_stop,
             default_flow=lambda steps: default_flow(model, steps, teacher_scheduler))
         result.key = key
+        if low_model is not None:
+            for r in result.schedules.values():
+                r.flow = snap_flow(model, r.flow, boundary)
         if then is not None:
             result.extra = then(problem, result)
         return result
 
     result = run_in_model(model, positive, negative, cfg, noise, run, identity=identity,
-                          features=features)
+                          features=features, low_model=low_model, boundary=boundary)
     if use_memory and then is None:
         if len(_RESULTS) >= RESULT_LIMIT:
             _RESULTS.pop(next(iter(_RESULTS)))
@@ -225,16 +302,24 @@ def calibrate(model: Any, positive: Any, negative: Any, cfg: float, noise: torch
 
 
 def sample_few_step(model: Any, positive: Any, negative: Any, cfg: float, noise: torch.Tensor,
-                    schedules: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+                    schedules: dict[str, torch.Tensor], low_model: Any = None,
+                    boundary: float | None = None) -> dict[str, torch.Tensor]:
     """The Euler results ``[N, ...]`` (CPU) of named flow schedules (``[L+1]`` shared or
-    ``[N, L+1]`` per context), no gradient: what the evaluation table compares."""
+    ``[N, L+1]`` per context), no gradient, as a sampler node outputs them (the latent
+    format's ``process_out`` applied: what the VAE decodes and the trainer's rollouts give):
+    what the evaluation table compares (two experts: every schedule with its boundary
+    step)."""
+    out_of_sampler = model.model.process_latent_out
+
     def run(problem: Problem) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            return {name: euler(problem, problem.sigmas(flow).to(problem.start.device))
-                    .float().cpu() for name, flow in schedules.items()}
+            return {name: out_of_sampler(euler(problem, problem.sigmas(flow).to(
+                problem.start.device))).float().cpu() for name, flow in schedules.items()}
 
-    return run_in_model(model, positive, negative, cfg, noise, run)
+    return run_in_model(model, positive, negative, cfg, noise, run, low_model=low_model,
+                        boundary=boundary)
 
 
 __all__ = ["model_identity", "conditioning_identity", "problem_identity", "calibration_key",
-           "normal_weights", "run_in_model", "teacher_grid", "calibrate", "sample_few_step"]
+           "normal_weights", "snapped_to_sigma", "snap_flow", "run_in_model", "teacher_grid",
+           "calibrate", "sample_few_step"]

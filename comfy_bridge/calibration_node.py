@@ -117,7 +117,7 @@ def summary(model: Any, positive: Any, negative: Any, cfg: float, noise: torch.T
     flows = {"calibrated": result.schedules[steps].flow,
              "default": default_flow(model, steps, "simple")}
     latents = cc.sample_few_step(model, positive, negative, cfg, noise, flows)
-    final = result.teacher.final.float().cpu()
+    final = model.model.process_latent_out(result.teacher.final.float()).cpu()  # as latents
     psnr = {k: float(psnr_from_mse((v - final).pow(2).flatten(1).mean(1).double()).mean())
             for k, v in latents.items()}
     n = int(noise.shape[0])

@@ -3,7 +3,10 @@
 loaded), the calibration through the bridge's adapter (:mod:`comfy_bridge.calibration`) and
 the evaluation table: PSNR of the decoded few-step images to the decoded many-step image of
 the same held-out (prompt, seed), for the calibrated schedule(s) and every ComfyUI schedule
-that applies to the model (:mod:`comfy_bridge.scheduler_table`)."""
+that applies to the model (:mod:`comfy_bridge.scheduler_table`). On a video model
+(``--frames``, latents ``[N, C, T, h, w]``) the table compares latents, with no decode, as
+the trainer's ``reference`` reward does there (``--reference-space``, ``auto``: latents for
+video): decoding every row through a video VAE would cost more than the calibration."""
 
 from __future__ import annotations
 
@@ -67,10 +70,16 @@ def run_comfy(args: CalibrateArgs, out: Path) -> dict[str, Any]:
     features = b.features(ctx)
     summary: dict[str, Any] = {"method": args.method, "contexts": len(ctx),
                                "threads": torch.get_num_threads(),
-                               "teacher_steps": args.teacher_steps, "cfg": b.cfg}
+                               "teacher_steps": args.teacher_steps, "cfg": b.cfg,
+                               "psnr_space": "latents" if b.reference_space == "latent"
+                               else "decoded images",
+                               "expert_boundary": b.expert_boundary}
     t0 = time.monotonic()
     per_image: dict[int, torch.nn.Module] = {}
     if args.method == "art":
+        if b.low_model is not None:
+            raise ValueError("--method art runs on one model; calibrate two experts "
+                             "(--low-noise-model) with --method teacher.")
         flows = {s: art_schedule(args, s, out / "art")[0] for s in args.steps}
     else:
         def then(problem: Any, result: Any) -> dict[int, Any]:
@@ -87,7 +96,8 @@ def run_comfy(args: CalibrateArgs, out: Path) -> dict[str, Any]:
         res = cc.calibrate(b.model, pos, neg, b.cfg, noise, options_of(args),
                            teacher_steps=args.teacher_steps, cache_dir=teacher_cache(args),
                            progress=update, features=features,
-                           then=then if args.per_image else None, use_memory=False)
+                           then=then if args.per_image else None, use_memory=False,
+                           low_model=b.low_model, boundary=b.expert_boundary)
         prog.close()
         flows = {s: r.flow for s, r in res.schedules.items()}
         summary.update(calls_per_context=res.calls, teacher_cached=res.teacher.from_cache,
@@ -100,9 +110,10 @@ def run_comfy(args: CalibrateArgs, out: Path) -> dict[str, Any]:
     paths = save_outputs(args, b.model_family, flows, per_image, summary, out)
     tables = evaluate(b, args, flows, {s: {PER_IMAGE: p} for s, p in per_image.items()}) \
         if args.eval_contexts else {}
+    space = summary["psnr_space"]
     header = (f"# calibrate {b.model_family} ({args.method}, {len(ctx)} contexts, "
-              f"{summary['seconds']:.0f} s on {summary['threads']} threads; PSNR to the "
-              f"{args.teacher_steps}-step result)")
+              f"{summary['seconds']:.0f} s on {summary['threads']} threads; PSNR of the "
+              f"{space} to the {args.teacher_steps}-step result)")
     if tables:
         paths["report"] = str(write_report(out, tables, args.eval_contexts, header, summary))
     return {**paths, "tables": tables, "summary": summary}
@@ -135,10 +146,12 @@ def evaluate(b: Any, args: CalibrateArgs, flows: dict[int, torch.Tensor],
             for name, pol in policies.get(steps, {}).items():
                 with torch.no_grad():
                     scheds[f"{name}@{steps}"] = pol.schedule(feats, steps=steps).double()
-        latents = cc.sample_few_step(b.model, pos, neg, b.cfg, noise, scheds)
-        ref = b.decode(latents.pop(TEACHER))
+        latents = cc.sample_few_step(b.model, pos, neg, b.cfg, noise, scheds,
+                                     low_model=b.low_model, boundary=b.expert_boundary)
+        view = (lambda lat: lat) if b.reference_space == "latent" else b.decode
+        ref = view(latents.pop(TEACHER))
         for key, lat in latents.items():
-            scores.setdefault(key, []).append(image_psnr(b.decode(lat), ref))
+            scores.setdefault(key, []).append(image_psnr(view(lat), ref))
     tables = {}
     for steps in args.steps:
         tag = f"@{steps}"
