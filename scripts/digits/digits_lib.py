@@ -9,6 +9,8 @@ SD3 text-to-image one: ``EmptySD3LatentImage`` 32x32 -> a 16x4x4 latent.
 
 from __future__ import annotations
 
+import copy
+import math
 import sys
 import zlib
 from pathlib import Path
@@ -297,6 +299,49 @@ def velocity(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, ctx_emb: torc
     c = net.t_embedder(sigma * 1000.0, dtype=x.dtype) + net.y_embedder(pooled)
     h = net.forward_core_with_concat(h, c, ctx_emb)
     return net.unpatchify(h, hw=hw)[:, :, :hw[-2], :hw[-1]]
+
+
+def fit_mmdit(net: nn.Module, x0_all: torch.Tensor, labels: torch.Tensor, empty: int,
+              ctx: torch.Tensor, pooled: torch.Tensor, args, g: torch.Generator
+              ) -> tuple[nn.Module, list[float]]:
+    """Train ``net`` on the rectified-flow loss (``args``: steps, batch, lr, drop, ema) with
+    prompt dropout to the ``empty`` row of ``ctx`` / ``pooled``; -> (its EMA copy, losses).
+    The digits and shapes models' one training loop."""
+    ema = copy.deepcopy(net).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    warm = 100
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * s / args.steps)))
+    losses: list[float] = []
+    bar = progress(range(args.steps), desc="mmdit")
+    for step in bar:
+        idx = torch.randint(0, len(labels), (args.batch,), generator=g)
+        x0 = x0_all[idx]
+        cls = labels[idx].clone()
+        cls[torch.rand(args.batch, generator=g) < args.drop] = empty
+        sigma = torch.sigmoid(torch.randn(args.batch, generator=g))
+        noise = torch.randn(x0.shape, generator=g)
+        s = sigma[:, None, None, None]
+        xt = s * noise + (1 - s) * x0
+        ctx_emb = embed_context(net, ctx)
+        out = velocity(net, xt, sigma, ctx_emb[cls], pooled[cls])
+        loss = F.mse_loss(out, noise - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), net.parameters(), strict=True):
+                pe.lerp_(p, 1 - decay)
+        losses.append(loss.item())
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", refresh=False)
+    return ema, losses
 
 
 def load_unet_file(path: Path = UNET_FILE) -> nn.Module:

@@ -31,6 +31,7 @@ from digits_lib import (  # noqa: E402,F401  (re-exported for the shapes scripts
     embed_context,
     encode,
     euler,
+    fit_mmdit,
     load_clip,
     noise_for,
     progress,

@@ -14,28 +14,23 @@ the stock ``UNETLoader`` detects as SD3.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
 import time
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 from shapes_lib import (
     MODEL_DIR,
     NEGATIVE,
     UNET_FILE,
     build_mmdit,
-    embed_context,
     encode,
+    fit_mmdit,
     images_of,
     load_clip,
     load_small_vae,
-    progress,
     prompts,
     setup_comfy,
-    velocity,
 )
 
 
@@ -75,40 +70,7 @@ def main() -> None:
     x0_all, y_all = latents_of(args.per_prompt)
     empty = len(names)
     net = build_mmdit(args.depth, args.seed).train()
-    ema = copy.deepcopy(net).eval()
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    warm = 100
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * s / args.steps)))
-    losses = []
-    bar = progress(range(args.steps), desc="mmdit")
-    for step in bar:
-        idx = torch.randint(0, len(y_all), (args.batch,), generator=g)
-        x0 = x0_all[idx]
-        cls = y_all[idx].clone()
-        cls[torch.rand(args.batch, generator=g) < args.drop] = empty
-        sigma = torch.sigmoid(torch.randn(args.batch, generator=g))
-        noise = torch.randn(x0.shape, generator=g)
-        s = sigma[:, None, None, None]
-        xt = s * noise + (1 - s) * x0
-        ctx_emb = embed_context(net, ctx)
-        out = velocity(net, xt, sigma, ctx_emb[cls], pooled[cls])
-        loss = F.mse_loss(out, noise - x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), net.parameters(), strict=True):
-                pe.lerp_(p, 1 - decay)
-        losses.append(loss.item())
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}", refresh=False)
+    ema, losses = fit_mmdit(net, x0_all, y_all, empty, ctx, pooled, args, g)
     sd = {k: v.detach().half().contiguous() for k, v in ema.state_dict().items()}
     MODEL_DIR.mkdir(parents=True, exist_ok=True)
     save_file(sd, args.out)
