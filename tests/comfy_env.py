@@ -265,3 +265,15 @@ def build_network_model(config_class: str, unet_config: dict, dtype: torch.dtype
     net.dtype = dtype
     model.manual_cast_dtype = None
     return comfy.model_patcher.ModelPatcher(model, load_device=dev, offload_device=dev)
+
+
+def digits_clip() -> Path:
+    """The digits model's CLIP-L file (git-ignored, 246 MB), rebuilt bit-identically from its
+    seed by ``scripts/digits`` when missing."""
+    clip = REPO / "models" / "digits" / "digits_clip_l.safetensors"
+    if not clip.is_file():
+        sys.path.insert(0, str(REPO / "scripts" / "digits"))
+        import digits_lib
+
+        digits_lib.build_text_encoder(clip)
+    return clip

@@ -21,12 +21,12 @@ iterations), so it is not asserted here: ``bench/adagen_digits.py`` shows it at 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from comfy_env import digits_clip
 from learned_schedules.training.rewards.digits import (
     DigitMeasures,
     class_coverage,
@@ -70,12 +70,7 @@ def _compare(measured: dict, name: str, against: str = "default") -> dict[str, f
 def measured(tmp_path_factory):
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("adagen_digits")
-    clip = DIGITS / "digits_clip_l.safetensors"
-    if not clip.is_file():  # git-ignored: rebuilt bit-identically from its seed
-        sys.path.insert(0, str(REPO / "scripts" / "digits"))
-        import digits_lib
-
-        digits_lib.build_text_encoder(clip)
+    digits_clip()
     base = json.loads((REPO / "training" / "configs" / "digits_reference.json").read_text())
     for key in ("diffusion_model", "text_encoders", "vae", "prompts"):
         base[key] = str(REPO / base[key])

@@ -8,13 +8,12 @@ the teacher's many-step run is read from the disk cache the second time."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from comfy_env import import_comfy
+from comfy_env import digits_clip, import_comfy
 from learned_schedules.policies.policy_file import load_policy
 from learned_schedules.training.calibrate.command import calibrate_command
 from learned_schedules.training.calibrate.report import CALIBRATED
@@ -31,12 +30,7 @@ sigma_max there; AYS / OptimalSteps / GITS have no SD3 table)."""
 @pytest.fixture(scope="module")
 def flags(tmp_path_factory):
     import_comfy(tmp_path_factory.mktemp("comfy_base"))
-    clip = DIGITS / "digits_clip_l.safetensors"
-    if not clip.is_file():  # git-ignored: rebuilt bit-identically from its seed
-        sys.path.insert(0, str(REPO / "scripts" / "digits"))
-        import digits_lib
-
-        digits_lib.build_text_encoder(clip)
+    clip = digits_clip()
     return ["--config", str(REPO / "training" / "configs" / "digits_reference.json"),
             "--diffusion-model", str(DIGITS / "digits_mmdit.safetensors"),
             "--text-encoders", str(clip), "--vae", str(DIGITS / "digits_vae.safetensors"),

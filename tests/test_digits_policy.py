@@ -5,13 +5,12 @@ measured here; plus the back-end options it relies on (32x32, held-out seeds, ti
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from comfy_env import import_comfy
+from comfy_env import digits_clip, import_comfy
 from learned_schedules.policies.latent_encoder import LatentTextEncoder
 from learned_schedules.policies.policy_file import load_policy
 from learned_schedules.training.eval import backend_for_policy
@@ -25,12 +24,7 @@ SEEDS_PER_DIGIT = 6
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
     import_comfy(tmp_path_factory.mktemp("comfy_base"))
-    clip = DIGITS / "digits_clip_l.safetensors"
-    if not clip.is_file():  # git-ignored: rebuilt bit-identically from its seed
-        sys.path.insert(0, str(REPO / "scripts" / "digits"))
-        import digits_lib
-
-        digits_lib.build_text_encoder(clip)
+    clip = digits_clip()
     loaded = load_policy(POLICY)
     overrides = {"diffusion_model": str(DIGITS / "digits_mmdit.safetensors"),
                  "text_encoders": str(clip), "vae": str(DIGITS / "digits_vae.safetensors"),

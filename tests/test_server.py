@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import comfy_env
-from comfy_env import REPO, build_clip_l, build_tiny_sd3, build_tiny_vae, import_comfy
+from comfy_env import REPO, build_clip_l, build_tiny_sd3, build_tiny_vae, digits_clip, import_comfy
 from ui_workflow import TINY_SD3, apply_stand_ins, examples, ui_to_api
 
 PACK = "learned-schedules"  # the folder name under custom_nodes/ (the templates' module)
@@ -602,12 +602,7 @@ DIGITS = REPO / "models" / "digits"
 def digits_server(server):
     """The session server with the digits model's files linked into its model folders (the
     CLIP file is git-ignored: rebuilt bit-identically from its seed when missing)."""
-    clip = DIGITS / "digits_clip_l.safetensors"
-    if not clip.is_file():
-        sys.path.insert(0, str(REPO / "scripts" / "digits"))
-        import digits_lib
-
-        digits_lib.build_text_encoder(clip)
+    digits_clip()
     models = server["base"] / "models"
     for sub, name in (("diffusion_models", "digits_mmdit.safetensors"),
                       ("text_encoders", "digits_clip_l.safetensors"),
