@@ -16,6 +16,7 @@ DIGITS_MODEL = "models/digits/digits_mmdit.safetensors"
 @pytest.mark.parametrize(("given", "want"), [
     ({"set_metrics": "digits"}, "digits"),
     ({"set_metrics": "digits", "diffusion_model": "sd3.safetensors"}, "digits"),
+    ({"set_metrics": "shapes", "diffusion_model": "shapes_mmdit.safetensors"}, "shapes"),
     ({"set_metrics": "none", "diffusion_model": DIGITS_MODEL}, None),
     ({"diffusion_model": "sd3.safetensors"}, None),
     # configs from before the option (no set_metrics): what they got then
@@ -35,6 +36,8 @@ def test_unknown_set_metrics_are_refused():
     with pytest.raises(ValueError, match="set_metrics"):
         set_measures_for("fid")
     assert set_measures_for(None) is None
+    assert set_measures_for("shapes").names == ("checks", "glyph_logp", "colour_error",
+                                                "texture_strength")
 
 
 def test_sample_memo_computes_each_missing_key_once_in_one_batch():

@@ -13,8 +13,11 @@ from learned_schedules.training.datasets import shapes as data
 from learned_schedules.training.rewards import load_reward
 from learned_schedules.training.rewards.shapes import (
     DEFAULT_CLASSIFIER,
+    SCORES,
     GlyphClassifier,
     ShapesChecks,
+    ShapesScores,
+    ShapesSetMeasures,
 )
 
 needs_classifier = pytest.mark.skipif(not DEFAULT_CLASSIFIER.is_file(),
@@ -117,3 +120,28 @@ def test_exact_rewards_and_glyph_classifier():
     per = ShapesChecks()(x, prompts)
     assert set(per) >= {"colour", "shape", "position", "count", "texture", "glyph"}
     assert np.nanmin(np.stack(list(per.values()))) == 1.0
+
+
+def test_graded_scores_are_perfect_on_the_generator_and_worse_on_blurred_images():
+    """The graded exact scores: the generator's images pass every check, have colour error
+    ~0, glyph log-probability ~0 and texture strength ~1; a 3x3 box blur (what a too-coarse
+    schedule does to edges) raises the colour error and weakens textures; eval's ``shapes``
+    set measures give the means with paired bootstrap replicates."""
+    prompts = list(data.PROMPTS)
+    x = torch.from_numpy(np.concatenate([data.sample(p, [301])[0] for p in prompts]))
+    blur = torch.nn.functional.avg_pool2d(x.permute(0, 3, 1, 2), 3, 1, 1,
+                                          count_include_pad=False).permute(0, 2, 3, 1)
+    scores = ShapesScores()
+    own, blurred = scores(x, prompts), scores(blur, prompts)
+    assert set(own) == set(SCORES)
+    assert np.all(own["checks"] == 1.0)
+    assert np.nanmax(own["colour_error"]) < 0.02 and np.nanmin(own["glyph_logp"]) > -0.05
+    tex = own["texture_strength"][np.isfinite(own["texture_strength"])]
+    assert len(tex) == 12 and 0.7 < tex.min() and tex.max() < 1.1
+    assert np.nanmean(blurred["colour_error"]) > np.nanmean(own["colour_error"]) + 0.02
+    assert np.nanmean(blurred["texture_strength"]) < np.nanmean(tex) - 0.1
+    assert np.isnan(own["glyph_logp"][0]) and np.isnan(own["texture_strength"][0])
+    sets = ShapesSetMeasures(resamples=20)({"own": x, "blur": blur}, prompts)
+    value, reps = sets["blur"]["colour_error"]
+    assert value == pytest.approx(float(np.nanmean(blurred["colour_error"])))
+    assert reps.shape == (20,) and float((reps - sets["own"]["colour_error"][1]).min()) > 0

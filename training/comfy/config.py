@@ -16,7 +16,9 @@ WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
 CLIP_TYPES = ("auto", "flux", "sd3", *sorted(
     {f.clip_type for f in FAMILIES.values() if f.clip_type} - {"flux", "sd3"}))
 """``auto`` (the family row's type, :mod:`policies.families`) or a CLIP loaders' ``type``."""
-SET_METRICS = ("none", "digits")
+SET_METRICS = ("none", "digits", "shapes")
+"""Set-level measures ``eval`` can report (the ``set_metrics`` option, read by
+:func:`.evaluation.set_measures_for`)."""
 
 
 @dataclass
@@ -105,8 +107,9 @@ class ComfyConfig:
     """Save sample images (default vs learned schedule) every N iterations (0: off)."""
     set_metrics: str = option("none", choices=SET_METRICS)
     """Set-level metrics ``eval`` reports beside the reward: ``digits`` (the digits model:
-    Fréchet distance, per-class coverage and accuracy on the digits classifier's features) or
-    ``none``. Configs written before this option get what they got then
+    Fréchet distance, per-class coverage and accuracy on the digits classifier's features),
+    ``shapes`` (the shapes model: exact prompt-following scores, ``training/rewards/shapes.py``)
+    or ``none``. Configs written before this option get what they got then
     (:func:`training.rl.config_migration.migrate`)."""
 
     def validate(self) -> None:

@@ -3,7 +3,8 @@
 Comparators are ComfyUI's own schedulers (``BasicScheduler``'s sigmas, in flow time) and
 fixed schedules given by the user; the ceiling is the default scheduler at many steps.
 Set-level measures are a declared option of the config (``set_metrics``: ``digits`` gives
-the digits model's Fréchet distance, per-class coverage and accuracy); their images are
+the digits model's Fréchet distance, per-class coverage and accuracy; ``shapes`` the shapes
+model's exact prompt-following scores); their images are
 remembered per (prompt, seed, schedule) so that ``eval``'s rewards and set measures sample
 each only once. Artefacts: ``grid.png`` (one row per schedule) and the trainer's sample grids
 (default schedule above, learned below).
@@ -24,6 +25,7 @@ from ...plots import image_grid
 from ...policies.contract import is_stepwise
 from ..rl.backend import SetMetric
 from ..rl.stepwise import policy_rollout
+from .config import SET_METRICS
 from .contexts import PromptContexts
 from .memo import SampleMemo
 
@@ -34,8 +36,6 @@ SetMeasures = Callable[[dict[str, torch.Tensor], list[str]],
                        dict[str, dict[str, tuple[float, torch.Tensor]]]]
 """Images by schedule name + prompts -> name -> metric -> (value, bootstrap replicates)."""
 
-SET_METRICS = ("digits",)
-"""Set-level measures there are (the ``set_metrics`` option; ``none``: no such measures)."""
 
 IMAGE_MEMO_LIMIT = 12_000
 """Images :meth:`Evaluation.images` remembers (32x32 digits: ~12 KB each)."""
@@ -52,7 +52,8 @@ def check_scheduler_names(names: Sequence[str]) -> None:
 
 
 def set_metrics_option(config: TrainConfig) -> str | None:
-    """The set-level measures a config asks for (``comfy.set_metrics``): ``digits`` or None
+    """The set-level measures a config asks for (``comfy.set_metrics``): ``digits``,
+    ``shapes`` or None
     (configs from before the option are migrated once, in
     :mod:`training.rl.config_migration`)."""
     choice = config.comfy.set_metrics
@@ -64,8 +65,11 @@ def set_measures_for(choice: str | None) -> SetMeasures | None:
     if choice is None:
         return None
     if choice not in SET_METRICS:
-        raise ValueError(f"set_metrics must be one of {', '.join(SET_METRICS)} or none, got "
-                         f"{choice!r}.")
+        raise ValueError(f"set_metrics must be one of {', '.join(SET_METRICS)}, got {choice!r}.")
+    if choice == "shapes":
+        from ..rewards.shapes import ShapesSetMeasures
+
+        return ShapesSetMeasures()
     from ..rewards.digits import DigitSetMeasures
 
     return DigitSetMeasures()
@@ -179,5 +183,5 @@ class Evaluation:
         return path
 
 
-__all__ = ["SET_METRICS", "SetMeasures", "Evaluation", "check_scheduler_names",
+__all__ = ["SetMeasures", "Evaluation", "check_scheduler_names",
            "set_metrics_option", "set_measures_for"]
