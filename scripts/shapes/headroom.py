@@ -99,7 +99,16 @@ def shift_schedule(L: int, shift: float) -> torch.Tensor:
 
 def candidates(st: Setting, L: int, n_random: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """Named candidate schedules ``[L+1]`` from 1 to 0."""
-    out = {"default": default_sigmas(st.patcher, L), "uniform": torch.linspace(1, 0, L + 1)}
+    return candidate_schedules(default_sigmas(st.patcher, L), n_random, seed)
+
+
+def candidate_schedules(default: torch.Tensor, n_random: int, seed: int = 0
+                        ) -> dict[str, torch.Tensor]:
+    """The sweep's named schedules ``[L+1]`` from 1 to 0 beside the model's ``default`` one
+    (SD3: sigma = flow time): uniform, the :data:`SHIFTS` and ``n_random`` seeded
+    Dirichlet-random partitions (also used by ``bench/shapes_benchmark.py``)."""
+    L = len(default) - 1
+    out = {"default": default.float(), "uniform": torch.linspace(1, 0, L + 1)}
     for s in SHIFTS:
         out[f"shift{s:g}"] = shift_schedule(L, s)
     rng = np.random.default_rng(seed * 1000 + L)
