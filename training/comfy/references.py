@@ -48,9 +48,11 @@ class References:
         return self.backend.default_sigmas(self.steps, self.scheduler)
 
     def images(self, contexts: PromptContexts) -> torch.Tensor:
-        """The ``steps``-step image of every context (computed once each)."""
-        return self._images.get(context_keys(contexts), lambda rows: self.backend.images(
-            contexts.select(rows), self._many_step_sigmas()))
+        """The ``steps``-step image of every context (computed once each; decoded from
+        :meth:`model_latents`, so AdaGen's adversarial reward and the ``reference`` reward
+        share one many-step sample per context)."""
+        return self._images.get(context_keys(contexts), lambda rows: self.backend.decode(
+            self.model_latents(contexts.select(rows))))
 
     def samples(self, contexts: PromptContexts, source: str = "default") -> torch.Tensor:
         """One reference latent per context from ``source`` (:data:`REFERENCE_SOURCES`);
