@@ -29,13 +29,13 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 def describe(scores: dict[str, torch.Tensor], reference_label: str) -> str:
-    """The text on the node: first the summary (each row's mean PSNR and, with two rows, on
-    how many images the first is closer), then the per-image numbers."""
+    """The text on the node: first the summary (each row's mean PSNR and, for every later
+    row, on how many images the first is closer), then the per-image numbers."""
     means = {label: float(s.mean()) for label, s in scores.items()}
     head = " vs ".join(f"{label} {m:.1f} dB" for label, m in means.items())
     lines = [f"{head} PSNR to the {reference_label} (higher = closer)."]
-    if len(scores) == 2:
-        (a, sa), (b, sb) = scores.items()
+    (a, sa), *others = scores.items()
+    for b, sb in others:
         if sa.shape == sb.shape:
             wins = int((sa > sb).sum())
             lines.append(f"{a} is closer than {b} on {wins} of {sa.numel()} images "
@@ -47,7 +47,7 @@ def describe(scores: dict[str, torch.Tensor], reference_label: str) -> str:
 
 
 class DistanceToReference(io.ComfyNode):
-    """PSNR of one or two image batches to a reference batch, as text on the node."""
+    """PSNR of one to three image batches to a reference batch, as text on the node."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -66,9 +66,12 @@ class DistanceToReference(io.ComfyNode):
                 io.Image.Input("images_2", optional=True,
                                tooltip="A second batch to score (e.g. the default "
                                        "schedule's), the same size."),
+                io.Image.Input("images_3", optional=True,
+                               tooltip="A third batch to score (e.g. a fixed schedule's), "
+                                       "the same size."),
                 io.String.Input("labels", default="learned, default",
-                                tooltip="Names of images_1 and images_2, separated by a "
-                                        "comma."),
+                                tooltip="Names of images_1, images_2 and images_3, separated "
+                                        "by commas."),
                 io.String.Input("reference_label", default="30-step reference",
                                 tooltip="What the reference is, for the text."),
             ],
@@ -77,16 +80,16 @@ class DistanceToReference(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, reference, images_1, images_2=None, labels: str = "learned, default",
+    def execute(cls, reference, images_1, images_2=None, images_3=None,
+                labels: str = "learned, default",
                 reference_label: str = "30-step reference") -> io.NodeOutput:
         names = [n.strip() for n in labels.split(",")]
-        names = [names[i] if i < len(names) and names[i] else f"images_{i + 1}"
-                 for i in range(2)]
-        if names[0] == names[1]:
-            names[1] += " (2)"
-        scores = {names[0]: psnr(images_1, reference)}
-        if images_2 is not None:
-            scores[names[1]] = psnr(images_2, reference)
+        scores = {}
+        for i, images in enumerate((images_1, images_2, images_3)):
+            if images is None:
+                continue
+            name = names[i] if i < len(names) and names[i] else f"images_{i + 1}"
+            scores[f"{name} ({i + 1})" if name in scores else name] = psnr(images, reference)
         text = describe(scores, reference_label.strip() or "reference")
         return io.NodeOutput(text, ui={"text": [text]})
 

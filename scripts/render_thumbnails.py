@@ -1,8 +1,9 @@
 """Render the templates' thumbnails (``example_workflows/<name>.jpg``) in the real frontend:
-the digits examples run on the bundled digits model with the shipped policies (seed 42, as a
-user runs them) and the thumbnail shows their results; the SD3.5 / Flux examples, which need
-the user's own model, show their note and the Learned Schedule node instead of random-model
-images.
+the digits and shapes examples run on the bundled models with the shipped policies (seed 42,
+as a user runs them) and the thumbnail shows their results; the SD3.5 / Flux examples, which
+need the user's own model, show their note and the Learned Schedule node instead of
+random-model images. The shapes example's results are also written larger, as the README's
+picture (``docs/images/shapes_side_by_side.png``).
 
     python scripts/render_thumbnails.py [--clip models/digits/digits_clip_l.safetensors]
 
@@ -26,9 +27,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = REPO / "models" / "digits"
+SHAPES = REPO / "models" / "shapes"
 PACK = "learned-schedules"
-FILES = {"diffusion_models": ["digits_mmdit.safetensors"], "vae": ["digits_vae.safetensors"],
-         "learned_schedules": ["digits_policy_L4.safetensors", "digits_adagen_L3.safetensors"]}
+#: ComfyUI model folder -> the bundled files the examples load from it
+FILES = {"diffusion_models": [DIGITS / "digits_mmdit.safetensors",
+                              SHAPES / "shapes_mmdit.safetensors"],
+         "vae": [DIGITS / "digits_vae.safetensors", SHAPES / "shapes_vae.safetensors"],
+         "learned_schedules": [DIGITS / "digits_policy_L4.safetensors",
+                               DIGITS / "digits_adagen_L3.safetensors",
+                               SHAPES / "shapes_policy_L4.safetensors"]}
+BUNDLED = ("Digits", "Shapes")  # the examples that run on the models above
+#: example -> the README's picture of its results
+PICTURES = {"Shapes - default vs best fixed vs learned schedule":
+            REPO / "docs" / "images" / "shapes_side_by_side.png"}
 
 
 def _port() -> int:
@@ -52,6 +63,15 @@ def banner(path: Path, model: str) -> None:
     image.save(path, quality=85)
 
 
+def small_png(src: Path, dst: Path, colours: int = 128) -> None:
+    """A screenshot as a small PNG (a palette of ``colours``; the images are flat-coloured)."""
+    from PIL import Image
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as im:
+        im.convert("RGB").quantize(colours, dither=Image.Dither.NONE).save(dst, optimize=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clip", type=Path, default=DIGITS / "digits_clip_l.safetensors",
@@ -64,8 +84,8 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="thumbnails_"))
     for folder, names in {**FILES, "text_encoders": []}.items():
         (base / "models" / folder).mkdir(parents=True)
-        for name in names:
-            os.symlink(DIGITS / name, base / "models" / folder / name)
+        for path in names:
+            os.symlink(path, base / "models" / folder / path.name)
     os.symlink(args.clip.resolve(), base / "models" / "text_encoders" / "digits_clip_l.safetensors")
     (base / "custom_nodes").mkdir()
     os.symlink(REPO, base / "custom_nodes" / PACK)
@@ -88,7 +108,8 @@ def main() -> None:
                     time.sleep(1)
             stems = sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
             spec = {"module": PACK, "examples": stems,
-                    "run": [s for s in stems if s.startswith("Digits")],
+                    "run": [s for s in stems if s.startswith(BUNDLED)],
+                    "pictures": {k: str(base / f"{k}.png") for k in PICTURES},
                     "stand_ins": {"set": {}, "replace": {}}, "keep_seed": True,
                     "thumbnails_dir": str(args.out), "out_dir": str(base / "shots"),
                     "cases": [{"name": "classic", "vue": False, "full": False}]}
@@ -101,6 +122,9 @@ def main() -> None:
             if not head.get("ok"):
                 sys.exit(f"the browser run failed: {head.get('error')}")
             result = json.loads(Path(head["result_file"]).read_text())
+            for stem, path in PICTURES.items():
+                small_png(base / f"{stem}.png", path)
+                print(f"{path}: picture of {stem}")
             for stem in stems:
                 status = result["examples"][stem].get("status")
                 if status is None:

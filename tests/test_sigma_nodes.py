@@ -156,6 +156,13 @@ def test_distance_to_reference_scores_each_image(env):
     assert text.startswith("learned ") and " vs default " in text
     assert "learned is closer than default on 3 of 3 images" in text
     assert "default per image: " in text
+    # a third batch: the first row is compared with each later one
+    mid = (ref + 0.05).clamp(0, 1)
+    text = DistanceToReference.execute(ref, close, far, mid,
+                                       labels="learned, default, global").result[0]
+    assert " vs default " in text and " vs global " in text
+    assert "learned is closer than global on 3 of 3 images" in text
+    assert "global per image: " in text
     with pytest.raises(ValueError, match="same size"):
         psnr(close, torch.rand(3, 16, 16, 3))
 

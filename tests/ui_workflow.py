@@ -12,7 +12,8 @@ from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "example_workflows"
 
-#: Tiny stand-ins for the examples' model files: set inputs by node class, or replace a node.
+#: Tiny stand-ins for the examples' model files: set inputs by node class, cap numbers at a
+#: most, or replace a node.
 TINY_SD3 = {
     "set": {
         "UNETLoader": {"unet_name": "sd3_tiny.safetensors", "weight_dtype": "default"},
@@ -26,6 +27,8 @@ TINY_SD3 = {
         "LearnedSchedules_CalibrateSchedule": {"budget": 30, "contexts": 2, "teacher_steps": 6,
                                                "search": "dp"},
     },
+    # the 30-step references: 8 steps (still more than the examples' 3 or 4) on a tiny model
+    "cap": {"BasicScheduler": {"steps": 8}},
     "replace": {
         "TripleCLIPLoader": {"class_type": "CLIPLoader",
                              "inputs": {"clip_name": "clip_l.safetensors", "type": "sd3"}},
@@ -91,4 +94,7 @@ def apply_stand_ins(prompt: dict, stand_ins: dict = TINY_SD3) -> dict:
             node["class_type"] = new["class_type"]
             node["inputs"] = dict(new["inputs"])
         node["inputs"].update(stand_ins["set"].get(node["class_type"], {}))
+        for key, most in stand_ins.get("cap", {}).get(node["class_type"], {}).items():
+            if isinstance(node["inputs"].get(key), (int, float)):
+                node["inputs"][key] = min(node["inputs"][key], most)
     return out

@@ -10,7 +10,8 @@
 //   spec: { module, examples: [stem], run: [stem], stand_ins: {set, replace}, out_dir,
 //           cases?: [{ name, vue, full }] (default: one classic case with every check),
 //           thumbnails_dir? (write <stem>.jpg thumbnails there), keep_seed? (run the
-//             workflows' own seeds: scripts/render_thumbnails.py),
+//             workflows' own seeds: scripts/render_thumbnails.py), pictures? ({stem: path}:
+//             a PNG of that example's results, read at a larger zoom, for the README),
 //           no_policy? ([stem]: open each on a server without policies and run it; the
 //             sentence on screen is collected), stepwise? (a step-wise policy file: the full
 //             case also runs the first example with it in Learned Schedule) }
@@ -38,14 +39,43 @@ const browser = await chromium.launch({
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
 });
 
-async function openApp(page) {
+// Waits are for what the check needs (a frame drawn, a message received, a value stored),
+// each bounded by the fixed pause it replaced, so a slow machine waits no shorter than before.
+
+// n animation frames: the canvas and the DOM widgets over it drawn with what was just set
+async function frames(page, n = 2) {
+  await page.evaluate((n) => new Promise((done) => {
+    const step = (k) => (k ? requestAnimationFrame(() => step(k - 1)) : done());
+    step(n);
+  }), n);
+}
+
+// the page-side condition, or the old fixed pause when it does not come true in time
+async function until(page, fn, arg, ms) {
+  await page.waitForFunction(fn, arg, { timeout: ms, polling: 50 }).catch(() => {});
+}
+
+async function openApp(page, first = true) {
   await page.waitForFunction(() => window.app?.graph && window.app.extensionManager?.command,
     null, { timeout: 90000 });
   // the websocket must be up, or the executed messages (and the plot) never arrive
   await page.waitForFunction(() => window.app.api?.socket?.readyState === 1, null,
     { timeout: 60000 }).catch(() => {});
-  await page.waitForTimeout(800);
-  await page.keyboard.press("Escape"); // a first visit may open a dialog
+  // a first visit may open a dialog (a reload gives it less time: the first ones are gone)
+  await page.waitForTimeout(first ? 800 : 300);
+  await page.keyboard.press("Escape");
+}
+
+// the workflow with this plot stored by the frontend (what a reload restores), before a reload
+async function stored(page, ms) {
+  await until(page, (ls) => {
+    const node = window.app.graph._nodes.find((n) => ls.includes(n.type));
+    const payload = node?.properties?.learned_schedule_plot;
+    if (!payload) return true; // nothing to wait for
+    const key = JSON.stringify(payload);
+    return [localStorage, sessionStorage].some((s) => Object.keys(s).some((k) =>
+      k.includes("orkflow") && s.getItem(k)?.includes(key)));
+  }, PLOT, ms);
 }
 
 let lastDescription = "";
@@ -69,7 +99,9 @@ async function openTemplate(page, stem) {
   await page.waitForFunction(
     (ls) => window.app.graph._nodes.some((n) => ls.includes(n.type)) &&
       !document.querySelector('[role="dialog"]'), PLOT, { timeout: 60000 });
-  await page.waitForTimeout(800);
+  // the zoom it opened with settled (a frontend may fit the view after loading)
+  await page.waitForTimeout(300);
+  await frames(page, 3);
   return thumb;
 }
 
@@ -124,9 +156,11 @@ async function drawnPlot(page, type) {
 
 // a seed of this browser run: the API tests may have run the same graphs on this server, and a
 // fully cached graph would not execute (the cached case is checked on purpose further down).
-// A later case (the other renderer) runs the same prompts cached: the server sends cached
-// nodes' `ui` output again, so onExecuted fires as before, only faster. The Learned Sampler's
-// plot comes from inside sampling, so its graphs get a new seed in every case.
+// A later case (the other renderer) posts the same prompts, which run again: ComfyUI's
+// default cache keeps only the last prompt's results (with --cache-lru the Vue case's plots
+// stayed empty after a cached run: the cached `executed` messages did not bring the payload).
+// The Learned Sampler's plot comes from inside sampling, so its graphs get a new seed in
+// every case.
 const SEED = 1000 + (Date.now() % 100000);
 let caseIndex = 0;
 
@@ -143,6 +177,9 @@ function standIns(prompt, stand) {
       node.inputs = { ...rep.inputs };
     }
     Object.assign(node.inputs, stand.set[node.class_type] || {});
+    for (const [key, most] of Object.entries(stand.cap?.[node.class_type] || {})) {
+      if (typeof node.inputs[key] === "number") node.inputs[key] = Math.min(node.inputs[key], most);
+    }
   }
   return out;
 }
@@ -150,6 +187,12 @@ function standIns(prompt, stand) {
 async function runPrompt(page, prompt) {
   const body = await page.evaluate(async (p) => {
     const api = window.app.api;
+    if (!window.__lsEnded) { // the prompts whose end reached this page (after their outputs)
+      window.__lsEnded = new Set();
+      for (const type of ["execution_success", "execution_error", "execution_interrupted"]) {
+        api.addEventListener(type, (e) => window.__lsEnded.add(e.detail?.prompt_id));
+      }
+    }
     const r = await fetch("/api/prompt", {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ prompt: p, client_id: api.clientId ?? api.initialClientId }),
@@ -162,13 +205,27 @@ async function runPrompt(page, prompt) {
     const hist = await (await fetch(`${url}/history/${body.prompt_id}`)).json();
     const st = hist[body.prompt_id]?.status;
     if (st?.completed !== undefined && ["success", "error"].includes(st.status_str)) {
+      // the executed messages reach the nodes before the end message does
+      await until(page, (id) => window.__lsEnded?.has(id), body.prompt_id, 1000);
+      await frames(page);
       if (st.status_str === "error") return { status: "error", messages: st.messages };
-      await page.waitForTimeout(1000); // let the executed messages reach the nodes
       return { status: "success" };
     }
-    await new Promise((r) => setTimeout(r, 500));
+    // until the end message (the history is written just after it), at most 500 ms a poll
+    if (await page.evaluate((id) => window.__lsEnded?.has(id), body.prompt_id)) {
+      await new Promise((r) => setTimeout(r, 50));
+    } else {
+      await until(page, (id) => window.__lsEnded?.has(id), body.prompt_id, 500);
+    }
   }
   return { status: "timeout" };
+}
+
+// the first plot's canvas in the page with its payload drawn (a page-side condition)
+function plotDrawn(ls) {
+  const node = window.app.graph._nodes.find((n) => ls.includes(n.type));
+  const c = node?.__lsCanvas;
+  return !!(c?.isConnected && c.width > 0 && node.properties?.learned_schedule_plot);
 }
 
 async function plotState(page) {
@@ -229,20 +286,33 @@ async function onScreen(page, types, vue) {
 
 // the plot (zoomed onto its node) and Schedule to Text's text, as on screen
 async function screenState(page, vue) {
-  await focusNodes(page, PLOT);
-  const out = { ...(await plotState(page)), plot: await onScreen(page, PLOT, vue) };
+  await focusNodes(page, PLOT, undefined, true);
+  const plot = await seenWithin(page, PLOT, vue, (s) => s?.plot_seen);
+  const out = { ...(await plotState(page)), plot };
   if (await page.evaluate((t) => window.app.graph._nodes.some((n) => n.type === t), TEXT)) {
     await focusNodes(page, [TEXT]);
-    const text = await onScreen(page, [TEXT], vue);
+    const text = await seenWithin(page, [TEXT], vue, (s) => s?.texts.some((v) => v.startsWith("1")));
     out.text_seen = text.texts.find((v) => v.startsWith("1")) ?? "";
   }
   return out;
 }
 
-async function focusNodes(page, types, clip) {
-  await page.evaluate(({ types, clip }) => {
+// onScreen once ``ok`` holds of it, or as it is after the 900 ms the view once had to settle
+async function seenWithin(page, types, vue, ok) {
+  const t0 = Date.now();
+  for (;;) {
+    const seen = await onScreen(page, types, vue);
+    if (ok(seen) || Date.now() - t0 > 900) return seen;
+    await frames(page);
+  }
+}
+
+// zoom onto the nodes of these types (``first``: the first of them only, the one checked)
+async function focusNodes(page, types, clip, first = false) {
+  await page.evaluate(({ types, clip, first }) => {
     const c = window.app.canvas;
-    const nodes = window.app.graph._nodes.filter((n) => !types || types.includes(n.type));
+    const all = window.app.graph._nodes.filter((n) => !types || types.includes(n.type));
+    const nodes = first ? all.slice(0, 1) : all;
     const x0 = Math.min(...nodes.map((n) => n.pos[0])) - 20;
     const y0 = Math.min(...nodes.map((n) => n.pos[1])) - 50;
     const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])) + 20;
@@ -254,26 +324,38 @@ async function focusNodes(page, types, clip) {
     c.ds.offset[0] = r.x / scale - x0 + (r.width / scale - (x1 - x0)) / 2;
     c.ds.offset[1] = r.y / scale - y0 + (r.height / scale - (y1 - y0)) / 2;
     c.setDirty(true, true);
-  }, { types, clip });
-  await page.waitForTimeout(900);
+  }, { types, clip, first });
+  await until(page, plotsAtZoom, null, 900);
+  await frames(page, 2);
+}
+
+// every plot on the page drawn for the canvas's zoom (our JS checks the zoom every 250 ms)
+function plotsAtZoom() {
+  const want = Math.max(0.25, window.app.canvas.ds.scale * (window.devicePixelRatio || 1));
+  return window.app.graph._nodes.every((n) => !n.__lsCanvas?.isConnected ||
+    Math.abs((n.__lsDrawn?.scale ?? -1) - want) < 1e-6);
 }
 
 // reload the page (the workflow comes back from the browser's storage), then run the same
 // prompt again (every node cached: onExecuted does not fire), then zoom in
 async function reloadAndRerun(page, ex) {
   const prompt = standIns(ex.prompt, spec.stand_ins);
-  await page.waitForTimeout(1500);
+  await stored(page, 1500);
   await page.reload({ waitUntil: "domcontentloaded" });
-  await openApp(page);
-  await page.waitForTimeout(1500);
+  await openApp(page, false);
+  await until(page, plotDrawn, PLOT, 1500);
+  await frames(page);
   ex.after_reload = await plotState(page);
   const shot = `${spec.out_dir}/after_reload.png`;
-  await focusNodes(page, PLOT);
+  await focusNodes(page, PLOT, undefined, true);
   await page.screenshot({ path: shot });
   result.screenshots.push(shot);
   ex.after_cached_run = { ...(await runPrompt(page, prompt)), ...(await plotState(page)) };
   await page.evaluate(() => { window.app.canvas.ds.scale = 2.5; window.app.canvas.setDirty(true, true); });
-  await page.waitForTimeout(900);
+  await until(page, (ls) => { // the plot's backing store follows the zoom
+    const c = window.app.graph._nodes.find((n) => ls.includes(n.type)).__lsCanvas;
+    return c.width / parseFloat(c.style.width) >= 2.4;
+  }, PLOT, 900);
   ex.sharp_at_zoom = await page.evaluate((ls) => {
     const c = window.app.graph._nodes.find((n) => ls.includes(n.type)).__lsCanvas;
     return { backing_over_css: c.width / parseFloat(c.style.width) };
@@ -285,7 +367,7 @@ async function reloadAndRerun(page, ex) {
 
 // the plot's on-screen rectangle against the node's (body below the title bar)
 async function plotBounds(page) {
-  await focusNodes(page, PLOT);
+  await focusNodes(page, PLOT, undefined, true);
   return page.evaluate((ls) => {
     const app = window.app;
     const node = app.graph._nodes.find((n) => ls.includes(n.type));
@@ -307,16 +389,33 @@ async function paletteSwitch(page) {
   }, PLOT);
   const setPalette = (id) => page.evaluate((id) =>
     window.app.extensionManager.setting.set("Comfy.ColorPalette", id), id);
+  // both plots' backgrounds redrawn (lighter, or back to the first colour), at most 1.2 s
+  const redrawn = (want) => until(page, ({ ls, want }) => {
+    const px = (c) => (c ? [...c.getContext("2d").getImageData(1, 1, 1, 1).data.slice(0, 3)]
+      : null);
+    const plot = px(window.app.graph._nodes.find((n) => ls.includes(n.type)).__lsCanvas);
+    const cmp = px(window.app.graph._nodes.find(
+      (n) => n.type === "LearnedSchedules_CompareSchedules")?.__lsCanvas);
+    const sum = (p) => p[0] + p[1] + p[2];
+    if (want.light) {
+      return sum(plot) > sum(want.before) + 200 && (!cmp || sum(cmp) > want.cmp + 200);
+    }
+    return plot.join() === want.before.join() && (!cmp || sum(cmp) === want.cmp);
+  }, { ls: PLOT, want }, 1200);
   const before = await pixel();
+  const dark = await comparePixel(page);
+  const cmpSum = dark ? dark[0] + dark[1] + dark[2] : 0;
   await setPalette("light");
-  await page.waitForTimeout(1200);
+  await redrawn({ light: true, before, cmp: cmpSum });
+  await frames(page);
   const light = await pixel();
   const shot = `${spec.out_dir}/light_palette.png`;
   await page.screenshot({ path: shot });
   result.screenshots.push(shot);
   const compareLight = await comparePixel(page);
   await setPalette("dark");
-  await page.waitForTimeout(1200);
+  await redrawn({ light: false, before, cmp: cmpSum });
+  await frames(page);
   return { before, light, after: await pixel(), compare_light: compareLight,
            compare_dark: await comparePixel(page) };
 }
@@ -363,6 +462,7 @@ async function errorOnScreen(page, ex) {
   const imagesBefore = await page.evaluate((ids) => ids.map((id) =>
     window.app.nodeOutputs?.[id]?.images?.length ?? 0), downstream);
   const run = await runPrompt(page, prompt);
+  // the dialog, and our JS's check 800 ms later that it shows the sentence (else a toast)
   await page.waitForTimeout(1500);
   const out = { status: run.status, shown: await messagesOnScreen(page), images_before: imagesBefore,
     images_after: await page.evaluate((ids) => ids.map((id) =>
@@ -373,7 +473,7 @@ async function errorOnScreen(page, ex) {
   await page.screenshot({ path: shot });
   result.screenshots.push(shot);
   await page.keyboard.press("Escape");
-  await page.waitForTimeout(400);
+  await frames(page);
   return out;
 }
 
@@ -381,13 +481,15 @@ async function errorOnScreen(page, ex) {
 async function tabSwitch(page) {
   const command = (id) => page.evaluate((id) => window.app.extensionManager.command.execute(id), id);
   await command("Comfy.NewBlankWorkflow");
-  await page.waitForTimeout(1200);
+  await until(page, () => window.app.graph._nodes.length === 0, null, 1200);
+  await frames(page);
   const blank = await page.evaluate(() => window.app.graph._nodes.length);
   await command("Workspace.PreviousOpenedWorkflow");
   await page.waitForFunction((ls) => window.app.graph._nodes.some((n) => ls.includes(n.type)),
     PLOT,
     { timeout: 30000 }).catch(() => {});
-  await page.waitForTimeout(1200);
+  await until(page, plotDrawn, PLOT, 1200);
+  await frames(page, 3);
   return { blank_nodes: blank, ...(await plotState(page)) };
 }
 
@@ -398,6 +500,28 @@ async function thumbnail(page, stem, ran) {
   await focusNodes(page, ran ? THUMB_NODES : ["MarkdownNote", ...PLOT], THUMB);
   await page.screenshot({ path: `${spec.thumbnails_dir}/${stem}.jpg`, type: "jpeg", quality: 82,
                           clip: THUMB });
+}
+
+// the results of a run example (its images and scores) in a taller window, for the README
+async function picture(page, path) {
+  const size = page.viewportSize();
+  await page.setViewportSize({ width: 1000, height: 1500 });
+  await focusNodes(page, THUMB_NODES, { x: 60, y: 190, width: 880, height: 1290 });
+  const box = await page.evaluate((types) => { // the nodes' rectangle on screen
+    const c = window.app.canvas;
+    const nodes = window.app.graph._nodes.filter((n) => types.includes(n.type));
+    const title = window.LiteGraph.NODE_TITLE_HEIGHT || 30;
+    const [x0, y0] = c.ds.convertOffsetToCanvas([Math.min(...nodes.map((n) => n.pos[0])),
+      Math.min(...nodes.map((n) => n.pos[1] - title))]);
+    const [x1, y1] = c.ds.convertOffsetToCanvas([
+      Math.max(...nodes.map((n) => n.pos[0] + n.size[0])),
+      Math.max(...nodes.map((n) => n.pos[1] + n.size[1]))]);
+    const r = c.canvas.getBoundingClientRect();
+    return { x: r.left + x0 - 6, y: r.top + y0 - 6, width: x1 - x0 + 12, height: y1 - y0 + 12 };
+  }, THUMB_NODES);
+  await page.screenshot({ path, clip: box });
+  await page.setViewportSize(size);
+  await frames(page, 3);
 }
 
 // one renderer: its own browser context (fresh local storage), settings stored on the server
@@ -495,7 +619,8 @@ async function runCase(c) {
       ms("run");
       await page.waitForFunction((ls) => window.app.graph._nodes
         .find((n) => ls.includes(n.type))?.properties?.learned_schedule_plot, PLOT, { timeout: 30000 }).catch(() => {});
-      await page.waitForTimeout(400);
+      await until(page, plotDrawn, PLOT, 400);
+      await frames(page);
       Object.assign(ex, await plotState(page));
       ex.compare = await drawnPlot(page, "LearnedSchedules_CompareSchedules");
       ex.distance = await page.evaluate(() => window.app.graph._nodes.find(
@@ -506,6 +631,7 @@ async function runCase(c) {
       if (spec.thumbnails_dir) {
         await thumbnail(page, stem, true);
       }
+      if (spec.pictures?.[stem]) await picture(page, spec.pictures[stem]);
       ex.screen = await screenState(page, c.vue);
       ms("screen");
       const name = `${c.name}_${stem}`.replace(/[^A-Za-z0-9]+/g, "_");
@@ -514,11 +640,15 @@ async function runCase(c) {
         ex.screen_after_reload = await screenState(page, c.vue);
         if (spec.stepwise) ex.error_on_screen = await errorOnScreen(page, ex);
       } else { // the workflow comes back from the browser's storage
-        await page.waitForTimeout(1000);
+        await stored(page, 1000);
         await page.reload({ waitUntil: "domcontentloaded" });
-        await openApp(page);
-        await page.waitForFunction((ls) => window.app.graph._nodes.find((n) => ls.includes(n.type))
-          ?.__lsCanvas?.isConnected, PLOT, { timeout: 30000 }).catch(() => {});
+        await openApp(page, false);
+        // the workflow restored, then its plot attached (a frontend that attaches only what is
+        // in view may restore a view away from it: screenState zooms onto it)
+        await page.waitForFunction((ls) => window.app.graph._nodes.some((n) => ls.includes(n.type)),
+          PLOT, { timeout: 30000 }).catch(() => {});
+        await until(page, (ls) => window.app.graph._nodes.find((n) => ls.includes(n.type))
+          ?.__lsCanvas?.isConnected, PLOT, 3000);
         ex.screen_after_reload = await screenState(page, c.vue);
       }
       ms("reload");
