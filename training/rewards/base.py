@@ -53,15 +53,17 @@ def check_inputs(images: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Te
         images = images.expand(*images.shape[:-1], 3)
     elif channels != 3:
         raise ValueError(f"Reward images need 1, 3 or 4 channels last, got {channels}.")
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = [str(p) for p in prompts]
-    if len(prompts) == 1 and images.shape[0] != 1:
-        prompts = prompts * images.shape[0]
-    if len(prompts) != images.shape[0]:
-        raise ValueError(f"Got {images.shape[0]} images but {len(prompts)} prompts; "
-                         "pass one prompt per image.")
-    return images, prompts
+    return images, prompts_per_image(prompts, images.shape[0])
+
+
+def prompts_per_image(prompts: Sequence[str] | str, n: int) -> list[str]:
+    """One prompt per image of ``n``: a single prompt is shared; another count is refused."""
+    prompts = [prompts] if isinstance(prompts, str) else [str(p) for p in prompts]
+    if len(prompts) == 1 and n != 1:
+        prompts = prompts * n
+    if len(prompts) != n:
+        raise ValueError(f"Got {n} images but {len(prompts)} prompts; pass one prompt per image.")
+    return prompts
 
 
 @dataclass(frozen=True)

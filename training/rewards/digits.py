@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .base import prompts_per_image
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CLASSIFIER = REPO / "models" / "digits" / "digits_classifier.safetensors"
 N_HELD_OUT = 500
@@ -282,13 +284,7 @@ class RealismReward:
 
 
 def _classes(prompts: list[str] | str, n: int) -> torch.Tensor:
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    if len(prompts) == 1 and n != 1:
-        prompts = list(prompts) * n
-    if len(prompts) != n:
-        raise ValueError(f"Got {n} images but {len(prompts)} prompts.")
-    return torch.tensor([prompt_digit(p) for p in prompts])
+    return torch.tensor([prompt_digit(p) for p in prompts_per_image(prompts, n)])
 
 
 def save_classifier(model: DigitClassifier, stats: dict[str, torch.Tensor], path: Path) -> None:

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..datasets import shapes as data
+from .base import prompts_per_image
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CLASSIFIER = REPO / "models" / "shapes" / "shapes_glyph_classifier.safetensors"
@@ -101,13 +102,7 @@ class GlyphClassifier:
 
 
 def _specs(prompts: list[str] | str, n: int) -> list[data.Spec]:
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    if len(prompts) == 1 and n != 1:
-        prompts = list(prompts) * n
-    if len(prompts) != n:
-        raise ValueError(f"Got {n} images but {len(prompts)} prompts.")
-    return [data.spec_of(p) for p in prompts]
+    return [data.spec_of(p) for p in prompts_per_image(prompts, n)]
 
 
 class ShapesChecks:
@@ -228,10 +223,9 @@ class ShapesScores:
         self.checks = ShapesChecks(path, device)
 
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> dict[str, np.ndarray]:
-        if isinstance(prompts, str) or len(prompts) == 1:
-            prompts = list([prompts] if isinstance(prompts, str) else prompts) * len(images)
+        prompts = prompts_per_image(prompts, len(images))
         specs = _specs(prompts, len(images))
-        out = {"checks": self.checks.score(images, list(prompts)).double().numpy()}
+        out = {"checks": self.checks.score(images, prompts).double().numpy()}
         out["glyph_logp"] = glyph_logp(self.checks.classifier, images, specs,
                                        missing=float("nan")).double().numpy()
         imgs = to_input(images).permute(0, 2, 3, 1).numpy()
